@@ -1,0 +1,31 @@
+"""The Meta-Rewarding loop: M_0 -> M_1 -> ... -> M_T, each iteration its own sub-flow run."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.iteration import meta_rewarding_iteration
+from metareward import stages
+from metareward.config import RunConfig
+from tasks import stages as T
+
+
+@flow(name="meta-rewarding", flow_run_name="{cfg.run.name}")
+def meta_rewarding(cfg: RunConfig) -> list[dict]:
+    """T iterations; iteration t trains M_t from M_{t-1} with pairs M_{t-1} made and judged itself."""
+    model = T.base_model(cfg)
+    summaries = []
+    for t in range(1, cfg.run.iterations + 1):
+        s = meta_rewarding_iteration(cfg, t, model)
+        summaries.append(s)
+        model = stages.model_of(stages.train_manifest(cfg, t))
+    return summaries
+
+
+@flow(name="meta-rewarding-recipe", flow_run_name="{recipe}")
+def meta_rewarding_recipe(recipe: str = "smoke", overrides: list[str] | None = None) -> list[dict]:
+    """The same loop, parameterised by a recipe name (or YAML path) and key=value overrides: what deployments
+    and schedules use, so the Prefect UI form stays two fields."""
+    from metareward.config import load_config
+
+    return meta_rewarding(load_config(recipe, overrides or []))

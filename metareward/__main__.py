@@ -1,0 +1,3 @@
+from metareward.cli import main
+
+main()

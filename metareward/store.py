@@ -1,0 +1,166 @@
+"""The run store: fsspec URIs (a local folder now, ``s3://`` later), atomic writes, JSONL rows, manifests.
+
+Layout::
+
+    <root>/<run>/config.json                 the RunConfig of the latest invocation
+    <root>/<run>/iter_<t>/<stage>/...        the stage's data
+    <root>/<run>/iter_<t>/<stage>/manifest.json   written last: its presence means "done"
+
+Writes go to a temporary name and are renamed into place, so a crash never leaves a half-written file under
+its final name; the manifest is written after every data file, so a stage folder without one is never
+mistaken for finished work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import fsspec
+from pydantic import BaseModel, ValidationError
+
+from metareward.records import Manifest
+
+T = TypeVar("T", bound=BaseModel)
+
+MANIFEST = "manifest.json"
+
+
+class StoreError(ValueError):
+    """Unreadable store content; the message names the URI and line."""
+
+
+def join(*parts: str) -> str:
+    head, *rest = parts
+    return "/".join([head.rstrip("/")] + [p.strip("/") for p in rest if p])
+
+
+def fs_for(uri: str) -> fsspec.AbstractFileSystem:
+    fs, _ = fsspec.core.url_to_fs(uri)
+    return fs
+
+
+def run_uri(root: str, run: str) -> str:
+    if "://" not in root:
+        root = str(Path(root).expanduser().resolve())
+    return join(root, run)
+
+
+def stage_uri(root: str, run: str, t: int, stage: str) -> str:
+    return join(run_uri(root, run), f"iter_{t}", stage)
+
+
+def exists(uri: str) -> bool:
+    return fs_for(uri).exists(uri)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Atomic write: a temporary sibling, then a rename."""
+    fs = fs_for(uri)
+    parent = uri.rsplit("/", 1)[0]
+    fs.makedirs(parent, exist_ok=True)
+    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{uri.rsplit('/', 1)[1]}"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+        if hasattr(f, "flush"):
+            f.flush()
+            if hasattr(f, "fileno"):
+                try:
+                    os.fsync(f.fileno())
+                except (OSError, ValueError, AttributeError):
+                    pass
+    fs.mv(tmp, uri)
+
+
+def read_text(uri: str) -> str:
+    with fs_for(uri).open(uri, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise StoreError(f"{uri}: not UTF-8 text (byte {e.start})") from None
+
+
+def write_json(uri: str, obj) -> None:
+    write_bytes(uri, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
+
+
+def read_json(uri: str):
+    text = read_text(uri)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise StoreError(f"{uri}: line {e.lineno}: invalid JSON ({e.msg})") from None
+
+
+def write_jsonl(uri: str, rows: Iterable[BaseModel | dict]) -> str:
+    """Write rows atomically; returns the content digest."""
+    lines = []
+    for r in rows:
+        d = r.model_dump(mode="json") if isinstance(r, BaseModel) else r
+        lines.append(json.dumps(d, ensure_ascii=False, sort_keys=True))
+    data = ("\n".join(lines) + ("\n" if lines else "")).encode()
+    write_bytes(uri, data)
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def iter_jsonl(uri: str, model: type[T]) -> Iterator[T]:
+    for lineno, line in enumerate(read_text(uri).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield model.model_validate_json(line)
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "(row)"
+            raise StoreError(f"{uri}: line {lineno}: {field}: {err['msg']}") from None
+
+
+def read_jsonl(uri: str, model: type[T]) -> list[T]:
+    return list(iter_jsonl(uri, model))
+
+
+def file_digest(uri: str) -> str:
+    h = hashlib.sha256()
+    with fs_for(uri).open(uri, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def folder_digest(uri: str) -> str:
+    """Digest of every file under a folder (names and contents), e.g. a saved model."""
+    fs = fs_for(uri)
+    h = hashlib.sha256()
+    base = fs._strip_protocol(uri).rstrip("/")
+    for path in sorted(fs.find(uri)):
+        rel = path[len(base) :].lstrip("/")
+        if rel.startswith(".tmp-"):
+            continue
+        h.update(rel.encode())
+        h.update(file_digest(path if "://" not in uri else f"{uri.split('://')[0]}://{path}").encode())
+    return h.hexdigest()[:16]
+
+
+def read_manifest(stage_folder: str) -> Manifest | None:
+    uri = join(stage_folder, MANIFEST)
+    if not exists(uri):
+        return None
+    return Manifest.model_validate(read_json(uri))
+
+
+def write_manifest(manifest: Manifest) -> None:
+    write_json(join(manifest.uri, MANIFEST), manifest.model_dump(mode="json"))
+
+
+def invalidate(stage_folder: str) -> None:
+    """Drop a stage's manifest before recomputing it, so a crash mid-way leaves it 'not done'."""
+    uri = join(stage_folder, MANIFEST)
+    fs = fs_for(uri)
+    if fs.exists(uri):
+        fs.rm(uri)

@@ -1,0 +1,74 @@
+"""The iteration summary: counts, judge health, pair statistics and the benchmark, from the manifests alone.
+
+Written to ``<run>/iter_<t>/summary.json`` and ``summary.md`` at the end of each iteration, and printed by the
+CLI, so nobody needs to open a JSONL file to see what an iteration did.
+"""
+
+from __future__ import annotations
+
+from metareward import store
+from metareward.records import Manifest
+
+
+def iteration_summary(t: int, manifests: dict[str, Manifest], baseline: Manifest | None = None) -> dict:
+    """One dict per iteration; ``manifests`` maps stage name -> manifest (meta_judge may be absent)."""
+    g, j, p = manifests["generate"], manifests["judge"], manifests["pairs"]
+    meta = manifests.get("meta_judge")
+    out = {
+        "iteration": t,
+        "prompts": manifests["prompts"].counts.get("prompts"),
+        "responses": g.counts.get("responses"),
+        "response_mean_chars": g.stats.get("mean_chars"),
+        "judgments": j.counts.get("judgments"),
+        "judge_parse_rate": j.stats.get("parse_rate"),
+        "judge_mean_score": j.stats.get("mean_score"),
+        "score_histogram": j.stats.get("score_histogram"),
+        "meta_judge_calls": meta.counts.get("calls") if meta else 0,
+        "meta_judge_decided": meta.counts.get("decided") if meta else 0,
+        "actor_pairs": p.counts.get("actor_pairs"),
+        "judge_pairs": p.counts.get("judge_pairs"),
+        "pair_skips": {k: v for k, v in p.counts.items() if "_" in k and k.split("_", 1)[0] in ("actor", "judge")
+                       and not k.endswith("_pairs")},
+        "actor_chosen_mean_chars": p.stats.get("actor_chosen_mean_chars"),
+        "actor_rejected_mean_chars": p.stats.get("actor_rejected_mean_chars"),
+        "position_weights": {k: p.stats.get("meta_judge", {}).get(k) for k in ("w1", "w2")},
+        "durations_s": {name: m.duration_s for name, m in manifests.items()},
+        "model": manifests["train"].files.get("model") if "train" in manifests else None,
+    }
+    if "train" in manifests:
+        tr = manifests["train"]
+        out["train"] = {k: tr.stats.get(k) for k in ("steps", "train_loss", "rewards/accuracies", "rewards/margins")}
+    if "benchmark" in manifests:
+        out["benchmark"] = _bench(manifests["benchmark"])
+    if baseline is not None:
+        out["benchmark_baseline"] = _bench(baseline)
+    return out
+
+
+def _bench(m: Manifest) -> dict:
+    return {k: m.stats.get(k) for k in ("model_iteration", "mean_chars", "mean_score", "parse_rate", "judge")}
+
+
+def to_markdown(s: dict) -> str:
+    lines = [f"# Iteration {s['iteration']}", "", "| quantity | value |", "|---|---|"]
+    for key in ("prompts", "responses", "response_mean_chars", "judgments", "judge_parse_rate", "judge_mean_score",
+                "meta_judge_calls", "meta_judge_decided", "actor_pairs", "judge_pairs",
+                "actor_chosen_mean_chars", "actor_rejected_mean_chars"):
+        lines.append(f"| {key} | {s.get(key)} |")
+    lines += ["", "Score histogram (rounded points): " + ", ".join(f"{k}: {v}" for k, v in
+                                                                   (s.get("score_histogram") or {}).items())]
+    lines.append("Pairs skipped: " + (", ".join(f"{k}: {v}" for k, v in s["pair_skips"].items()) or "none"))
+    if "train" in s:
+        lines.append("Training: " + ", ".join(f"{k} {v}" for k, v in s["train"].items()))
+    for label in ("benchmark_baseline", "benchmark"):
+        if label in s:
+            lines.append(f"{label}: " + ", ".join(f"{k} {v}" for k, v in s[label].items()))
+    lines.append("Stage seconds: " + ", ".join(f"{k} {v}" for k, v in s["durations_s"].items()))
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(root: str, run: str, s: dict) -> str:
+    folder = store.join(store.run_uri(root, run), f"iter_{s['iteration']}")
+    store.write_json(store.join(folder, "summary.json"), s)
+    store.write_bytes(store.join(folder, "summary.md"), to_markdown(s).encode())
+    return store.join(folder, "summary.md")

@@ -1,0 +1,83 @@
+"""One thin Prefect task per stage. The algorithm lives in `metareward.stages`; a task adds only Prefect's
+concerns: names, tags, retries, and a cache key.
+
+The cache key mirrors the run store: it is the stage's key *plus the digest of the manifest now in the stage
+folder*, and there is no key (no caching) while the folder holds no manifest for this key. So a Prefect cache
+hit can never hand back a manifest whose files were since deleted or recomputed with other settings; the
+stage's own manifest check does the skipping before Prefect has a record of it.
+Results are Manifests (a few KB of JSON), never models or datasets, serialised as JSON (no pickle).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.context import TaskRunContext
+
+from metareward import stages, store
+from metareward.config import RunConfig
+from metareward.records import Manifest, ModelRef
+
+
+def _input_digests(params: dict[str, Any]) -> dict[str, str]:
+    return {k: v.digest for k, v in params.items() if isinstance(v, (Manifest, ModelRef))}
+
+
+def manifest_cache_key(ctx: TaskRunContext, params: dict[str, Any]) -> str | None:
+    stage = ctx.task.name
+    cfg: RunConfig = params["cfg"]
+    t: int = params["t"]
+    key = stages.stage_key(stage, cfg, t, _input_digests(params))
+    done = store.read_manifest(store.stage_uri(cfg.storage.root, cfg.run.name, t, stage))
+    if done is None:
+        return None
+    return f"{cfg.run.name}-{stage}-{t}-{key}-{done.key}-{done.digest}"
+
+
+COMMON = dict(cache_key_fn=manifest_cache_key, persist_result=True, result_serializer="json", retries=2,
+              retry_delay_seconds=5)
+
+
+def _name(stage: str):
+    return lambda: f"{stage}-iter{TaskRunContext.get().parameters['t']}"
+
+
+@task(name="prompts", tags=["cpu"], task_run_name=_name("prompts"), **COMMON)
+def prompts(cfg: RunConfig, t: int) -> Manifest:
+    return stages.prompts(cfg, t)
+
+
+@task(name="generate", tags=["gpu"], task_run_name=_name("generate"), **COMMON)
+def generate(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Manifest:
+    return stages.generate(cfg, t, model, prompts_m)
+
+
+@task(name="judge", tags=["gpu"], task_run_name=_name("judge"), **COMMON)
+def judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest) -> Manifest:
+    return stages.judge(cfg, t, model, generate_m)
+
+
+@task(name="meta_judge", tags=["gpu"], task_run_name=_name("meta_judge"), **COMMON)
+def meta_judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest, judge_m: Manifest) -> Manifest:
+    return stages.meta_judge(cfg, t, model, generate_m, judge_m)
+
+
+@task(name="pairs", tags=["cpu"], task_run_name=_name("pairs"), **COMMON)
+def build_pairs(cfg: RunConfig, t: int, generate_m: Manifest, judge_m: Manifest, meta_m: Manifest | None) -> Manifest:
+    return stages.build_pairs(cfg, t, generate_m, judge_m, meta_m)
+
+
+@task(name="train", tags=["gpu"], task_run_name=_name("train"), **COMMON)
+def train(cfg: RunConfig, t: int, model: ModelRef, pairs_m: Manifest) -> Manifest:
+    return stages.train(cfg, t, model, pairs_m)
+
+
+@task(name="benchmark", tags=["gpu"], task_run_name=_name("benchmark"), **COMMON)
+def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Manifest:
+    return stages.benchmark(cfg, t, model, prompts_m)
+
+
+@task(name="base_model", tags=["cpu"], retries=1)
+def base_model(cfg: RunConfig) -> ModelRef:
+    return stages.base_model(cfg)

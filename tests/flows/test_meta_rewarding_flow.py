@@ -1,0 +1,75 @@
+"""The whole DAG on the fake engine (canned judge text) and a fake trainer: plumbing, caching, re-keying."""
+
+from pathlib import Path
+
+import pytest
+
+from metareward import store
+from metareward.config import load_config
+from metareward.records import Judgment, MetaVerdict, PreferencePair, Response
+
+STAGES = ["prompts", "generate", "judge", "meta_judge", "pairs", "train", "benchmark"]
+
+
+def _cfg(root, *extra):
+    return load_config("smoke", [f"storage.root={root}", "engine.backend=fake", "run.name=fake",
+                                 "run.iterations=2", "pairs.judge_pairs=[true, false]", *extra])
+
+
+def _mtimes(root):
+    return {p: p.stat().st_mtime_ns for p in Path(root).rglob("manifest.json")}
+
+
+def test_two_iterations_then_cached_then_rekeyed(tmp_path, prefect_harness, fake_trainer):
+    from metareward.cli import run_pipeline
+
+    cfg = _cfg(tmp_path)
+    summaries = run_pipeline(cfg)
+    run = Path(store.run_uri(str(tmp_path), "fake"))
+
+    # iteration 1 has every stage; iteration 2 has no meta-judge (pairs.judge_pairs=[true, false])
+    for stage in STAGES:
+        assert (run / "iter_1" / stage / "manifest.json").is_file(), stage
+    assert not (run / "iter_2" / "meta_judge").exists()
+    assert (run / "iter_0" / "benchmark" / "manifest.json").is_file()
+
+    responses = store.read_jsonl(str(run / "iter_1/generate/responses.jsonl"), Response)
+    judgments = store.read_jsonl(str(run / "iter_1/judge/judgments.jsonl"), Judgment)
+    verdicts = store.read_jsonl(str(run / "iter_1/meta_judge/verdicts.jsonl"), MetaVerdict)
+    pairs = store.read_jsonl(str(run / "iter_1/pairs/pairs.jsonl"), PreferencePair)
+    assert len(responses) == 16 * 4 and len(judgments) == 16 * 4 * 3
+    targets = {v.response_id for v in verdicts}
+    assert len(verdicts) == len(targets) * 3 * 2  # C(3,2) pairs x 2 orders per disputed response
+    assert {p.kind for p in pairs} == {"actor", "judge"}
+    assert summaries[0]["actor_pairs"] + summaries[0]["judge_pairs"] == len(pairs)
+    # iteration 2 generated with M_1, the model iteration 1 trained
+    assert fake_trainer[1][1] == str(run / "iter_1" / "train" / "model")
+    assert (run / "iter_1" / "summary.md").is_file()
+
+    # a second run recomputes nothing
+    before = _mtimes(run)
+    n_calls = len(fake_trainer)
+    run_pipeline(cfg)
+    assert _mtimes(run) == before and len(fake_trainer) == n_calls
+
+    # dpo.beta re-keys training and what follows it; iteration 1's data stages are untouched
+    run_pipeline(_cfg(tmp_path, "dpo.beta=0.2"))
+    after = _mtimes(run)
+    changed = sorted(str(p.relative_to(run).parent) for p in after if after[p] != before[p])
+    assert changed == ["iter_1/benchmark", "iter_1/train"] + [f"iter_2/{s}" for s in
+                                                              ["benchmark", "generate", "judge", "pairs", "train"]]
+
+
+def test_collapsed_judge_gives_no_actor_pairs(tmp_path, prefect_harness, fake_trainer, monkeypatch):
+    """Every score 5: no spread, so every prompt is skipped as a tie and training refuses to run."""
+    from metareward import stages
+    from metareward.engines.fake import FakeEngine
+
+    cfg = _cfg(tmp_path, "run.iterations=1", "judge.scoring=parse", "meta_judge.scoring=parse")
+    monkeypatch.setattr(stages, "_engine", lambda cfg, model: FakeEngine(collapse=True))
+    from metareward.cli import run_pipeline
+
+    with pytest.raises(stages.StageError, match="no preference pair survived"):
+        run_pipeline(cfg)
+    m = store.read_manifest(store.stage_uri(str(tmp_path), "fake", 1, "pairs"))
+    assert m.counts["actor_pairs"] == 0 and m.counts["actor_tie"] == 16

@@ -1,0 +1,18 @@
+"""The library must stay importable without Prefect or torch (architecture.md: pure modules)."""
+
+import subprocess
+import sys
+
+PURE = ["metareward", "metareward.config", "metareward.records", "metareward.prompts", "metareward.parsing",
+        "metareward.scoring", "metareward.pairs", "metareward.store", "metareward.stages", "metareward.summary",
+        "metareward.prompt_sets", "metareward.models", "metareward.engines", "metareward.train"]
+
+
+def test_pure_modules_import_neither_prefect_nor_torch():
+    code = (
+        "import importlib, sys\n"
+        f"for m in {PURE!r}: importlib.import_module(m)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'torch', 'transformers', 'trl', 'vllm'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,173 @@
+"""TransformersEngine on the real embedded SmolLM2-135M-Instruct (slow: about 30-60 s on 2 CPU cores).
+
+These check the plumbing and the maths (batching, ordering, seeding, stop tokens, probabilities), never the
+small model's judgment quality.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from metareward.engines.base import Sampling
+from metareward.prompts import SCORE_PREFIX, VERDICT_PREFIX
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+pytestmark = pytest.mark.slow
+
+JUDGE = "Review the user's question and the response.\n<question>What is 2+2?</question>\n<response>4</response>"
+
+
+@pytest.fixture(scope="session")
+def engine():
+    pytest.importorskip("torch")
+    from metareward.engines.transformers_engine import TransformersEngine
+    from metareward.models import ModelNotFound, embedded_model_path
+
+    try:
+        path = embedded_model_path()
+    except ModelNotFound as e:
+        pytest.skip(str(e))
+    eng = TransformersEngine(path, dtype="float32", batch_size=8)
+    yield eng
+    eng.close()
+
+
+def reference_logprob(engine, ids: list[int], k: int) -> float:
+    """log P(ids[k:] | ids[:k]) from one unpadded forward pass: independent of the engine's batching."""
+    import torch
+
+    with torch.inference_mode():
+        logits = engine.model(input_ids=torch.tensor([ids], device=engine.device)).logits[0].float()
+    lp = torch.log_softmax(logits, dim=-1)
+    return sum(float(lp[t - 1, ids[t]]) for t in range(k, len(ids)))
+
+
+def reference_probs(engine, prompt: str, prefix: str, choices: list[str]) -> list[float]:
+    from metareward.engines.transformers_engine import split_choices
+
+    ctx = engine.render(prompt) + prefix
+    seqs = [engine._encode(ctx + c) for c in choices]
+    k, _ = split_choices(engine._encode(ctx), seqs)
+    lps = [reference_logprob(engine, s, k) for s in seqs]
+    top = max(lps)
+    w = [math.exp(x - top) for x in lps]
+    return [x / sum(w) for x in w]
+
+
+def test_generate_shape_and_reproducible(engine):
+    prompts = ["What is the capital of France?", "Write a short poem about the sea."]
+    s = Sampling(temperature=0.8, top_p=0.95, max_new_tokens=16)
+    a = engine.generate(prompts, 2, s, seed=7)
+    assert [len(row) for row in a] == [2, 2]
+    for row in a:
+        for c in row:
+            assert c.text and c.text == c.text.strip()
+            assert 0 < c.n_tokens <= 16
+            assert c.finish_reason in ("stop", "length")
+            assert c.finish_reason == "stop" or c.n_tokens == 16
+            assert "<|im_end|>" not in c.text and "<|im_start|>" not in c.text
+    assert engine.generate(prompts, 2, s, seed=7) == a
+    assert engine.generate(prompts, 2, s, seed=8) != a
+
+
+def test_generate_stops_at_end_of_turn(engine):
+    [[c1, c2]] = engine.generate(["Say hi."], 2, Sampling(temperature=0.0, max_new_tokens=48), seed=0)
+    assert c1 == c2  # greedy: identical samples
+    assert c1.finish_reason == "stop" and c1.n_tokens < 48
+    [[short]] = engine.generate(["Write a long essay about the history of Rome."], 1,
+                                Sampling(temperature=0.0, max_new_tokens=4), seed=0)
+    assert short.finish_reason == "length" and short.n_tokens == 4
+
+
+def test_batching_restores_prompt_order(engine, monkeypatch):
+    prompts = [
+        "Explain in detail, step by step, how a bicycle gear system lets a rider climb steep hills.",
+        "Hi!",
+        "Name a fruit that is yellow.",
+    ]
+    s = Sampling(temperature=0.0, max_new_tokens=8)
+    alone = [engine.generate([p], 1, s, seed=0)[0][0].text for p in prompts]
+    assert len(set(alone)) == 3
+    seen = []
+    real = engine.model.generate
+
+    def spy(**kw):
+        seen.append(kw["attention_mask"].sum(-1).tolist())
+        return real(**kw)
+
+    monkeypatch.setattr(engine, "batch_size", 2)
+    monkeypatch.setattr(engine.model, "generate", spy)
+    batched = [row[0].text for row in engine.generate(prompts, 1, s, seed=0)]
+    assert batched == alone
+    lengths = [n for batch in seen for n in batch]
+    assert len(seen) == 2 and lengths == sorted(lengths)  # batches hold length-sorted prompts
+
+
+def test_score_prefix_takes_the_one_token_path_and_matches_full(engine):
+    from metareward.engines.transformers_engine import split_choices
+
+    ctx = engine.render(JUDGE) + "The response is correct.\n" + SCORE_PREFIX
+    ctx_ids = engine._encode(ctx)
+    k, conts = split_choices(ctx_ids, [engine._encode(ctx + d) for d in "012345"])
+    assert k == len(ctx_ids) and all(len(c) == 1 for c in conts)  # SmolLM2 splits digits: "Score: " + "3" is clean
+
+    prompts, prefixes = [JUDGE, JUDGE + " Be strict."], ["The response is correct.\n" + SCORE_PREFIX] * 2
+    fast = engine.choice_probs(prompts, prefixes, list("012345"))
+    full = engine._choice_probs(prompts, prefixes, list("012345"), method="full")
+    ref = reference_probs(engine, prompts[0], prefixes[0], list("012345"))
+    for row in fast:
+        assert len(row) == 6 and abs(sum(row) - 1) < 1e-9 and all(p > 0 for p in row)
+    for f, g in zip(fast, full):
+        assert max(abs(x - y) for x, y in zip(f, g)) < 1e-4
+    assert max(abs(x - y) for x, y in zip(fast[0], ref)) < 1e-4
+    assert fast[0] != fast[1]  # the two prompts really were scored separately
+
+
+def test_verdict_prefix_trailing_space_is_handled(engine):
+    """'Winner: Judgment ' + 'A' tokenises as 'Judgment', ' A' (the space merges into the letter): the engine
+    backs off one token and still answers with one forward pass; reading P('A' | ... ' ') would be wrong."""
+    from metareward.engines.transformers_engine import split_choices
+
+    ctx = engine.render(JUDGE) + VERDICT_PREFIX
+    ctx_ids = engine._encode(ctx)
+    k, conts = split_choices(ctx_ids, [engine._encode(ctx + c) for c in "AB"])
+    assert k == len(ctx_ids) - 1 and all(len(c) == 1 for c in conts)
+
+    spaced = engine.choice_probs([JUDGE], [VERDICT_PREFIX], ["A", "B"])[0]
+    unspaced = engine.choice_probs([JUDGE], [VERDICT_PREFIX.rstrip()], [" A", " B"])[0]
+    full = engine._choice_probs([JUDGE], [VERDICT_PREFIX], ["A", "B"], method="full")[0]
+    ref = reference_probs(engine, JUDGE, VERDICT_PREFIX, ["A", "B"])
+    assert abs(sum(spaced) - 1) < 1e-9
+    for other in (unspaced, full, ref):
+        assert max(abs(x - y) for x, y in zip(spaced, other)) < 1e-4
+
+
+def test_multi_token_choices_use_the_likelihood_path(engine):
+    choices = [" yes, definitely", " no", " maybe"]
+    prompts, prefixes = [JUDGE, "Is the sky blue?"], ["Answer:", "Answer:"]
+    got = engine.choice_probs(prompts, prefixes, choices)
+    for p, pre, row in zip(prompts, prefixes, got):
+        assert abs(sum(row) - 1) < 1e-9
+        ref = reference_probs(engine, p, pre, choices)
+        assert max(abs(x - y) for x, y in zip(row, ref)) < 1e-4
+
+
+def test_closed_engine_refuses():
+    pytest.importorskip("torch")
+    from metareward.engines.transformers_engine import TransformersEngine
+    from metareward.models import ModelNotFound, embedded_model_path
+
+    try:
+        path = embedded_model_path()
+    except ModelNotFound as e:
+        pytest.skip(str(e))
+    eng = TransformersEngine(path, batch_size=2)
+    eng.close()
+    eng.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        eng.generate(["x"], 1, Sampling(max_new_tokens=2), seed=0)
