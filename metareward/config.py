@@ -77,7 +77,9 @@ class PromptsSection(_Section):
 class SamplingSection(_Section):
     temperature: float = Field(0.8, ge=0.0, description="Sampling temperature (paper: 0.8).")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling (paper: 0.95).")
-    max_new_tokens: int = Field(512, ge=1, description="Generation length limit in tokens.")
+    max_new_tokens: int = Field(
+        512, ge=0, description="Generation length limit in tokens. 0 (judge/meta-judge in 'expected' mode only): "
+        "no reasoning, the score or verdict is read right after the prompt.")
 
 
 class ActorSection(_Section):
@@ -201,6 +203,12 @@ class RunConfig(_Section):
         meta_on = any(schedule(self.pairs.judge_pairs, t) for t in range(1, self.run.iterations + 1))
         if meta_on and self.judge.n < 2:
             raise ValueError("judge.n must be >= 2 when the meta-judge runs (pairs.judge_pairs has a true entry)")
+        for name in ("judge", "meta_judge"):
+            sec = getattr(self, name)
+            if sec.sampling.max_new_tokens == 0 and sec.scoring == "parse":
+                raise ValueError(f"{name}.sampling.max_new_tokens=0 needs {name}.scoring=expected (nothing to parse)")
+        if self.actor.sampling.max_new_tokens == 0:
+            raise ValueError("actor.sampling.max_new_tokens must be >= 1")
         return self
 
     def judge_pairs_at(self, t: int) -> bool:

@@ -216,7 +216,7 @@ def _judge_responses(engine, cfg: RunConfig, responses: list[Response], n: int) 
     from metareward.prompts import SCORE_CHOICES, SCORE_PREFIX, render_judge
 
     texts = [render_judge(r.prompt, r.text) for r in responses]
-    outs = engine.generate(texts, n, _sampling(cfg.judge.sampling), cfg.run.seed)
+    outs = _reason(engine, texts, n, cfg.judge.sampling, cfg.run.seed)
     flat = [(r, text, j, c.text) for r, text, cs in zip(responses, texts, outs) for j, c in enumerate(cs)]
     if cfg.judge.scoring == "parse":
         return [Judgment(id=f"{r.id}-j{j}", response_id=r.id, prompt_id=r.prompt_id, text=out,
@@ -232,6 +232,15 @@ def _judge_responses(engine, cfg: RunConfig, responses: list[Response], n: int) 
                              text=prefix + SCORE_CHOICES[best], score=round(score, 6),
                              score_probs=[round(x, 6) for x in p]))
     return rows
+
+
+def _reason(engine, texts: list[str], n: int, sampling, seed: int):
+    """The judge's or meta-judge's free text; with max_new_tokens=0 ('expected' mode) there is none."""
+    if sampling.max_new_tokens == 0:
+        from metareward.engines.base import Completion
+
+        return [[Completion(text="", n_tokens=0, finish_reason="length")] * n for _ in texts]
+    return engine.generate(texts, n, _sampling(sampling), seed)
 
 
 def _forced(reasoning: str, prefix: str) -> str:
@@ -321,7 +330,7 @@ def _run_meta(engine, cfg: RunConfig, requests) -> list[MetaVerdict]:
     from metareward.prompts import VERDICT_CHOICES, VERDICT_PREFIX
 
     texts = [req[3] for req in requests]
-    outs = [cs[0].text for cs in engine.generate(texts, 1, _sampling(cfg.meta_judge.sampling), cfg.run.seed)]
+    outs = [cs[0].text for cs in _reason(engine, texts, 1, cfg.meta_judge.sampling, cfg.run.seed)]
     if cfg.meta_judge.scoring == "parse":
         winners = [parsing.parse_verdict(o) for o in outs]
         p_as = [None if w is None else float(w == "A") for w in winners]

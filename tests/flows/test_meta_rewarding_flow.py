@@ -65,7 +65,8 @@ def test_collapsed_judge_gives_no_actor_pairs(tmp_path, prefect_harness, fake_tr
     from metareward import stages
     from metareward.engines.fake import FakeEngine
 
-    cfg = _cfg(tmp_path, "run.iterations=1", "judge.scoring=parse", "meta_judge.scoring=parse")
+    cfg = _cfg(tmp_path, "run.iterations=1", "judge.scoring=parse", "meta_judge.scoring=parse",
+               "meta_judge.sampling.max_new_tokens=16")
     monkeypatch.setattr(stages, "_engine", lambda cfg, model: FakeEngine(collapse=True))
     from metareward.cli import run_pipeline
 

@@ -27,8 +27,10 @@ def test_schedule_repeats_last_value():
 
 
 def test_overrides_are_parsed_as_yaml():
-    cfg = load_config("smoke", ["dpo.beta=0.2", "pairs.rho=[0.1, 0.3]", "model.path=null", "actor.k=6"])
+    cfg = load_config("smoke", ["dpo.beta=0.2", "pairs.rho=[0.1, 0.3]", "model.path=null", "actor.k=6",
+                                "judge.scoring=parse"])
     assert cfg.dpo.beta == 0.2 and cfg.pairs.rho == [0.1, 0.3] and cfg.model.path is None and cfg.actor.k == 6
+    assert cfg.judge.scoring == "parse"
 
 
 @pytest.mark.parametrize(
@@ -41,6 +43,7 @@ def test_overrides_are_parsed_as_yaml():
         ("judge.n=1", "judge.n must be >= 2 when the meta-judge runs"),
         ("run.name=../evil", "run.name: Value error"),
         ("dpo.beta", "expected key=value"),
+        ("meta_judge.scoring=parse", "meta_judge.sampling.max_new_tokens=0 needs meta_judge.scoring=expected"),
     ],
 )
 def test_bad_values_name_the_field(override, fragment):
