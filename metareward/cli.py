@@ -45,8 +45,10 @@ def _quiet_env(cfg: RunConfig) -> None:
 
 def _run_dir(run: str, root: str) -> str:
     """A run given by name (under --root) or by its folder/URI."""
-    if "://" in run or os.sep in run or Path(run).is_dir() and store.exists(store.join(str(Path(run).resolve()), "config.json")):
-        return run if "://" in run else str(Path(run).resolve())
+    if "://" in run:
+        return run.rstrip("/")
+    if os.sep in run or Path(run, "config.json").is_file():
+        return str(Path(run).resolve())
     return store.run_uri(root, run)
 
 
@@ -126,7 +128,9 @@ def status(
 
 def main() -> None:
     from metareward.config import ConfigError
+    from metareward.models import ModelNotFound
     from metareward.prompt_sets import PromptFileError
+    from metareward.stages import StageError
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("metareward").setLevel(logging.INFO)
@@ -135,7 +139,7 @@ def main() -> None:
         sys.argv.remove("--debug")
     try:
         app()
-    except (ConfigError, PromptFileError, store.StoreError) as e:
+    except (ConfigError, PromptFileError, store.StoreError, ModelNotFound, StageError) as e:
         if debug:
             raise
         typer.echo(f"error: {e}", err=True)

@@ -1,0 +1,25 @@
+"""The CLI's error path: bad input is one line on stderr and exit code 2, no traceback."""
+
+import subprocess
+import sys
+
+
+def _run(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "metareward", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_bad_override_is_one_line(tmp_path):
+    p = _run("run", "smoke", "dpo.betta=0.2", cwd=tmp_path)
+    assert p.returncode == 2
+    assert p.stderr.strip() == "error: recipe smoke + overrides: dpo.betta: unknown key; did you mean 'beta'?"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_recipe(tmp_path):
+    p = _run("run", "nope", cwd=tmp_path)
+    assert p.returncode == 2 and "unknown recipe 'nope'" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_status_of_missing_run(tmp_path):
+    p = _run("status", "ghost", "--root", str(tmp_path), cwd=tmp_path)
+    assert p.returncode != 0 and "no such run" in p.stderr

@@ -1,0 +1,27 @@
+from metareward.records import Manifest
+from metareward.summary import iteration_summary, to_markdown
+
+
+def M(stage, counts=None, stats=None, files=None, duration=1.0):
+    return Manifest(stage=stage, iteration=1, run="r", key="k", uri=f"/r/iter_1/{stage}", counts=counts or {},
+                    stats=stats or {}, files=files or {}, duration_s=duration)
+
+
+def test_summary_reads_the_manifests():
+    s = iteration_summary(1, {
+        "prompts": M("prompts", {"prompts": 16}),
+        "generate": M("generate", {"responses": 64}, {"mean_chars": 400.5}),
+        "judge": M("judge", {"judgments": 192}, {"parse_rate": 0.75, "mean_score": 3.1,
+                                                 "score_histogram": {"3": 144}}),
+        "meta_judge": M("meta_judge", {"calls": 96, "decided": 90}),
+        "pairs": M("pairs", {"actor_pairs": 12, "judge_pairs": 5, "actor_tie": 4, "judge_all_equal": 2,
+                             "judge_dropped_by_share_cap": 1}, {"meta_judge": {"w1": 0.25, "w2": 0.75}}),
+        "train": M("train", {"steps": 4}, {"steps": 4, "train_loss": 0.69}, {"model": "/r/iter_1/train/model"}),
+    })
+    assert (s["prompts"], s["responses"], s["judgments"], s["judge_parse_rate"]) == (16, 64, 192, 0.75)
+    assert (s["meta_judge_calls"], s["meta_judge_decided"], s["actor_pairs"], s["judge_pairs"]) == (96, 90, 12, 5)
+    assert s["pair_skips"] == {"actor_tie": 4, "judge_all_equal": 2, "judge_dropped_by_share_cap": 1}
+    assert s["position_weights"] == {"w1": 0.25, "w2": 0.75}
+    assert s["model"] == "/r/iter_1/train/model" and s["train"]["steps"] == 4
+    md = to_markdown(s)
+    assert "| actor_pairs | 12 |" in md and "actor_tie: 4" in md
