@@ -215,10 +215,16 @@ class RunConfig(_Section):
         return bool(schedule(self.pairs.judge_pairs, t))
 
     def digest(self, *sections: str) -> str:
-        """Digest of the named sections (all when none): a stage's cache key uses only what it reads."""
+        """Digest of the named sections or dotted fields (all when none): a stage's key uses only what it reads."""
         data = self.model_dump(mode="json")
-        picked = {s: data[s] for s in sections} if sections else data
+        picked = {s: _pick(data, s) for s in sections} if sections else data
         return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _pick(data: dict, dotted: str):
+    for part in dotted.split("."):
+        data = data[part]
+    return data
 
 
 # ---------------------------------------------------------------------------------------------- loading

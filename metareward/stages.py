@@ -34,7 +34,8 @@ SECTIONS = {
     "prompts": ("prompts",),
     "generate": ("actor", "engine", "model"),
     "judge": ("judge", "engine", "model"),
-    "meta_judge": ("meta_judge", "engine", "model"),
+    # l2 and position_weights are read by the pairs stage only: changing them must not re-run the meta-judge
+    "meta_judge": ("meta_judge.sampling", "meta_judge.scoring", "meta_judge.strip_score", "engine", "model"),
     "pairs": ("pairs", "meta_judge"),
     "train": ("dpo", "model"),
     "benchmark": ("eval", "judge", "engine", "model"),

@@ -67,3 +67,10 @@ def test_section_digests_isolate_concerns():
     assert a.digest("dpo") != b.digest("dpo")
     for section in ("actor", "judge", "meta_judge", "pairs", "engine", "prompts"):
         assert a.digest(section) == b.digest(section)
+
+
+def test_digest_of_dotted_fields():
+    """The meta-judge stage keys on its sampling/scoring fields, not on l2, which only the pairs stage reads."""
+    a, b = load_config("smoke"), load_config("smoke", ["meta_judge.l2=0.5"])
+    assert a.digest("meta_judge") != b.digest("meta_judge")
+    assert a.digest("meta_judge.sampling", "meta_judge.scoring") == b.digest("meta_judge.sampling", "meta_judge.scoring")
