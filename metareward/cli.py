@@ -5,6 +5,7 @@
     metareward run my.yaml run.iterations=4
     metareward status smoke                    # iterations x stages, from the manifests
     metareward resume smoke                    # continue a run from its stored config
+    metareward eval mt-bench --judgments FILE  # score benchmark files as the official harnesses do
 """
 
 from __future__ import annotations
@@ -126,8 +127,15 @@ def status(
     Console(width=160).print(table)
 
 
+from metareward.evals.cli import app as _eval_app  # noqa: E402  (typer and the scorers only; no torch)
+
+app.add_typer(_eval_app, name="eval")
+
+
 def main() -> None:
     from metareward.config import ConfigError
+    from metareward.evals.io import EvalFileError
+    from metareward.evals.judges import JudgeError
     from metareward.models import ModelNotFound
     from metareward.prompt_sets import PromptFileError
     from metareward.stages import StageError
@@ -139,7 +147,7 @@ def main() -> None:
         sys.argv.remove("--debug")
     try:
         app()
-    except (ConfigError, PromptFileError, store.StoreError, ModelNotFound, StageError) as e:
+    except (ConfigError, PromptFileError, store.StoreError, ModelNotFound, StageError, EvalFileError, JudgeError) as e:
         if debug:
             raise
         typer.echo(f"error: {e}", err=True)

@@ -49,7 +49,9 @@ CODE = {
                    "pairs"),
     "pairs": ("pairs", "scoring", "prompts"),
     "train": ("train",),
-    "benchmark": ("engines/transformers_engine", "engines/vllm_engine", "engines/fake", "parsing", "prompts"),
+    "benchmark": ("engines/transformers_engine", "engines/vllm_engine", "engines/fake", "parsing", "prompts",
+                  "evals/stage", "evals/bench", "evals/judges", "evals/mtbench", "evals/alpaca", "evals/arena_hard",
+                  "evals/agreement", "evals/io"),
 }
 VERSIONED = ("torch", "transformers", "trl", "vllm", "prefect", "pydantic")
 
@@ -422,9 +424,13 @@ def model_of(train_m: Manifest) -> ModelRef:
 def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Manifest:
     """M_t on the held-out prompts: answer length, and the score M_t's own judge gives (not a public benchmark)."""
 
+    from metareward.evals import stage as evals
+
     def body(folder: str) -> Output:
         rows = store.read_jsonl(prompts_m.files["eval"], Prompt)
         engine = _engine(cfg, model)
+        pool = evals.EnginePool(lambda ref: _engine(cfg, ref))  # public benchmarks may judge with another model
+        pool.put(model, engine)
         try:
             sampling = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=cfg.eval.max_new_tokens)
             outs = engine.generate([p.prompt for p in rows], 1, sampling, cfg.run.seed)
@@ -432,13 +438,20 @@ def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> M
                                 n_tokens=cs[0].n_tokens, finish_reason=cs[0].finish_reason)
                        for p, cs in zip(rows, outs)]
             judged = _judge_responses(engine, cfg, answers, 1) if answers else []
+            extra = evals.run(cfg, model, folder, pool, lambda: base_model(cfg),
+                              lambda eng, rs: _judge_responses(eng, cfg, rs, 1)) if evals.enabled(cfg) else None
         finally:
-            engine.close()
+            pool.close()
         out = Output(counts={"eval_prompts": len(rows), **_score_counts(judged)},
                      stats={"model_iteration": model.iteration, "mean_chars": _mean(len(a.text) for a in answers),
                             **_score_stats(judged), "judge": f"self (M_{model.iteration})"})
         _write(out, folder, "answers", answers)
         _write(out, folder, "judgments", judged)
+        if extra is not None:  # MT-Bench / AlpacaEval / Arena-Hard / judge quality, each naming its judge
+            out.files.update(extra.files)
+            out.digests.update(extra.digests)
+            out.counts.update(extra.counts)
+            out.stats.update(extra.stats)
         return out
 
     return execute("benchmark", cfg, t, {"model": model.digest, "eval": prompts_m.digests["eval"]}, body)
