@@ -167,17 +167,18 @@ def import_mt_bench_human(path: str) -> list[dict]:
     """Rows of ``lmsys/mt_bench_human_judgments`` (FastChat's ``human_judgments.json``: a JSON list, or JSONL)
     ``{question_id, model_a, model_b, winner, judge, conversation_a, conversation_b, turn}`` as label rows.
     winner model_a -> a, model_b -> b, tie and "tie (bothbad)" -> tie; one row per vote."""
-    entries = read_json_list(path) if path.endswith(".json") else read_jsonl(path)
+    is_list = path.endswith(".json")
+    unit = "entry" if is_list else "line"
     out, seen = [], Counter()
-    for n, v in entries:
-        where = f"{path}: line {n}"
-        winner = need(v, "winner", path, n, str)
+    for n, v in read_json_list(path) if is_list else read_jsonl(path):
+        where = f"{path}: {unit} {n}"
+        winner = need(v, "winner", path, n, str, unit)
         label = "a" if winner == "model_a" else "b" if winner == "model_b" else "tie" if "tie" in winner else None
         if label is None:
             raise EvalFileError(f"{where}: winner must be model_a, model_b or tie..., got {winner!r}")
-        turn = need(v, "turn", path, n, int)
-        prompt, ans_a = _conversation_turn(need(v, "conversation_a", path, n, list), turn, where)
-        _, ans_b = _conversation_turn(need(v, "conversation_b", path, n, list), turn, where)
+        turn = need(v, "turn", path, n, int, unit)
+        prompt, ans_a = _conversation_turn(need(v, "conversation_a", path, n, list, unit), turn, where)
+        _, ans_b = _conversation_turn(need(v, "conversation_b", path, n, list, unit), turn, where)
         base = f"{v.get('question_id')}-{v.get('model_a')}-{v.get('model_b')}-t{turn}-{v.get('judge')}"
         seen[base] += 1
         rid = base if seen[base] == 1 else f"{base}-{seen[base]}"

@@ -226,8 +226,8 @@ def read_outputs(path: str) -> list[dict]:
     """``model_outputs.json`` (or reference outputs): a list of {instruction, output, generator, ...}."""
     rows = []
     for i, row in read_json_list(path):
-        need(row, "instruction", path, i, str)
-        need(row, "output", path, i, str)
+        need(row, "instruction", path, i, str, unit="entry")
+        need(row, "output", path, i, str, unit="entry")
         rows.append(row)
     return rows
 
@@ -248,8 +248,8 @@ def read_annotations(path: str) -> list[dict]:
     rows = []
     for i, row in read_json_list(path):
         for key in ("instruction", "output_1", "output_2"):
-            need(row, key, path, i, str)
-        p = need(row, "preference", path, i)
+            need(row, key, path, i, str, unit="entry")
+        p = need(row, "preference", path, i, unit="entry")
         if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float))):
             raise EvalFileError(f"{path}: entry {i}: field 'preference' must be a number or null, got {p!r}")
         rows.append(row)

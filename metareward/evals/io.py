@@ -45,14 +45,15 @@ def read_json_list(path: str) -> list[tuple[int, dict]]:
     return list(enumerate(data, start=1))
 
 
-def need(obj: dict, key: str, path: str, lineno: int, kind: type | tuple[type, ...] | None = None) -> Any:
-    """obj[key], or an EvalFileError naming the file, line and missing/ill-typed field."""
+def need(obj: dict, key: str, path: str, lineno: int, kind: type | tuple[type, ...] | None = None,
+         unit: str = "line") -> Any:
+    """obj[key], or an EvalFileError naming the file, line (``unit="entry"`` in a JSON list) and the field."""
     if key not in obj:
-        raise EvalFileError(f"{path}: line {lineno}: missing field {key!r}")
+        raise EvalFileError(f"{path}: {unit} {lineno}: missing field {key!r}")
     value = obj[key]
     if kind is not None and not isinstance(value, kind):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise EvalFileError(f"{path}: line {lineno}: field {key!r} must be {names}, got {type(value).__name__}")
+        raise EvalFileError(f"{path}: {unit} {lineno}: field {key!r} must be {names}, got {type(value).__name__}")
     return value
 
 
