@@ -47,7 +47,17 @@ def iteration_summary(t: int, manifests: dict[str, Manifest], baseline: Manifest
 
 
 def _bench(m: Manifest) -> dict:
-    return {k: m.stats.get(k) for k in ("model_iteration", "mean_chars", "mean_score", "parse_rate", "judge")}
+    out = {k: m.stats.get(k) for k in ("model_iteration", "mean_chars", "mean_score", "parse_rate", "judge")}
+    for name, keys in _PUBLIC.items():  # each result with the judge that produced it and its comparability
+        if name in m.stats:
+            out[name] = {k: m.stats[name].get(k) for k in keys + ("judge", "label") if k in m.stats[name]}
+    return out
+
+
+_PUBLIC = {"mt_bench": ("score", "turn_1", "turn_2", "n", "n_failed"),
+           "alpaca_eval": ("win_rate", "standard_error", "lc_win_rate", "lc_win_rate_approx", "n_total"),
+           "arena_hard": ("score", "ci_low", "ci_high", "display"),
+           "judge_quality": ("agreement", "agreement_without_ties", "spearman", "kendall_tau", "n")}
 
 
 def to_markdown(s: dict) -> str:

@@ -41,6 +41,10 @@ def test_benchmark_stage_records_results_and_judges(cfg, tmp_path):
     outputs = json.loads((folder / "alpaca_eval/model_outputs.json").read_text())
     assert [o["generator"] for o in outputs] == ["b-M1"] * 4
 
+    from metareward.summary import _bench   # the iteration report shows each result with its judge
+
+    assert _bench(m)["mt_bench"]["judge"] == mt["judge"] and _bench(m)["alpaca_eval"]["label"] == al["label"]
+
     # recomputing the stage (its manifest gone) answers again but takes every judgment from the cache
     store.invalidate(m.uri)
     again = stages.benchmark(cfg, 1, M1, stages.prompts(cfg, 1))
