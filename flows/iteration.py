@@ -20,9 +20,10 @@ def _opts(task, cfg: RunConfig):
 
 
 @flow(name="meta-rewarding-iteration", flow_run_name="{cfg.run.name}-iter{t}")
-def meta_rewarding_iteration(cfg: RunConfig, t: int, model: ModelRef) -> dict:
-    """Actor, judge and meta-judge roles of M_{t-1}, then DPO on both kinds of pairs."""
-    prompts = _opts(T.prompts, cfg)(cfg, t)
+def meta_rewarding_iteration(cfg: RunConfig, t: int, model: ModelRef, pool: Manifest | None = None) -> dict:
+    """Actor, judge and meta-judge roles of M_{t-1}, then DPO on both kinds of pairs. ``pool``: the generated
+    prompt pool to sample from (None = the configured prompt source)."""
+    prompts = _opts(T.prompts, cfg)(cfg, t, pool)
     responses = _opts(T.generate, cfg)(cfg, t, model, prompts)
     judgments = _opts(T.judge, cfg)(cfg, t, model, responses)
     verdicts = _opts(T.meta_judge, cfg)(cfg, t, model, responses, judgments) if cfg.judge_pairs_at(t) else None

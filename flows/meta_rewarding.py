@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.iteration import meta_rewarding_iteration
+from flows.iteration import _opts, meta_rewarding_iteration
 from metareward import stages
 from metareward.config import RunConfig
 from tasks import stages as T
@@ -12,11 +12,15 @@ from tasks import stages as T
 
 @flow(name="meta-rewarding", flow_run_name="{cfg.run.name}")
 def meta_rewarding(cfg: RunConfig) -> list[dict]:
-    """T iterations; iteration t trains M_t from M_{t-1} with pairs M_{t-1} made and judged itself."""
+    """T iterations; iteration t trains M_t from M_{t-1} with pairs M_{t-1} made and judged itself. Before
+    them, optionally: the seed model writes the prompt pool, and EFT turns the seed model into M_0."""
     model = T.base_model(cfg)
+    pool = _opts(T.prompt_pool, cfg)(cfg, 0, model) if cfg.prompt_pool.enabled else None
+    if cfg.eft.enabled:
+        model = stages.model_of(_opts(T.eft, cfg)(cfg, 0, model))
     summaries = []
     for t in range(1, cfg.run.iterations + 1):
-        s = meta_rewarding_iteration(cfg, t, model)
+        s = meta_rewarding_iteration(cfg, t, model, pool)
         summaries.append(s)
         model = stages.model_of(stages.train_manifest(cfg, t))
     return summaries

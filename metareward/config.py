@@ -63,15 +63,56 @@ class ModelSection(_Section):
     )
 
 
+class DecontamSection(_Section):
+    benchmarks: dict[str, str] = Field(
+        default_factory=dict,
+        description="Benchmark question files (local paths, JSON or JSONL) by name, e.g. {alpaca_eval: "
+        "alpaca_eval.json, arena_hard: question.jsonl, mt_bench: question.jsonl}. Prompts sharing a word n-gram "
+        "with any question are removed and counted per name. Empty = no decontamination.",
+    )
+    ngram: int = Field(8, ge=1, description="Words per n-gram of the overlap test (questions shorter than this "
+                       "are matched whole).")
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        if "total" in v:
+            raise ValueError("'total' is reserved for the sum of the per-benchmark counts")
+        return v
+
+
 class PromptsSection(_Section):
     path: str | None = Field(
         None, description="JSONL file of {'id', 'prompt'} rows. None = the small prompt set shipped for smoke runs."
     )
+    dataset: str | None = Field(
+        None, description="Read prompts from a Hugging Face dataset instead of `path`: a folder written by "
+        "save_to_disk, a .parquet/.json/.jsonl/.csv file, or a hub id (downloaded: the user's choice)."
+    )
+    split: str = Field("train", description="Dataset split to read (`dataset` only).")
+    column: str = Field("prompt", description="Dataset column holding the prompt text (`dataset` only).")
+    id_column: str | None = Field(None, description="Dataset column holding prompt ids; None = 'row<n>'.")
+    min_chars: int = Field(10, ge=0, description="Drop prompts shorter than this (characters), counted.")
+    max_chars: int | None = Field(4000, ge=1, description="Drop prompts longer than this (characters), counted.")
+    near_duplicate_threshold: float | None = Field(
+        0.7, gt=0.0, le=1.0, description="Drop a prompt whose character-shingle Jaccard similarity with an earlier "
+        "one is at least this (MinHash-LSH candidates, exact check). None = exact duplicates only."
+    )
+    shingle_chars: int = Field(5, ge=1, description="Characters per shingle of the near-duplicate test.")
+    decontam: DecontamSection = Field(default_factory=DecontamSection)
     per_iteration: int | None = Field(
         None, ge=1, description="Prompts sampled per iteration (seeded, without replacement across iterations). "
         "None = all prompts every iteration."
     )
     eval_count: int = Field(8, ge=0, description="Held-out prompts used by the benchmark stage (taken from the end of the file).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PromptsSection:
+        if self.path is not None and self.dataset is not None:
+            raise ValueError("set prompts.path or prompts.dataset, not both")
+        if self.max_chars is not None and self.max_chars < self.min_chars:
+            raise ValueError("prompts.max_chars must be >= prompts.min_chars")
+        return self
 
 
 class SamplingSection(_Section):
@@ -259,6 +300,62 @@ class EvalSection(_Section):
     judge_quality: JudgeQualitySection = Field(default_factory=JudgeQualitySection)
 
 
+class PromptPoolSection(_Section):
+    enabled: bool = Field(False, description="Generate the training prompt pool from k-shot seed prompts "
+                          "(Self-Rewarding's 20k prompts; method.md 2 and 8) before iteration 1.")
+    model_path: str | None = Field(
+        None, description="The model that writes prompts (paper: Llama-2-70B-Chat). None = the seed model.")
+    k_shot: int = Field(8, ge=1, description="Seed prompts shown per request (paper: 8).")
+    requests: int = Field(64, ge=1, description="Generation requests, each with a fresh seeded draw of k seeds.")
+    samples_per_request: int = Field(1, ge=1, description="Completions sampled per request.")
+    size: int | None = Field(None, ge=1, description="Keep at most this many new prompts (None = all that pass).")
+    include_seeds: bool = Field(
+        False, description="Also sample training prompts from the seeds themselves (the paper's pool is generated only).")
+    parse: Literal["tags", "lines"] = Field(
+        "tags", description="'tags': the prompts written inside <task>...</task> (the template's format). 'lines': "
+        "also every untagged line, list markers stripped (for small models that ignore the tags).")
+    sampling: SamplingSection = Field(
+        default_factory=lambda: SamplingSection(temperature=0.6, top_p=0.9, max_new_tokens=256),
+        description="Paper (OXEN): T 0.6, top_p 0.9.")
+
+
+class SFTSection(_Section):
+    learning_rate: float = Field(5.5e-6, gt=0.0, description="Peak learning rate (Self-Rewarding SFT: 5.5e-6).")
+    lr_scheduler_type: str = Field("cosine", description="transformers scheduler name (Self-Rewarding: cosine).")
+    per_device_batch_size: int = Field(2, ge=1, description="Examples per device per step.")
+    gradient_accumulation_steps: int = Field(8, ge=1, description="Global batch = this x per-device x devices "
+                                             "(Self-Rewarding: 16).")
+    num_epochs: float = Field(1.0, gt=0.0, description="Epochs over the EFT examples.")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1 = epochs decide).")
+    max_length: int = Field(1024, ge=16, description="Truncate judge prompt + judgment to this many tokens.")
+    bf16: bool = Field(False, description="bf16 autocast in training.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of steps used for warm-up.")
+
+
+class EFTSection(_Section):
+    enabled: bool = Field(False, description="SFT the seed model on evaluation fine-tuning data first; the result "
+                          "is M_0 (method.md 2 and 8).")
+    path: str | None = Field(
+        None, description="Human-ranked replies in Open Assistant format (message trees, or flat messages with "
+        "parent_id), JSONL. None = the tiny hand-written set shipped for smoke runs.")
+    lang: str | None = Field(None, description="Keep only trees whose prompt has this language code (e.g. 'en').")
+    eval_fraction: float = Field(
+        0.2, ge=0.0, lt=1.0, description="Share of trees (from the end of the file, at least 1 when > 0) held out "
+        "to measure the judge's pairwise agreement with the human ranking before and after EFT.")
+    judgments: Literal["generate", "rubric"] = Field(
+        "generate", description="'generate' (Self-Rewarding): the seed model judges each reply `n` times; a tree "
+        "is kept only if one judgment per reply gives scores that rank the replies as the humans did. 'rubric': "
+        "the score follows the human rank (best = top_score, then one point less per rank) and the justification "
+        "lists the rubric points earned (for models too small to judge at all).")
+    n: int = Field(4, ge=1, description="Judgments sampled per reply in 'generate' mode.")
+    top_score: int = Field(5, ge=1, le=5, description="'rubric' mode: the score of each tree's best reply.")
+    downsample: bool = Field(True, description="Down-sample the most common score to the count of the second most "
+                             "common (Self-Rewarding down-sampled score 4).")
+    eval_n: int = Field(3, ge=1, description="Judgments per held-out reply for the agreement measurement (mean score).")
+    sft: SFTSection = Field(default_factory=SFTSection)
+
+
 class RunConfig(_Section):
     """Everything one Meta-Rewarding run needs; written into every manifest (as its digest)."""
 
@@ -274,6 +371,8 @@ class RunConfig(_Section):
     storage: StorageSection = Field(default_factory=StorageSection)
     execution: ExecutionSection = Field(default_factory=ExecutionSection)
     eval: EvalSection = Field(default_factory=EvalSection)
+    prompt_pool: PromptPoolSection = Field(default_factory=PromptPoolSection)
+    eft: EFTSection = Field(default_factory=EFTSection)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:

@@ -39,10 +39,17 @@ SECTIONS = {
     "pairs": ("pairs", "meta_judge"),
     "train": ("dpo", "model"),
     "benchmark": ("eval", "judge", "engine", "model"),
+    # run once before iteration 1 (iteration-0 folder): see metareward/bootstrap.py
+    "prompt_pool": ("prompt_pool", "prompts", "engine", "model"),
+    "eft": ("eft", "judge", "engine", "model"),
 }
 # The modules whose source is part of a stage's key, so a code change recomputes what it affects.
 CODE = {
-    "prompts": ("prompt_sets",),
+    "prompts": ("prompt_sets", "prompt_sources", "dedupe", "decontam"),
+    "prompt_pool": ("bootstrap", "prompt_pool", "prompt_sets", "prompt_sources", "dedupe", "decontam",
+                    "engines/transformers_engine", "engines/vllm_engine", "engines/fake"),
+    "eft": ("bootstrap", "eft", "sft", "parsing", "prompts", "engines/transformers_engine", "engines/vllm_engine",
+            "engines/fake"),
     "generate": ("engines/transformers_engine", "engines/vllm_engine", "engines/fake"),
     "judge": ("engines/transformers_engine", "engines/vllm_engine", "engines/fake", "parsing", "prompts"),
     "meta_judge": ("engines/transformers_engine", "engines/vllm_engine", "engines/fake", "parsing", "prompts",
@@ -157,22 +164,29 @@ def _sampling(s) -> Sampling:
 # ---------------------------------------------------------------------------------------------- stages
 
 
-def prompts(cfg: RunConfig, t: int) -> Manifest:
-    """Read, de-duplicate and split the prompt file; pick iteration t's training prompts."""
-    rows, where = prompt_sets.read_prompt_file(cfg.prompts.path)
-    source_digest = hashlib.sha256("\n".join(p.model_dump_json() for p in rows).encode()).hexdigest()[:16]
+def prompts(cfg: RunConfig, t: int, pool_m: Manifest | None = None) -> Manifest:
+    """Read and clean the prompt source (duplicates, length, benchmark overlap), hold out the eval prompts, and
+    pick iteration t's training prompts from the source's rest or, when given, the generated pool."""
+    from metareward import prompt_sources
+
+    rows, where = prompt_sources.read_source(cfg.prompts)
+    inputs = {"source": prompt_sources.source_digest(rows, cfg.prompts)}
+    if pool_m is not None:
+        inputs["pool"] = pool_m.digest
 
     def body(folder: str) -> Output:
-        unique, dupes = prompt_sets.dedupe(rows)
-        train, held_out = prompt_sets.split_eval(unique, cfg.prompts.eval_count)
+        train, held_out, counts = prompt_sources.prepare(rows, cfg.prompts)
+        if pool_m is not None:
+            train = store.read_jsonl(pool_m.files["pool"], Prompt)
         picked = prompt_sets.for_iteration(train, t, cfg.prompts.per_iteration, cfg.run.seed)
-        out = Output(counts={"read": len(rows), "duplicates_removed": dupes, "prompts": len(picked),
-                             "eval_prompts": len(held_out)}, stats={"source": where})
+        out = Output(counts={"read": len(rows), **counts, "pool": len(train), "prompts": len(picked),
+                             "eval_prompts": len(held_out)},
+                     stats={"source": where, "pool": "generated" if pool_m is not None else "source"})
         _write(out, folder, "prompts", picked)
         _write(out, folder, "eval", held_out)
         return out
 
-    return execute("prompts", cfg, t, {"source": source_digest}, body)
+    return execute("prompts", cfg, t, inputs, body)
 
 
 def generate(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Manifest:

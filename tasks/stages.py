@@ -24,11 +24,26 @@ def _input_digests(params: dict[str, Any]) -> dict[str, str]:
     return {k: v.digest for k, v in params.items() if isinstance(v, (Manifest, ModelRef))}
 
 
+def _file_digests(stage: str, cfg: RunConfig) -> dict[str, str]:
+    """Inputs a stage reads from files named in the config (prompt source, benchmark questions, ranked
+    replies): their content is part of the key, so an edited file with the same path is not a cache hit."""
+    if stage in ("prompts", "prompt_pool"):
+        from metareward import prompt_sources
+
+        return {"source": prompt_sources.source_digest(prompt_sources.read_source(cfg.prompts)[0], cfg.prompts)}
+    if stage == "eft":
+        from metareward import eft
+
+        groups, _, _ = eft.read_ranked_file(cfg.eft.path, cfg.eft.lang)
+        return {"ranked": eft.groups_digest(groups)}
+    return {}
+
+
 def manifest_cache_key(ctx: TaskRunContext, params: dict[str, Any]) -> str | None:
     stage = ctx.task.name
     cfg: RunConfig = params["cfg"]
     t: int = params["t"]
-    key = stages.stage_key(stage, cfg, t, _input_digests(params))
+    key = stages.stage_key(stage, cfg, t, {**_input_digests(params), **_file_digests(stage, cfg)})
     done = store.read_manifest(store.stage_uri(cfg.storage.root, cfg.run.name, t, stage))
     if done is None:
         return None
@@ -44,8 +59,22 @@ def _name(stage: str):
 
 
 @task(name="prompts", tags=["cpu"], task_run_name=_name("prompts"), **COMMON)
-def prompts(cfg: RunConfig, t: int) -> Manifest:
-    return stages.prompts(cfg, t)
+def prompts(cfg: RunConfig, t: int, pool_m: Manifest | None = None) -> Manifest:
+    return stages.prompts(cfg, t, pool_m)
+
+
+@task(name="prompt_pool", tags=["gpu"], task_run_name=_name("prompt_pool"), **COMMON)
+def prompt_pool(cfg: RunConfig, t: int, model: ModelRef) -> Manifest:
+    from metareward import bootstrap
+
+    return bootstrap.prompt_pool(cfg, t, model)
+
+
+@task(name="eft", tags=["gpu"], task_run_name=_name("eft"), **COMMON)
+def eft(cfg: RunConfig, t: int, model: ModelRef) -> Manifest:
+    from metareward import bootstrap
+
+    return bootstrap.eft(cfg, t, model)
 
 
 @task(name="generate", tags=["gpu"], task_run_name=_name("generate"), **COMMON)

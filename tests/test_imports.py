@@ -5,7 +5,9 @@ import sys
 
 PURE = ["metareward", "metareward.config", "metareward.records", "metareward.prompts", "metareward.parsing",
         "metareward.scoring", "metareward.pairs", "metareward.store", "metareward.stages", "metareward.summary",
-        "metareward.prompt_sets", "metareward.models", "metareward.engines", "metareward.train"]
+        "metareward.prompt_sets", "metareward.models", "metareward.engines", "metareward.train",
+        "metareward.dedupe", "metareward.decontam", "metareward.prompt_sources", "metareward.prompt_pool",
+        "metareward.eft", "metareward.sft", "metareward.bootstrap"]
 
 
 def test_pure_modules_import_neither_prefect_nor_torch():
