@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from metareward import stages, summary
+from metareward import stages, store, summary
 from metareward.config import RunConfig
 from metareward.records import Manifest, ModelRef
 from tasks import stages as T
@@ -33,6 +33,11 @@ def meta_rewarding_iteration(cfg: RunConfig, t: int, model: ModelRef, pool: Mani
                                  "train": trained}
     if verdicts is not None:
         done["meta_judge"] = verdicts
+    if t == 1:  # the iteration-0 stages that ran for this run are reported with the first iteration
+        for stage in ("prompt_pool", "eft"):
+            m = store.read_manifest(store.stage_uri(cfg.storage.root, cfg.run.name, 0, stage))
+            if getattr(cfg, stage).enabled and m is not None:
+                done[stage] = m
     baseline = None
     if cfg.eval.enabled:
         done["benchmark"] = _opts(T.benchmark, cfg)(cfg, t, stages.model_of(trained), prompts)

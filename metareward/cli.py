@@ -40,7 +40,8 @@ OFFLINE_ENV = {
 def _quiet_env(cfg: RunConfig) -> None:
     for k, v in OFFLINE_ENV.items():
         os.environ.setdefault(k, v)
-    if cfg.model.path is not None and not Path(cfg.model.path).expanduser().exists():
+    named = [cfg.model.path, cfg.prompts.dataset, cfg.prompt_pool.model_path]
+    if any(p is not None and not Path(p).expanduser().exists() for p in named):
         os.environ["HF_HUB_OFFLINE"] = "0"  # the user named a hub id: downloading is their choice
 
 
@@ -120,7 +121,7 @@ def status(
     for col in ("iter", "stage", "state", "counts", "seconds"):
         table.add_column(col)
     for t in range(0, cfg.run.iterations + 1):
-        for stage in STAGES if t else ("benchmark",):
+        for stage in STAGES if t else ("prompt_pool", "eft", "benchmark"):
             m = store.read_manifest(store.join(folder, f"iter_{t}", stage))
             counts = ", ".join(f"{k}={v}" for k, v in list(m.counts.items())[:4]) if m else ""
             table.add_row(str(t), stage, "done" if m else "-", counts, f"{m.duration_s:.1f}" if m else "")

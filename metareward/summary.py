@@ -41,8 +41,23 @@ def iteration_summary(t: int, manifests: dict[str, Manifest], baseline: Manifest
                                                     "sec_per_step")}
     if "benchmark" in manifests:
         out["benchmark"] = _bench(manifests["benchmark"])
+    out.update(_before_iteration_1(manifests))
     if baseline is not None:
         out["benchmark_baseline"] = _bench(baseline)
+    return out
+
+
+def _before_iteration_1(manifests: dict[str, Manifest]) -> dict:
+    """Prompt cleaning, and in iteration 1 the iteration-0 stages when they ran (prompt pool, EFT)."""
+    out = {"prompts_contaminated": manifests["prompts"].counts.get("contaminated")}
+    if "prompt_pool" in manifests:
+        out["prompt_pool"] = {k: manifests["prompt_pool"].counts.get(k)
+                              for k in ("requests", "parsed", "generated_kept", "generated_contaminated", "pool")}
+    if "eft" in manifests:
+        e = manifests["eft"]
+        out["eft"] = {"examples": e.counts.get("examples"), "steps": e.counts.get("steps"),
+                      **{f"agreement_{when}": (e.stats.get(f"agreement_{when}") or {}).get("agreement")
+                         for when in ("before", "after")}}
     return out
 
 
@@ -71,6 +86,9 @@ def to_markdown(s: dict) -> str:
     lines.append("Pairs skipped: " + (", ".join(f"{k}: {v}" for k, v in s["pair_skips"].items()) or "none"))
     if "train" in s:
         lines.append("Training: " + ", ".join(f"{k} {v}" for k, v in s["train"].items()))
+    for label in ("prompt_pool", "eft"):
+        if label in s:
+            lines.append(f"{label}: " + ", ".join(f"{k} {v}" for k, v in s[label].items()))
     for label in ("benchmark_baseline", "benchmark"):
         if label in s:
             lines.append(f"{label}: " + ", ".join(f"{k} {v}" for k, v in s[label].items()))

@@ -58,6 +58,7 @@ def test_prompt_pool_and_eft_then_iteration_1_from_m0(tmp_path, prefect_harness,
     assert generate_m.inputs["model"] == eft_m.digest
     assert fake_trainer[0][1] == m0_dir and seed_path != m0_dir
     assert summary["prompts"] == len(picked)
+    assert summary["eft"]["examples"] == 12 and summary["prompt_pool"]["pool"] == len(pool_ids)
 
     # a rerun recomputes nothing
     before = _mtimes(run)

@@ -25,3 +25,19 @@ def test_summary_reads_the_manifests():
     assert s["model"] == "/r/iter_1/train/model" and s["train"]["steps"] == 4
     md = to_markdown(s)
     assert "| actor_pairs | 12 |" in md and "actor_tie: 4" in md
+
+
+def test_summary_reports_the_iteration_0_stages():
+    """Iteration 1 carries the prompt pool's and EFT's headline numbers; agreement is read from the EFT stats."""
+    base = {"prompts": M("prompts", {"prompts": 8, "contaminated": 3}), "generate": M("generate"),
+            "judge": M("judge"), "pairs": M("pairs")}
+    s = iteration_summary(1, {**base, "prompt_pool": M("prompt_pool", {"requests": 8, "parsed": 20,
+                                                                       "generated_kept": 11, "pool": 19}),
+                              "eft": M("eft", {"examples": 12, "steps": 3},
+                                       {"agreement_before": {"agreement": 0.5}, "agreement_after": {"agreement": 0.75}})})
+    assert s["prompts_contaminated"] == 3
+    assert s["prompt_pool"] == {"requests": 8, "parsed": 20, "generated_kept": 11, "generated_contaminated": None,
+                                "pool": 19}
+    assert s["eft"] == {"examples": 12, "steps": 3, "agreement_before": 0.5, "agreement_after": 0.75}
+    assert "eft: examples 12, steps 3, agreement_before 0.5, agreement_after 0.75" in to_markdown(s)
+    assert "eft" not in iteration_summary(1, base)
