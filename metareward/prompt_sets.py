@@ -85,3 +85,11 @@ def for_iteration(train: list[Prompt], t: int, per_iteration: int | None, seed: 
     start = ((t - 1) * per_iteration) % len(train)
     idx = [order[(start + i) % len(train)] for i in range(per_iteration)]
     return [train[i] for i in sorted(idx)]
+
+
+def reused_count(n_train: int, t: int, per_iteration: int | None) -> int:
+    """How many of iteration t's prompts an earlier iteration already used: 0 until the permutation is
+    exhausted (10 prompts, 3 per iteration: iteration 4 takes positions 9, 10, 11 -> 2 wrap around)."""
+    k = n_train if per_iteration is None or per_iteration >= n_train else per_iteration
+    used_before = (t - 1) * k
+    return k if used_before >= n_train else max(0, used_before + k - n_train)

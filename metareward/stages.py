@@ -179,8 +179,12 @@ def prompts(cfg: RunConfig, t: int, pool_m: Manifest | None = None) -> Manifest:
         if pool_m is not None:
             train = store.read_jsonl(pool_m.files["pool"], Prompt)
         picked = prompt_sets.for_iteration(train, t, cfg.prompts.per_iteration, cfg.run.seed)
+        reused = prompt_sets.reused_count(len(train), t, cfg.prompts.per_iteration)
+        if reused:  # sampling is without replacement only until the pool runs out
+            log.warning("prompts iter %d: %d of %d prompts were used in earlier iterations (pool of %d)", t, reused,
+                        len(picked), len(train))
         out = Output(counts={"read": len(rows), **counts, "pool": len(train), "prompts": len(picked),
-                             "eval_prompts": len(held_out)},
+                             "reused_prompts": reused, "eval_prompts": len(held_out)},
                      stats={"source": where, "pool": "generated" if pool_m is not None else "source"})
         _write(out, folder, "prompts", picked)
         _write(out, folder, "eval", held_out)

@@ -46,3 +46,17 @@ def test_split_eval_holds_out_the_tail():
     assert [p.id for p in held] == ["p3", "p4"] and len(train) == 3
     with pytest.raises(prompt_sets.PromptFileError):
         prompt_sets.split_eval([P(1)], 1)
+
+
+def test_reused_count_matches_the_slices():
+    """10 prompts, 3 per iteration: iterations 1-3 reuse nothing; iteration 4 (positions 9, 10, 11) reuses 2
+    (it wraps to positions 0 and 1); iteration 5 reuses all 3. Taking everything every time reuses it all."""
+    train = [P(i) for i in range(10)]
+    seen, counts = set(), []
+    for t in range(1, 6):
+        ids = {p.id for p in prompt_sets.for_iteration(train, t, 3, seed=1)}
+        counts.append(len(ids & seen))
+        seen |= ids
+    assert counts == [0, 0, 0, 2, 3]
+    assert [prompt_sets.reused_count(10, t, 3) for t in range(1, 6)] == counts
+    assert [prompt_sets.reused_count(10, t, None) for t in (1, 2)] == [0, 10]
