@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import os
 import time
@@ -27,8 +26,6 @@ import uuid
 from dataclasses import dataclass
 
 from metareward import store
-
-log = logging.getLogger("metareward")
 
 
 class JudgeError(RuntimeError):
