@@ -5,12 +5,14 @@ pulls torch in.
 
 Two operations (see `metareward.engines.base`):
 
-- ``generate``: every prompt is rendered as one user turn with the model's chat template; the n samples of a
-  prompt are n rows of a batch (``batch_size`` counts rows, i.e. sequences, not prompts). Rows are sorted by
-  prompt length so a batch holds prompts of similar length, and results are put back in prompt order. Before
-  batch ``b`` the torch RNG is seeded with ``seed + b``, so the same (prompts, n, sampling, seed, batch_size)
-  gives the same texts. Generation stops at the chat template's end-of-turn token (``<|im_end|>`` for ChatML
-  models such as SmolLM2, where it is also pad and eos).
+- ``generate``: every prompt is rendered as one user turn with the model's chat template and encoded once for its
+  n samples; prompts sorted by length fill batches of ``batch_size`` rows (rows = prompts x samples), and
+  results are put back in prompt order. Decoding is our own loop (`metareward.engines.decoding`: a prefix
+  shared by the batch encoded once, a preallocated KV cache, exact top-p over the top 256 tokens, finished
+  rows dropped), about 2.5x ``model.generate`` on a 2-core CPU. Batch ``b`` samples from a generator seeded
+  with ``seed + b``, so the same (prompts, n, sampling, seed, batch_size) gives the same texts. Generation stops
+  at the chat template's end-of-turn token (``<|im_end|>`` for ChatML models such as SmolLM2, where it is also
+  pad and eos).
 - ``choice_probs``: P(choice | chat prompt + assistant prefix), renormalised over the choices. The context and
   every ``context + choice`` are tokenised; ``k`` is the longest token prefix shared by all of them (usually the
   whole context). When each choice adds exactly one token after those ``k`` tokens, one forward pass over the
@@ -137,18 +139,9 @@ class TransformersEngine:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _left_pad(self, seqs: list[list[int]]):
-        """input_ids, attention_mask, position_ids for left-padded sequences."""
-        import torch
+        from metareward.engines.decoding import left_pad
 
-        width = max(len(s) for s in seqs)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[r, width - len(s):] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        return ids.to(self.device), mask.to(self.device), pos.to(self.device)
+        return left_pad(seqs, self.tokenizer.pad_token_id, self.device)
 
     def _check(self) -> None:
         if self.model is None:
@@ -157,8 +150,11 @@ class TransformersEngine:
     # ------------------------------------------------------------------------------------------ generate
 
     def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
+        """n samples per prompt with our own decode loop (`metareward.engines.decoding`): each prompt is
+        encoded once for its n samples, prompts of similar length share a batch of ``batch_size`` rows."""
         import torch
-        from transformers import GenerationConfig
+
+        from metareward.engines.decoding import decode
 
         self._check()
         if n < 1:
@@ -166,39 +162,24 @@ class TransformersEngine:
         if not prompts:
             return []
         greedy = sampling.temperature <= 0
-        common: dict[str, Any] = dict(
-            max_new_tokens=sampling.max_new_tokens,
-            eos_token_id=self.stop_ids,
-            pad_token_id=self.tokenizer.pad_token_id,
-            num_return_sequences=1,
-        )
-        if greedy:
-            gen_cfg = GenerationConfig(do_sample=False, **common)
-        else:
-            # top_k=0 switches off transformers' default top-k of 50: the paper samples with temperature+top_p.
-            gen_cfg = GenerationConfig(
-                do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0, **common
-            )
-
+        reps = 1 if greedy else n  # greedy samples are identical: decode once, copy
+        per_batch = max(1, self.batch_size // reps)
         ids = [self._encode(self.render(p)) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))  # stable: ties keep prompt order
-        reps = 1 if greedy else n  # greedy samples are identical: decode once, copy
-        rows = [(i, j) for i in order for j in range(reps)]
-        out: list[list[Completion | None]] = [[None] * n for _ in prompts]
-
-        with torch.inference_mode():
-            for b, start in enumerate(range(0, len(rows), self.batch_size)):
-                chunk = rows[start:start + self.batch_size]
-                input_ids, mask, _ = self._left_pad([ids[i] for i, _ in chunk])
-                torch.manual_seed(seed + b)
-                seqs = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gen_cfg)
-                new = seqs[:, input_ids.shape[1]:].tolist()
-                for r, (i, j) in enumerate(chunk):
-                    out[i][j] = self._completion(new[r])
+        out: list[list[Completion]] = [[] for _ in prompts]
+        for b, start in enumerate(range(0, len(order), per_batch)):
+            chunk = order[start:start + per_batch]
+            # One generator per batch, seeded with seed + b: the same (prompts, n, sampling, seed, batch_size)
+            # gives the same texts whatever ran before.
+            gen = torch.Generator(device=self.device).manual_seed(seed + b)
+            toks = decode(self.model, [ids[i] for i in chunk], reps, max_new_tokens=sampling.max_new_tokens,
+                          temperature=sampling.temperature, top_p=sampling.top_p, stop_ids=self.stop_ids,
+                          pad_id=self.tokenizer.pad_token_id, generator=gen)
+            for r, i in enumerate(chunk):
+                out[i] = [self._completion(t) for t in toks[r * reps:(r + 1) * reps]]
         if greedy:
-            for row in out:
-                row[1:] = [row[0]] * (n - 1)
-        return out  # type: ignore[return-value]
+            out = [row * n for row in out]
+        return out
 
     def _completion(self, toks: list[int]) -> Completion:
         cut = next((k for k, t in enumerate(toks) if t in self._stop_set), None)
@@ -266,11 +247,15 @@ class TransformersEngine:
     def _next_token_logprobs(self, items: list[tuple[int, list[int], list[int]]]):
         import torch
 
+        from metareward.engines.decoding import prefill
+
         order = sorted(range(len(items)), key=lambda r: len(items[r][1]))
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 chunk = [items[r] for r in order[start:start + self.batch_size]]
-                lp = self._forward([ctx for _, ctx, _ in chunk], keep=1)[:, -1, :]
+                # prefill: a prefix shared by the whole batch (the judge's rubric) is encoded once
+                _, logits, _, _ = prefill(self.model, [ctx for _, ctx, _ in chunk], self.tokenizer.pad_token_id, 0)
+                lp = torch.log_softmax(logits.float(), dim=-1)
                 for r, (pi, _, tok_ids) in enumerate(chunk):
                     yield pi, lp[r, tok_ids].tolist()
 

@@ -94,18 +94,80 @@ def test_batching_restores_prompt_order(engine, monkeypatch):
     alone = [engine.generate([p], 1, s, seed=0)[0][0].text for p in prompts]
     assert len(set(alone)) == 3
     seen = []
-    real = engine.model.generate
+    from metareward.engines import decoding
 
-    def spy(**kw):
-        seen.append(kw["attention_mask"].sum(-1).tolist())
-        return real(**kw)
+    real = decoding.decode
+
+    def spy(model, rows, repeats, **kw):
+        seen.append([len(r) for r in rows])
+        return real(model, rows, repeats, **kw)
 
     monkeypatch.setattr(engine, "batch_size", 2)
-    monkeypatch.setattr(engine.model, "generate", spy)
+    monkeypatch.setattr(decoding, "decode", spy)
     batched = [row[0].text for row in engine.generate(prompts, 1, s, seed=0)]
     assert batched == alone
     lengths = [n for batch in seen for n in batch]
     assert len(seen) == 2 and lengths == sorted(lengths)  # batches hold length-sorted prompts
+
+
+def test_greedy_decode_matches_transformers_generate(engine, monkeypatch):
+    """Our decode loop (shared-prefix prefill, growing KV cache, dropping finished rows) against
+    ``model.generate`` on the same left-padded batch: greedy tokens must be identical, row by row, up to each
+    row's end of turn."""
+    import torch
+    from transformers import GenerationConfig
+
+    from metareward.engines.decoding import decode, shared_prefix_len
+
+    calls = []
+    real = engine.model.forward
+
+    def spy(*a, **kw):
+        calls.append(tuple(kw["input_ids"].shape))
+        return real(*a, **kw)
+
+    prompts = ["Say hi.", "Name three colours.", "Explain why the sky is blue in two sentences.",
+               "What is 2+2? Answer with a number only.", "Write a haiku about autumn leaves."]
+    ids = [engine._encode(engine.render(p)) for p in prompts]
+    k = shared_prefix_len(ids)  # the chat template's system turn
+    assert k >= 16
+    monkeypatch.setattr(engine.model, "forward", spy)
+    ours = decode(engine.model, ids, 1, max_new_tokens=40, temperature=0.0, top_p=1.0, stop_ids=engine.stop_ids,
+                  pad_id=engine.tokenizer.pad_token_id, generator=None)
+    monkeypatch.undo()
+    assert calls[0] == (1, k) and calls[1][0] == len(prompts)  # the shared prefix ran once, then each row's own
+    input_ids, mask, _ = engine._left_pad(ids)
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=40, eos_token_id=engine.stop_ids,
+                           pad_token_id=engine.tokenizer.pad_token_id)
+    with torch.inference_mode():
+        ref = engine.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=cfg)
+    ref = ref[:, input_ids.shape[1]:].tolist()
+    ended = 0
+    for mine, theirs in zip(ours, ref):
+        cut = next((k + 1 for k, t in enumerate(theirs) if t in engine.stop_ids), len(theirs))
+        assert mine == theirs[:cut]
+        ended += cut < 40
+    assert ended >= 2  # rows ended at different steps, so finished rows were dropped mid-batch
+
+
+def test_samples_of_a_prompt_share_one_prefill(engine, monkeypatch):
+    """n samples of one prompt: the prompt is run through the model once (a batch of 1), then repeated."""
+    from metareward.engines import decoding
+
+    calls = []
+    real = engine.model.forward
+
+    def spy(*a, **kw):
+        calls.append(tuple(kw["input_ids"].shape))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(engine.model, "forward", spy)
+    toks = decoding.decode(engine.model, [engine._encode(engine.render("Name a colour."))], 3, max_new_tokens=4,
+                           temperature=0.8, top_p=0.95, stop_ids=engine.stop_ids,
+                           pad_id=engine.tokenizer.pad_token_id, generator=None)
+    assert len(toks) == 3
+    assert calls[0][0] == 1 and calls[0][1] > 1  # prefill: one row, the whole prompt
+    assert all(c[1] == 1 for c in calls[1:]) and calls[1][0] <= 3  # decode steps: one token per row
 
 
 def test_score_prefix_takes_the_one_token_path_and_matches_full(engine):

@@ -1,0 +1,80 @@
+"""The nucleus sampler of our decode loop, on hand-made distributions (no model needed)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from metareward.engines.decoding import GrowingLayer, nucleus_sample  # noqa: E402
+
+# P = [0.5, 0.3, 0.15, 0.05] (token order scrambled below so "sorted" is not the input order)
+PROBS = {3: 0.5, 0: 0.3, 2: 0.15, 1: 0.05}
+
+
+def logits(rows: int = 1) -> torch.Tensor:
+    x = torch.tensor([math.log(PROBS[t]) for t in range(4)])
+    return x.repeat(rows, 1)
+
+
+def freqs(tokens: torch.Tensor) -> dict[int, float]:
+    return {t: float((tokens == t).float().mean()) for t in range(4)}
+
+
+def test_greedy_is_argmax():
+    assert nucleus_sample(logits(2), 0.0, 0.9, None).tolist() == [3, 3]
+
+
+def test_top_p_keeps_the_head_that_reaches_p():
+    # p = 0.8: mass before token 3 is 0, before token 0 is 0.5 (< 0.8, kept), before token 2 is 0.8 (not < 0.8):
+    # nucleus {3, 0}, renormalised 0.5/0.8 = 0.625 and 0.3/0.8 = 0.375.
+    g = torch.Generator().manual_seed(0)
+    f = freqs(nucleus_sample(logits(20000), 1.0, 0.8, g))
+    assert f[2] == 0 and f[1] == 0
+    assert f[3] == pytest.approx(0.625, abs=0.015) and f[0] == pytest.approx(0.375, abs=0.015)
+
+
+def test_nucleus_wider_than_the_candidates_falls_back_to_the_full_sort():
+    # p = 0.9 with 2 candidates: their mass 0.8 < 0.9, so the full sort decides: nucleus {3, 0, 2},
+    # probabilities 0.5/0.95, 0.3/0.95, 0.15/0.95 = 0.526, 0.316, 0.158; token 1 never drawn.
+    g = torch.Generator().manual_seed(1)
+    f = freqs(nucleus_sample(logits(20000), 1.0, 0.9, g, candidates=2))
+    assert f[1] == 0
+    assert f[3] == pytest.approx(0.526, abs=0.015)
+    assert f[0] == pytest.approx(0.316, abs=0.015)
+    assert f[2] == pytest.approx(0.158, abs=0.015)
+
+
+def test_temperature_and_top_p_one_sample_the_whole_tempered_distribution():
+    # T = 2 flattens p to p^(1/2) / sum: sqrt(.5, .3, .15, .05) = .7071, .5477, .3873, .2236 (sum 1.8657)
+    # -> 0.379, 0.294, 0.208, 0.120 for tokens 3, 0, 2, 1.
+    g = torch.Generator().manual_seed(2)
+    f = freqs(nucleus_sample(logits(40000), 2.0, 1.0, g))
+    assert f[3] == pytest.approx(0.379, abs=0.012)
+    assert f[0] == pytest.approx(0.294, abs=0.012)
+    assert f[2] == pytest.approx(0.208, abs=0.012)
+    assert f[1] == pytest.approx(0.120, abs=0.012)
+
+
+def test_same_generator_seed_same_tokens():
+    a = nucleus_sample(logits(64), 0.8, 0.95, torch.Generator().manual_seed(5))
+    b = nucleus_sample(logits(64), 0.8, 0.95, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+def test_growing_layer_writes_in_place_and_selects_rows():
+    layer = GrowingLayer(capacity=5)
+    k = torch.arange(2 * 1 * 3 * 2, dtype=torch.float32).reshape(2, 1, 3, 2)
+    keys, values = layer.update(k, -k)
+    assert keys.shape == (2, 1, 3, 2) and layer.get_seq_length() == 3
+    step = torch.full((2, 1, 1, 2), 9.0)
+    keys, _ = layer.update(step, step)
+    assert keys.shape == (2, 1, 4, 2) and torch.equal(keys[:, :, :3], k) and torch.equal(keys[:, :, 3], step[:, :, 0])
+    layer.batch_select_indices(torch.tensor([1]))
+    assert torch.equal(layer.keys, torch.cat([k[1:], step[1:]], dim=2))
+    layer.update(step[:1], step[:1])
+    with pytest.raises(RuntimeError, match="KV cache full"):
+        layer.update(step[:1], step[:1])
