@@ -191,6 +191,10 @@ class DPOSection(_Section):
     max_length: int = Field(1024, ge=16, description="Truncate prompt+completion to this many tokens.")
     bf16: bool = Field(False, description="bf16 autocast in training.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    precompute_ref_logps: bool = Field(
+        True, description="Compute the reference model's log-probs of every pair once, before training, and keep "
+        "them beside the pairs: reruns (another beta, a resumed training) reuse them, and the reference model is "
+        "not held in memory while training.")
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of steps used for warm-up.")
 
 

@@ -421,8 +421,11 @@ def train(cfg: RunConfig, t: int, model: ModelRef, pairs_m: Manifest) -> Manifes
         if not pairs:
             raise StageError(f"train iter {t}: no preference pair survived (see {pairs_m.uri}/manifest.json)")
         model_dir = store.join(folder, "model")
+        # Reference log-probs depend on M_{t-1} and the pairs, not on beta or the schedule: they live beside the
+        # pairs, so a train stage re-keyed by a DPO setting reuses them (train_dpo checks they still match).
         stats = train_dpo(pairs, model.uri, model_dir, cfg.dpo, trust_remote_code=cfg.model.trust_remote_code,
-                          dtype=cfg.model.dtype, seed=cfg.run.seed)
+                          dtype=cfg.model.dtype, seed=cfg.run.seed,
+                          ref_logps_uri=store.join(pairs_m.uri, "ref_logps.json"))
         history = stats.pop("log_history", [])
         out = Output(files={"model": model_dir}, digests={"model": store.folder_digest(model_dir)},
                      counts={"pairs": len(pairs), "steps": int(stats.get("steps", 0))}, stats=stats)

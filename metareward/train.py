@@ -70,9 +70,14 @@ def train_dpo(
     dtype: str = "float32",
     seed: int = 0,
     work_dir: str | None = None,
+    ref_logps_uri: str | None = None,
 ) -> dict:
     """Train ``model_path`` with DPO on ``pairs`` (reference = a frozen copy of ``model_path``) and save the result,
     weights (safetensors) and tokenizer, to ``output_dir``.
+
+    ``ref_logps_uri``: with ``dpo.precompute_ref_logps``, where the reference log-probs of every pair are kept
+    (JSON): read back when they match (same tokens, reference weights and truncation), else computed once and
+    written there, so a rerun with another beta or learning rate, or a resumed training, skips that pass.
 
     ``work_dir`` is the trainer's scratch folder (its ``output_dir``; nothing is checkpointed there); None uses a
     temporary folder that is removed afterwards. Returns JSON-serializable statistics: ``steps``, ``train_loss``,
@@ -112,6 +117,7 @@ def train_dpo(
             # DPO
             beta=dpo.beta,
             loss_type=["sigmoid"],
+            precompute_ref_log_probs=dpo.precompute_ref_logps,
             max_length=dpo.max_length,
             # optimisation
             learning_rate=dpo.learning_rate,
@@ -137,7 +143,11 @@ def train_dpo(
         )
 
         tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-        trainer = DPOTrainer(
+        trainer_cls, extra = DPOTrainer, {}
+        if dpo.precompute_ref_logps and ref_logps_uri is not None:
+            trainer_cls, extra = _stored_ref_trainer(DPOTrainer), {"ref_logps_uri": ref_logps_uri}
+        trainer = trainer_cls(
+            **extra,
             model=model_path,
             ref_model=None,  # DPOTrainer loads a frozen copy from the policy's own path
             args=training_args,
@@ -176,6 +186,7 @@ def train_dpo(
             "n_actor_pairs": sum(p.kind == "actor" for p in pairs),
             "n_judge_pairs": sum(p.kind == "judge" for p in pairs),
             "epochs": float(trainer.state.epoch or 0.0),
+            "ref_logps": getattr(trainer, "ref_logps_source", "precomputed" if dpo.precompute_ref_logps else "live"),
         }
         for name in FINAL_METRICS:
             values = [e[name] for e in log_history if e.get(name) is not None]
@@ -190,3 +201,57 @@ def train_dpo(
     finally:
         if work_dir is None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------ stored reference log-probs
+
+
+def _ref_fingerprint(trainer, dataset) -> str:
+    """What the reference log-probs depend on: the reference weights (TRL's own hash of them), the tokenised
+    pairs, truncation and precision. Anything else (beta, learning rate, steps) leaves them valid."""
+    import hashlib
+
+    from trl import __version__ as trl_version
+
+    h = hashlib.sha256()
+    args = trainer.args
+    h.update(repr((trainer._precompute_model_hash, args.max_length, getattr(args, "truncation_mode", None),
+                   args.bf16, args.fp16, trl_version)).encode())
+    for col in ("prompt_ids", "chosen_ids", "rejected_ids"):
+        h.update(repr(dataset[col] if col in dataset.column_names else None).encode())
+    return h.hexdigest()
+
+
+def _stored_ref_trainer(base):
+    """``base`` (TRL's DPOTrainer) with its reference log-prob pass backed by a JSON file in the run store.
+
+    TRL computes the reference log-probs in ``_precompute_ref_logps`` and caches them only in the local
+    datasets cache, keyed by an in-memory dataset's fingerprint: nothing survives a new process or machine
+    (trl#3985). Overriding that one method keeps everything else TRL's own.
+    """
+    from metareward import store
+
+    class StoredRefLogpsDPOTrainer(base):
+        def __init__(self, *args, ref_logps_uri: str, **kwargs):
+            self.ref_logps_uri = ref_logps_uri
+            self.ref_logps_source = "computed"
+            super().__init__(*args, **kwargs)
+
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            if name != "train":
+                return super()._precompute_ref_logps(dataset, name, batch_size)
+            fingerprint = _ref_fingerprint(self, dataset)
+            stored = store.read_json(self.ref_logps_uri) if store.exists(self.ref_logps_uri) else None
+            if stored and stored.get("fingerprint") == fingerprint and len(stored["chosen"]) == len(dataset):
+                self.ref_logps_source = "stored"
+                return (dataset.add_column("ref_chosen_logps", stored["chosen"])
+                        .add_column("ref_rejected_logps", stored["rejected"]))
+            out = super()._precompute_ref_logps(dataset, name, batch_size)
+            store.write_json(self.ref_logps_uri, {
+                "fingerprint": fingerprint, "rows": len(out),
+                "chosen": [float(x) for x in out["ref_chosen_logps"]],
+                "rejected": [float(x) for x in out["ref_rejected_logps"]],
+            })
+            return out
+
+    return StoredRefLogpsDPOTrainer

@@ -134,3 +134,38 @@ def test_train_dpo_updates_and_saves_the_model(tmp_path):
     assert changed, "no weight changed after two DPO steps"
     tok = AutoTokenizer.from_pretrained(out)
     assert tok.eos_token == AutoTokenizer.from_pretrained(base_path).eos_token
+
+
+@pytest.mark.slow
+def test_reference_logps_are_computed_once_and_reused(tmp_path):
+    """The reference pass is stored beside the pairs: a rerun reads it back and trains exactly as before; a
+    change that alters the reference log-probs (truncation) recomputes them."""
+    from metareward.models import ModelNotFound, embedded_model_path
+    from metareward.train import train_dpo
+
+    try:
+        base_path = embedded_model_path()
+    except ModelNotFound as e:
+        pytest.skip(str(e))
+    ref = tmp_path / "pairs" / "ref_logps.json"
+    dpo = DPOSection(max_steps=2, per_device_batch_size=2, gradient_accumulation_steps=1, max_length=128,
+                     learning_rate=1e-5)
+
+    def run(name: str, d: DPOSection) -> dict:
+        return train_dpo(PAIRS, base_path, str(tmp_path / name), d, seed=0, work_dir=str(tmp_path / f"w-{name}"),
+                         ref_logps_uri=str(ref))
+
+    first = run("a", dpo)
+    assert first["ref_logps"] == "computed" and ref.is_file()
+    stored = json.loads(ref.read_text())
+    assert stored["rows"] == 6 and len(stored["chosen"]) == len(stored["rejected"]) == 6
+    assert all(x < 0 for x in stored["chosen"] + stored["rejected"])  # summed log-probs of real tokens
+
+    again = run("b", dpo)
+    assert again["ref_logps"] == "stored"
+    losses = lambda s: [e["loss"] for e in s["log_history"] if "loss" in e]  # noqa: E731
+    assert losses(again) == pytest.approx(losses(first), rel=1e-6)
+
+    shorter = run("c", dpo.model_copy(update={"max_length": 64}))
+    assert shorter["ref_logps"] == "computed"  # truncation changed what the reference scores
+    assert json.loads(ref.read_text())["chosen"] != stored["chosen"]
