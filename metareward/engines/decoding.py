@@ -81,6 +81,14 @@ class GrowingLayer(DynamicLayer):
             self._views()
 
 
+def cache_kwarg(model) -> str:
+    """transformers renamed the forward argument ``past_key_values`` to ``cache`` during 5.x: use the model's."""
+    import inspect
+
+    # the class's forward, not the instance attribute (which a test or a hook may have wrapped)
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
 def growing_cache(n_layers: int, capacity: int) -> DynamicCache:
     cache = DynamicCache()
     cache.layers = [GrowingLayer(capacity) for _ in range(n_layers)]
@@ -164,22 +172,23 @@ def prefill(model, seqs: list[list[int]], pad_id: int, capacity_extra: int):
     """
     device = next(model.parameters()).device
     n_layers = model.config.get_text_config().num_hidden_layers
+    kw = cache_kwarg(model)
     k = shared_prefix_len(seqs) if len(seqs) > 1 else 0
     if k < MIN_SHARED_PREFIX:
         ids, mask, pos = left_pad(seqs, pad_id, device)
         cache = growing_cache(n_layers, ids.shape[1] + capacity_extra)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **{kw: cache}, use_cache=True,
                        logits_to_keep=1).logits[:, -1]
         return cache, logits, mask, pos[:, -1]
     ids, own_mask, own_pos = left_pad([s[k:] for s in seqs], pad_id, device)
     cache = growing_cache(n_layers, k + ids.shape[1] + capacity_extra)
     head = torch.tensor([seqs[0][:k]], dtype=torch.long, device=device)
-    model(input_ids=head, position_ids=torch.arange(k, device=device)[None], cache=cache, use_cache=True,
+    model(input_ids=head, position_ids=torch.arange(k, device=device)[None], **{kw: cache}, use_cache=True,
           logits_to_keep=1)
     cache.batch_repeat_interleave(len(seqs))
     mask = torch.cat([own_mask.new_ones((len(seqs), k)), own_mask], dim=1)
     pos = own_pos + k
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **{kw: cache}, use_cache=True,
                    logits_to_keep=1).logits[:, -1]
     return cache, logits, mask, pos[:, -1]
 
@@ -192,6 +201,7 @@ def decode(model, prompts: list[list[int]], repeats: int, *, max_new_tokens: int
     kept as the last token when one was produced, so callers can tell "stop" from "length"."""
     device = next(model.parameters()).device
     cache, logits, mask, last = prefill(model, prompts, pad_id, max_new_tokens)
+    kw = cache_kwarg(model)
     if repeats > 1:  # one prefill per prompt, then its n samples share the encoded prompt
         cache.batch_repeat_interleave(repeats)
         logits, mask, last = (t.repeat_interleave(repeats, dim=0) for t in (logits, mask, last))
@@ -220,7 +230,7 @@ def decode(model, prompts: list[list[int]], repeats: int, *, max_new_tokens: int
             break
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         last = last + 1
-        logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=last[:, None], cache=cache,
+        logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=last[:, None], **{kw: cache},
                        use_cache=True, logits_to_keep=1).logits[:, -1]
     out_cpu = out.cpu()
     return [out_cpu[r, : int(length[r])].tolist() for r in range(n_rows)]
