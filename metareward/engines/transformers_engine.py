@@ -128,11 +128,11 @@ class TransformersEngine:
 
     # ------------------------------------------------------------------------------------------ helpers
 
-    def render(self, prompt: str) -> str:
-        """The chat-templated text of one user turn, ending where the assistant starts writing."""
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-        )
+    def render(self, prompt: str | list[dict]) -> str:
+        """The chat-templated text of one user turn (or a whole message list), ending where the assistant starts
+        writing."""
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def _encode(self, text: str) -> list[int]:
         # The chat template already writes every special token (BOS included where the model has one).
@@ -148,6 +148,11 @@ class TransformersEngine:
             raise RuntimeError("engine is closed")
 
     # ------------------------------------------------------------------------------------------ generate
+
+    def generate_chat(self, conversations: list[list[dict]], n: int, sampling: Sampling,
+                      seed: int) -> list[list[Completion]]:
+        """`generate` for whole message lists (multi-turn benchmarks such as MT-Bench's second turn)."""
+        return self.generate(conversations, n, sampling, seed)  # type: ignore[arg-type]
 
     def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
         """n samples per prompt with our own decode loop (`metareward.engines.decoding`): each prompt is

@@ -110,12 +110,17 @@ class VLLMEngine:
     # ------------------------------------------------------------------------------------------ generate
 
     def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
+        return self.generate_chat([[{"role": "user", "content": p}] for p in prompts], n, sampling, seed)
+
+    def generate_chat(self, conversations: list[list[dict]], n: int, sampling: Sampling,
+                      seed: int) -> list[list[Completion]]:
+        """n samples per message list (one user turn, or a multi-turn conversation ending with the user)."""
         from vllm import SamplingParams
 
         self._check()
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        if not prompts:
+        if not conversations:
             return []
         greedy = sampling.temperature <= 0
         params = [
@@ -127,10 +132,9 @@ class VLLMEngine:
                 seed=seed + i,
                 stop_token_ids=self.stop_ids,
             )
-            for i in range(len(prompts))
+            for i in range(len(conversations))
         ]
-        messages = [[{"role": "user", "content": p}] for p in prompts]
-        outs = self.llm.chat(messages, params, use_tqdm=False)
+        outs = self.llm.chat(conversations, params, use_tqdm=False)
         result = []
         for out in outs:
             comps = [self._completion(o) for o in out.outputs]

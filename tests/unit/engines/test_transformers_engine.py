@@ -233,3 +233,14 @@ def test_closed_engine_refuses():
     eng.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         eng.generate(["x"], 1, Sampling(max_new_tokens=2), seed=0)
+
+
+def test_generate_chat_sees_the_whole_conversation(engine):
+    convo = [{"role": "user", "content": "My name is Ada."}, {"role": "assistant", "content": "Hello Ada!"},
+             {"role": "user", "content": "What is my name?"}]
+    text = engine.render(convo)
+    assert text.count("<|im_start|>user") == 2 and "Hello Ada!" in text and text.endswith("<|im_start|>assistant\n")
+    s = Sampling(temperature=0.0, max_new_tokens=12)
+    [[reply]] = engine.generate_chat([convo], 1, s, seed=0)
+    [[alone]] = engine.generate(["What is my name?"], 1, s, seed=0)
+    assert reply.text and reply != alone  # the earlier turns changed the answer's context
