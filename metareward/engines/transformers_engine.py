@@ -97,6 +97,9 @@ class TransformersEngine:
         self.batch_size = batch_size
         self.seed = seed
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # Our decode loop wins on a CPU (2.5x here); on a GPU, where the full-vocabulary sort is cheap and every
+        # host sync stalls the device, HF generate measured faster (H200, 1024 x 256 tokens: 10.1k vs 7.1k tok/s).
+        self.own_decoder = self.device.type == "cpu"
 
         tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         if tok.chat_template is None:
@@ -166,6 +169,8 @@ class TransformersEngine:
             raise ValueError(f"n must be >= 1, got {n}")
         if not prompts:
             return []
+        if not self.own_decoder:
+            return self._generate_hf(prompts, n, sampling, seed)
         greedy = sampling.temperature <= 0
         reps = 1 if greedy else n  # greedy samples are identical: decode once, copy
         per_batch = max(1, self.batch_size // reps)
@@ -185,6 +190,33 @@ class TransformersEngine:
         if greedy:
             out = [row * n for row in out]
         return out
+
+    def _generate_hf(self, prompts, n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
+        """``model.generate`` on length-sorted batches of ``batch_size`` rows (the GPU path)."""
+        import torch
+        from transformers import GenerationConfig
+
+        greedy = sampling.temperature <= 0
+        common: dict[str, Any] = dict(max_new_tokens=sampling.max_new_tokens, eos_token_id=self.stop_ids,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+        # top_k=0 switches off transformers' default top-k of 50: the paper samples with temperature + top_p.
+        gen_cfg = (GenerationConfig(do_sample=False, **common) if greedy else
+                   GenerationConfig(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
+                                    **common))
+        ids = [self._encode(self.render(p)) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
+        reps = 1 if greedy else n
+        rows = [(i, j) for i in order for j in range(reps)]
+        out: list[list[Completion]] = [[] for _ in prompts]
+        with torch.inference_mode():
+            for b, start in enumerate(range(0, len(rows), self.batch_size)):
+                chunk = rows[start:start + self.batch_size]
+                input_ids, mask, _ = self._left_pad([ids[i] for i, _ in chunk])
+                torch.manual_seed(seed + b)
+                seqs = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gen_cfg)
+                for r, (i, _) in enumerate(chunk):
+                    out[i].append(self._completion(seqs[r, input_ids.shape[1]:].tolist()))
+        return [row * n for row in out] if greedy else out
 
     def _completion(self, toks: list[int]) -> Completion:
         cut = next((k for k, t in enumerate(toks) if t in self._stop_set), None)
