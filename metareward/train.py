@@ -41,6 +41,14 @@ def preference_rows(pairs: list[PreferencePair], seed: int = 0) -> list[dict]:
     return rows
 
 
+def rows_seen(n_rows: int, dpo: DPOSection, world_size: int = 1) -> int:
+    """How many pairs training reads: all of them, unless ``max_steps`` stops it first (steps x per-device batch x
+    accumulation x devices)."""
+    if dpo.max_steps is None or dpo.max_steps < 0:
+        return n_rows
+    return min(n_rows, dpo.max_steps * dpo.per_device_batch_size * dpo.gradient_accumulation_steps * world_size)
+
+
 def _jsonable_logs(log_history: list[dict]) -> list[dict]:
     """Trainer log entries with numbers only, as plain floats; NaN/inf become None so strict JSON accepts them."""
     out = []
@@ -96,7 +104,11 @@ def train_dpo(
 
     scratch = work_dir or tempfile.mkdtemp(prefix="metareward-dpo-")
     try:
-        train_dataset = Dataset.from_list(preference_rows(pairs, seed))
+        rows = preference_rows(pairs, seed)
+        seen = rows_seen(len(rows), dpo, int(os.environ.get("WORLD_SIZE", "1")))
+        # With max_steps, training sees only `seen` pairs: keep those (already a seeded shuffle), so the reference
+        # pass is not spent on pairs no step will read.
+        train_dataset = Dataset.from_list(rows[:seen])
         on_gpu = torch.cuda.is_available()
         # Recent transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns and
         # is used only while the new one is unset); TRL defaults the old name to True, so set the name this version
@@ -183,6 +195,7 @@ def train_dpo(
             "sec_per_step": runtime / steps if steps else None,
             "n_pairs": len(pairs),
             "n_pairs_used": n_used,
+            "n_pairs_offered": seen,
             "n_actor_pairs": sum(p.kind == "actor" for p in pairs),
             "n_judge_pairs": sum(p.kind == "judge" for p in pairs),
             "epochs": float(trainer.state.epoch or 0.0),

@@ -115,7 +115,8 @@ def test_train_dpo_updates_and_saves_the_model(tmp_path):
     stats = train_dpo(PAIRS, base_path, str(out), dpo, seed=0, work_dir=str(tmp_path / "work"))
 
     assert stats["steps"] == 2
-    assert stats["n_pairs"] == 6 and stats["n_pairs_used"] == 6
+    # 2 steps x batch 2: training reads 4 of the 6 pairs, so only those are offered to TRL
+    assert stats["n_pairs"] == 6 and stats["n_pairs_offered"] == 4 and stats["n_pairs_used"] == 4
     assert stats["n_actor_pairs"] == 4 and stats["n_judge_pairs"] == 2
     losses = [e["loss"] for e in stats["log_history"] if "loss" in e]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
@@ -158,7 +159,7 @@ def test_reference_logps_are_computed_once_and_reused(tmp_path):
     first = run("a", dpo)
     assert first["ref_logps"] == "computed" and ref.is_file()
     stored = json.loads(ref.read_text())
-    assert stored["rows"] == 6 and len(stored["chosen"]) == len(stored["rejected"]) == 6
+    assert stored["rows"] == 4 and len(stored["chosen"]) == len(stored["rejected"]) == 4  # 2 steps x 2 pairs
     assert all(x < 0 for x in stored["chosen"] + stored["rejected"])  # summed log-probs of real tokens
 
     again = run("b", dpo)
@@ -169,3 +170,13 @@ def test_reference_logps_are_computed_once_and_reused(tmp_path):
     shorter = run("c", dpo.model_copy(update={"max_length": 64}))
     assert shorter["ref_logps"] == "computed"  # truncation changed what the reference scores
     assert json.loads(ref.read_text())["chosen"] != stored["chosen"]
+
+
+def test_rows_seen_counts_what_max_steps_lets_training_read():
+    from metareward.train import rows_seen
+
+    d = DPOSection(max_steps=4, per_device_batch_size=2, gradient_accumulation_steps=2)
+    assert rows_seen(32, d) == 16  # 4 steps x 2 pairs x 2 accumulation
+    assert rows_seen(32, d, world_size=2) == 32
+    assert rows_seen(10, d) == 10  # never more than there are
+    assert rows_seen(32, d.model_copy(update={"max_steps": -1})) == 32  # epochs decide: all pairs
