@@ -237,14 +237,33 @@ def _judge_responses(engine, cfg: RunConfig, responses: list[Response], n: int) 
     from metareward.prompts import SCORE_CHOICES, SCORE_PREFIX, render_judge
 
     texts = [render_judge(r.prompt, r.text) for r in responses]
-    outs = _reason(engine, texts, n, cfg.judge.sampling, cfg.run.seed)
+    sampling = cfg.judge.sampling
+    shortcut = (cfg.judge.scoring == "expected" and sampling.max_new_tokens > 0
+                and hasattr(engine, "generate_scored"))
+    if shortcut:  # score each justification on the KV cache that wrote it (no second prefill)
+        scored = engine.generate_scored(texts, n, _sampling(sampling), cfg.run.seed, "\n" + SCORE_PREFIX,
+                                        list(SCORE_CHOICES))
+        outs = [[c for c, _ in row] for row in scored]
+        early = [p for row in scored for _, p in row]
+    else:
+        outs = _reason(engine, texts, n, sampling, cfg.run.seed)
+        early = [None] * sum(len(cs) for cs in outs)
     flat = [(r, text, j, c.text) for r, text, cs in zip(responses, texts, outs) for j, c in enumerate(cs)]
     if cfg.judge.scoring == "parse":
         return [Judgment(id=f"{r.id}-j{j}", response_id=r.id, prompt_id=r.prompt_id, text=out,
                          score=parsing.parse_score(out)) for r, _, j, out in flat]
     # expected: keep the model's justification, force "Score: " and read P(0..5) (AlpacaEval-style weighting)
     prefixes = [_forced(parsing.justification(out), SCORE_PREFIX) for *_, out in flat]
-    probs = engine.choice_probs([text for _, text, _, _ in flat], prefixes, SCORE_CHOICES)
+    # The shortcut scored out + "\nScore: "; it stands only where that is the prefix (nothing was cut off).
+    probs = [p if p is not None and pre == f"{out}\n{SCORE_PREFIX}" else None
+             for p, pre, (*_, out) in zip(early, prefixes, flat)]
+    todo = [i for i, p in enumerate(probs) if p is None]
+    if shortcut:
+        log.info("judge: %d of %d scores read on the sample's own KV cache, %d re-scored", len(probs) - len(todo),
+                 len(probs), len(todo))
+    for i, p in zip(todo, engine.choice_probs([flat[i][1] for i in todo], [prefixes[i] for i in todo],
+                                              SCORE_CHOICES) if todo else []):
+        probs[i] = p
     rows = []
     for (r, _, j, _), prefix, p in zip(flat, prefixes, probs):
         best = max(range(len(p)), key=p.__getitem__)

@@ -193,14 +193,39 @@ def prefill(model, seqs: list[list[int]], pad_id: int, capacity_extra: int):
     return cache, logits, mask, pos[:, -1]
 
 
+def _score_rows(model, cache, idx: torch.Tensor, feed: torch.Tensor, mask: torch.Tensor, last: torch.Tensor,
+                choice_ids: list[int]) -> torch.Tensor:
+    """Log-probs of the choice tokens after feeding ``feed`` [len(idx), q] to the rows ``idx`` of the batch,
+    on a copy of their cache (the batch goes on unchanged)."""
+    sub = growing_cache(len(cache.layers), cache.layers[0].capacity)
+    for mine, theirs in zip(sub.layers, cache.layers):
+        mine._k, mine._v = theirs._k[idx], theirs._v[idx]
+        mine.length, mine.is_initialized, mine.device = theirs.length, True, theirs.device
+        mine._views()
+    q = feed.shape[1]
+    sub_mask = torch.cat([mask[idx], mask.new_ones((idx.numel(), q))], dim=1)
+    pos = last[idx, None] + 1 + torch.arange(q, device=feed.device)[None]
+    logits = model(input_ids=feed, attention_mask=sub_mask, position_ids=pos, **{cache_kwarg(model): sub},
+                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    return torch.log_softmax(logits.float(), dim=-1)[:, choice_ids]
+
+
 @torch.inference_mode()
 def decode(model, prompts: list[list[int]], repeats: int, *, max_new_tokens: int, temperature: float,
-           top_p: float, stop_ids: list[int], pad_id: int, generator: torch.Generator | None) -> list[list[int]]:
+           top_p: float, stop_ids: list[int], pad_id: int, generator: torch.Generator | None,
+           score_suffix: list[int] | None = None, score_choices: list[int] | None = None):
     """``repeats`` samples for each tokenised prompt; rows ``r*repeats .. r*repeats+repeats-1`` belong to prompt
     ``r``. Each row's tokens end before its first stop token (or after ``max_new_tokens``); the stop token is
-    kept as the last token when one was produced, so callers can tell "stop" from "length"."""
+    kept as the last token when one was produced, so callers can tell "stop" from "length".
+
+    With ``score_suffix`` and ``score_choices`` (token ids), each row is also scored where it ends: the suffix
+    (e.g. "\nScore: ") is fed after the row's own tokens, on the KV cache it already has, and the log-probs of
+    the choice tokens read. That replaces a second prefill of prompt + answer (the judge's expected score).
+    Returns (tokens, log-probs) then; tokens alone otherwise."""
     device = next(model.parameters()).device
-    cache, logits, mask, last = prefill(model, prompts, pad_id, max_new_tokens)
+    scoring = score_suffix is not None and score_choices is not None
+    extra = max_new_tokens + (len(score_suffix) + 1 if scoring else 0)
+    cache, logits, mask, last = prefill(model, prompts, pad_id, extra)
     kw = cache_kwarg(model)
     if repeats > 1:  # one prefill per prompt, then its n samples share the encoded prompt
         cache.batch_repeat_interleave(repeats)
@@ -210,12 +235,26 @@ def decode(model, prompts: list[list[int]], repeats: int, *, max_new_tokens: int
     stop = torch.tensor(stop_ids, device=device)
     out = torch.full((n_rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
     length = torch.full((n_rows,), max_new_tokens, dtype=torch.long)
+    scores: list[list[float] | None] = [None] * n_rows
+    suffix = torch.tensor([score_suffix or [0]], device=device)
     rows = torch.arange(n_rows, device=device)  # the original row of each live batch row
     live = torch.ones(n_rows, dtype=torch.bool, device=device)
+
+    def score(idx: torch.Tensor, feed: torch.Tensor) -> None:
+        if idx.numel():
+            lp = _score_rows(model, cache, idx, feed, mask, last, score_choices).tolist()
+            for r, vals in zip(rows[idx].tolist(), lp):
+                scores[r] = vals
+
     for step in range(max_new_tokens):
         tok = nucleus_sample(logits, temperature, top_p, generator)
         out[rows, step] = tok
         ended = live & torch.isin(tok, stop)
+        if scoring:  # score rows now, before their cache moves on: stopped rows, and all live rows at the end
+            score(ended.nonzero().squeeze(1), suffix.expand(int(ended.sum()), -1))
+            if step + 1 == max_new_tokens:
+                tail = (live & ~ended).nonzero().squeeze(1)  # the last sampled token is not in the cache yet
+                score(tail, torch.cat([tok[tail, None], suffix.expand(tail.numel(), -1)], dim=1))
         if bool(ended.any()):
             length[rows[ended].cpu()] = step + 1
             live &= ~ended
@@ -233,4 +272,5 @@ def decode(model, prompts: list[list[int]], repeats: int, *, max_new_tokens: int
         logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=last[:, None], **{kw: cache},
                        use_cache=True, logits_to_keep=1).logits[:, -1]
     out_cpu = out.cpu()
-    return [out_cpu[r, : int(length[r])].tolist() for r in range(n_rows)]
+    tokens = [out_cpu[r, : int(length[r])].tolist() for r in range(n_rows)]
+    return (tokens, scores) if scoring else tokens

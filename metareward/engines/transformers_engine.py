@@ -160,10 +160,6 @@ class TransformersEngine:
     def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
         """n samples per prompt with our own decode loop (`metareward.engines.decoding`): each prompt is
         encoded once for its n samples, prompts of similar length share a batch of ``batch_size`` rows."""
-        import torch
-
-        from metareward.engines.decoding import decode
-
         self._check()
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
@@ -171,22 +167,81 @@ class TransformersEngine:
             return []
         if not self.own_decoder:
             return self._generate_hf(prompts, n, sampling, seed)
+        return [[c for c, _, _ in row] for row in self._decode(prompts, n, sampling, seed)]
+
+    def generate_scored(self, prompts: list[str], n: int, sampling: Sampling, seed: int, suffix: str,
+                        choices: list[str]) -> list[list[tuple[Completion, list[float] | None]]]:
+        """`generate`, and for each completion ``choice_probs(prompt, text + suffix, choices)`` computed on the
+        KV cache the sample already has (no second prefill of prompt + answer).
+
+        A completion's probabilities are None where that shortcut would not score the same token sequence as
+        `choice_probs` (its text re-tokenises differently, or a choice is not one token after the suffix);
+        callers score those with `choice_probs`. Where they are given, they equal `choice_probs` up to float
+        rounding (tests check this).
+        """
+        self._check()
+        if not prompts:
+            return []
+        probe = self._encode("It is." + suffix)
+        head = self._encode("It is.")
+        suffix_ids = probe[len(head):]
+        choice_ids = []
+        for c in choices:
+            ids = self._encode("It is." + suffix + c)
+            choice_ids.append(ids[-1] if ids[:-1] == probe else None)
+        if (not self.own_decoder or not suffix_ids or probe[:len(head)] != head or None in choice_ids
+                or len(set(choice_ids)) != len(choice_ids)):
+            return [[(c, None) for c in row] for row in self.generate(prompts, n, sampling, seed)]
+        rows = self._decode(prompts, n, sampling, seed, suffix_ids=suffix_ids, choice_ids=choice_ids)
+        return [[(c, self._checked_probs(p, c, held, suffix, suffix_ids, choices, choice_ids, lp))
+                 for c, lp, held in row] for p, row in zip(prompts, rows)]
+
+    def _checked_probs(self, prompt: str, c: Completion, held: list[int], suffix: str, suffix_ids: list[int],
+                       choices: list[str], choice_ids: list[int], logprobs: list[float] | None) -> list[float] | None:
+        """The shortcut's probabilities, if it scored exactly what `choice_probs` would: render(prompt) + text +
+        suffix must tokenise to the prompt, the generated tokens and the suffix tokens, and each choice must add
+        its one token after that."""
+        import math
+
+        if logprobs is None or not c.text:
+            return None
+        ctx = self.render(prompt) + c.text + suffix
+        ctx_ids = self._encode(ctx)
+        if ctx_ids != held + suffix_ids:
+            return None
+        if any(self._encode(ctx + ch) != ctx_ids + [t] for ch, t in zip(choices, choice_ids)):
+            return None
+        top = max(logprobs)
+        w = [math.exp(x - top) for x in logprobs]
+        return [x / sum(w) for x in w]
+
+    def _decode(self, prompts, n: int, sampling: Sampling, seed: int, suffix_ids=None, choice_ids=None):
+        """Per prompt, n (Completion, choice log-probs or None, token ids the KV cache held when scored) from our
+        decode loop."""
+        import torch
+
+        from metareward.engines.decoding import decode
+
         greedy = sampling.temperature <= 0
         reps = 1 if greedy else n  # greedy samples are identical: decode once, copy
         per_batch = max(1, self.batch_size // reps)
         ids = [self._encode(self.render(p)) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))  # stable: ties keep prompt order
-        out: list[list[Completion]] = [[] for _ in prompts]
+        out: list[list] = [[] for _ in prompts]
+        scoring = suffix_ids is not None
         for b, start in enumerate(range(0, len(order), per_batch)):
             chunk = order[start:start + per_batch]
             # One generator per batch, seeded with seed + b: the same (prompts, n, sampling, seed, batch_size)
             # gives the same texts whatever ran before.
             gen = torch.Generator(device=self.device).manual_seed(seed + b)
-            toks = decode(self.model, [ids[i] for i in chunk], reps, max_new_tokens=sampling.max_new_tokens,
-                          temperature=sampling.temperature, top_p=sampling.top_p, stop_ids=self.stop_ids,
-                          pad_id=self.tokenizer.pad_token_id, generator=gen)
+            res = decode(self.model, [ids[i] for i in chunk], reps, max_new_tokens=sampling.max_new_tokens,
+                         temperature=sampling.temperature, top_p=sampling.top_p, stop_ids=self.stop_ids,
+                         pad_id=self.tokenizer.pad_token_id, generator=gen,
+                         score_suffix=suffix_ids, score_choices=choice_ids)
+            toks, lps = res if scoring else (res, [None] * len(res))
             for r, i in enumerate(chunk):
-                out[i] = [self._completion(t) for t in toks[r * reps:(r + 1) * reps]]
+                out[i] = [(self._completion(t), lp, ids[i] + self._body(t))
+                          for t, lp in zip(toks[r * reps:(r + 1) * reps], lps[r * reps:(r + 1) * reps])]
         if greedy:
             out = [row * n for row in out]
         return out
@@ -218,11 +273,15 @@ class TransformersEngine:
                     out[i].append(self._completion(seqs[r, input_ids.shape[1]:].tolist()))
         return [row * n for row in out] if greedy else out
 
-    def _completion(self, toks: list[int]) -> Completion:
+    def _body(self, toks: list[int]) -> list[int]:
+        """A sample's tokens before its end-of-turn token."""
         cut = next((k for k, t in enumerate(toks) if t in self._stop_set), None)
-        body, reason = (toks, "length") if cut is None else (toks[:cut], "stop")
+        return toks if cut is None else toks[:cut]
+
+    def _completion(self, toks: list[int]) -> Completion:
+        body = self._body(toks)
         text = self.tokenizer.decode(body, skip_special_tokens=True).strip()
-        return Completion(text=text, n_tokens=len(body), finish_reason=reason)
+        return Completion(text=text, n_tokens=len(body), finish_reason="length" if body is toks else "stop")
 
     # ------------------------------------------------------------------------------------------ choice_probs
 

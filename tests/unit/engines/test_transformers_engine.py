@@ -256,3 +256,19 @@ def test_hf_generate_path_gives_the_same_greedy_text(engine, monkeypatch):
     assert theirs == ours
     sampled = engine.generate(prompts, 3, Sampling(temperature=0.8, top_p=0.95, max_new_tokens=8), seed=1)
     assert [len(r) for r in sampled] == [3, 3, 3] and all(c.n_tokens <= 8 for r in sampled for c in r)
+
+
+def test_generate_scored_equals_generate_then_choice_probs(engine):
+    """The judge's shortcut (score on the sample's own KV cache) against the two-pass way: same texts as
+    `generate`, and wherever it gives probabilities they equal `choice_probs` on text + "\\nScore: "."""
+    prompts = [JUDGE, "Rate the answer 'Paris' to 'What is the capital of France?' from 0 to 5, briefly."]
+    s = Sampling(temperature=0.8, top_p=0.95, max_new_tokens=12)
+    scored = engine.generate_scored(prompts, 3, s, seed=3, suffix="\n" + SCORE_PREFIX, choices=list("012345"))
+    plain = engine.generate(prompts, 3, s, seed=3)
+    assert [[c for c, _ in row] for row in scored] == plain
+    got = [(p, c.text, probs) for p, row in zip(prompts, scored) for c, probs in row if probs is not None]
+    assert len(got) >= 4  # most samples take the shortcut (the rest fall back to choice_probs in the stage)
+    ref = engine.choice_probs([p for p, _, _ in got], [f"{t}\n{SCORE_PREFIX}" for _, t, _ in got], list("012345"))
+    for (_, _, probs), want in zip(got, ref):
+        assert sum(probs) == pytest.approx(1.0)
+        assert probs == pytest.approx(want, abs=2e-3)
