@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from metareward.jsonl import json_lines
 from metareward.prompt_sets import PromptFileError
 
 _WORD = re.compile(r"\w+")
@@ -70,13 +71,7 @@ def read_questions(path: str) -> list[str]:
             raise BenchmarkFileError(f"{p}: line {e.lineno}: invalid JSON ({e.msg})") from None
         return [t for i, row in enumerate(rows) for t in _row_texts(row, f"{p}: item {i}")]
     out = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BenchmarkFileError(f"{p}: line {lineno}: invalid JSON ({e.msg})") from None
+    for lineno, row in json_lines(text, str(p), BenchmarkFileError, objects=False):
         out += _row_texts(row, f"{p}: line {lineno}")
     if not out:
         raise BenchmarkFileError(f"{p}: no questions")

@@ -29,7 +29,6 @@ pairwise agreement with held-out human rankings is measured before and after SFT
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from collections import Counter
 from importlib import resources
@@ -109,18 +108,9 @@ def read_ranked_file(path: str | None, lang: str | None = None) -> tuple[list[Ra
 
 
 def _json_lines(text: str, where: str) -> list[tuple[int, dict]]:
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RankedFileError(f"{where}: line {lineno}: invalid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise RankedFileError(f"{where}: line {lineno}: expected a JSON object")
-        rows.append((lineno, obj))
-    return rows
+    from metareward.jsonl import json_lines
+
+    return json_lines(text, where, RankedFileError)
 
 
 def _message(obj, where: str, role: str) -> dict:

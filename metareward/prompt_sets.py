@@ -8,11 +8,11 @@ pool is exhausted (then the permutation wraps around).
 
 from __future__ import annotations
 
-import json
 import random
 from importlib import resources
 from pathlib import Path
 
+from metareward.jsonl import json_lines
 from metareward.records import Prompt
 
 SMOKE_PROMPTS = "smoke_prompts.jsonl"
@@ -40,13 +40,7 @@ def _parse(data: bytes, where: str) -> list[Prompt]:
         line = data[: e.start].count(b"\n") + 1
         raise PromptFileError(f"{where}: line {line}: not UTF-8 text") from None
     rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise PromptFileError(f"{where}: line {lineno}: invalid JSON ({e.msg})") from None
+    for lineno, obj in json_lines(text, where, PromptFileError, objects=False):
         if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
             raise PromptFileError(f"{where}: line {lineno}: expected an object with a non-empty 'prompt' string")
         rows.append(Prompt(id=str(obj.get("id", f"line{lineno}")), prompt=obj["prompt"].strip()))

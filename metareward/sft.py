@@ -40,48 +40,21 @@ def train_sft(
         raise ValueError("train_sft: no examples to train on")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-    import torch
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from metareward.train import _jsonable_logs
+    from metareward.train import _jsonable_logs, trainer_args
 
     rows = list(rows)
     random.Random(seed).shuffle(rows)
     scratch = tempfile.mkdtemp(prefix="metareward-sft-")
     try:
-        on_gpu = torch.cuda.is_available()
-        # same reason as train.py: transformers 5 reads activation_checkpointing when the config has it
-        ckpt_name = ("activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__
-                     else "gradient_checkpointing")
-        # SFTConfig's defaults differ from TrainingArguments' (bf16 on, gradient checkpointing on, lr 2e-5,
-        # logging every 10 steps): set every one that matters.
         args = SFTConfig(
-            output_dir=scratch,
-            model_init_kwargs={"dtype": dtype},
-            trust_remote_code=trust_remote_code,
-            max_length=sft.max_length,
+            **trainer_args(SFTConfig, sft, output_dir=scratch, dtype=dtype, trust_remote_code=trust_remote_code,
+                           seed=seed),
             completion_only_loss=True,  # loss on the judgment tokens only
             packing=False,
-            learning_rate=sft.learning_rate,
-            lr_scheduler_type=sft.lr_scheduler_type,
-            warmup_steps=sft.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
-            per_device_train_batch_size=sft.per_device_batch_size,
-            gradient_accumulation_steps=sft.gradient_accumulation_steps,
-            num_train_epochs=sft.num_epochs,
-            max_steps=sft.max_steps,
-            bf16=sft.bf16,
-            fp16=False,
-            **{ckpt_name: sft.gradient_checkpointing},
-            seed=seed,
-            use_cpu=not on_gpu,
-            dataloader_num_workers=0,
-            dataloader_pin_memory=on_gpu,
-            dataset_num_proc=None,
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
         )
         tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         trainer = SFTTrainer(model=model_path, args=args, train_dataset=Dataset.from_list(rows),

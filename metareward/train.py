@@ -41,6 +41,49 @@ def preference_rows(pairs: list[PreferencePair], seed: int = 0) -> list[dict]:
     return rows
 
 
+def trainer_args(config_cls, section, *, output_dir: str, dtype: str, trust_remote_code: bool, seed: int) -> dict:
+    """The TrainingArguments fields DPO and SFT set alike, from a DPOSection or SFTSection.
+
+    Every field that matters is set rather than inherited: TRL's configs default otherwise than TrainingArguments
+    (bf16 on, gradient checkpointing on, their own learning rates, logging every 10 steps).
+    """
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    # Recent transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns and is
+    # used only while the new one is unset); TRL defaults the old name to True, so set the name this version reads.
+    ckpt = ("activation_checkpointing" if "activation_checkpointing" in config_cls.__dataclass_fields__
+            else "gradient_checkpointing")
+    return dict(
+        output_dir=output_dir,
+        # model loading (for DPO: the policy, and the reference copy DPOTrainer builds from the same path)
+        model_init_kwargs={"dtype": dtype},
+        trust_remote_code=trust_remote_code,
+        max_length=section.max_length,
+        # optimisation
+        learning_rate=section.learning_rate,
+        lr_scheduler_type=section.lr_scheduler_type,
+        warmup_steps=section.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
+        per_device_train_batch_size=section.per_device_batch_size,
+        gradient_accumulation_steps=section.gradient_accumulation_steps,
+        num_train_epochs=section.num_epochs,
+        max_steps=section.max_steps,
+        bf16=section.bf16,
+        fp16=False,
+        **{ckpt: section.gradient_checkpointing},
+        seed=seed,
+        # device and data loading
+        use_cpu=not on_gpu,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=on_gpu,
+        dataset_num_proc=None,
+        # bookkeeping: log every step, never checkpoint, no trackers
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+    )
+
+
 def rows_seen(n_rows: int, dpo: DPOSection, world_size: int = 1) -> int:
     """How many pairs training reads: all of them, unless ``max_steps`` stops it first (steps x per-device batch x
     accumulation x devices)."""
@@ -97,7 +140,6 @@ def train_dpo(
         raise ValueError("train_dpo: no preference pairs to train on (0 actor and 0 judge pairs)")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-    import torch
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -109,49 +151,12 @@ def train_dpo(
         # With max_steps, training sees only `seen` pairs: keep those (already a seeded shuffle), so the reference
         # pass is not spent on pairs no step will read.
         train_dataset = Dataset.from_list(rows[:seen])
-        on_gpu = torch.cuda.is_available()
-        # Recent transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns and
-        # is used only while the new one is unset); TRL defaults the old name to True, so set the name this version
-        # reads.
-        ckpt_name = (
-            "activation_checkpointing"
-            if "activation_checkpointing" in DPOConfig.__dataclass_fields__
-            else "gradient_checkpointing"
-        )
-
-        # Every field that matters is set here rather than inherited: DPOConfig's defaults differ from
-        # TrainingArguments' (bf16 on, gradient checkpointing on, lr 1e-6, logging every 10 steps).
         training_args = DPOConfig(
-            output_dir=scratch,
-            # model loading (policy, and the reference copy DPOTrainer builds from the same path)
-            model_init_kwargs={"dtype": dtype},
-            trust_remote_code=trust_remote_code,
-            # DPO
+            **trainer_args(DPOConfig, dpo, output_dir=scratch, dtype=dtype, trust_remote_code=trust_remote_code,
+                           seed=seed),
             beta=dpo.beta,
             loss_type=["sigmoid"],
             precompute_ref_log_probs=dpo.precompute_ref_logps,
-            max_length=dpo.max_length,
-            # optimisation
-            learning_rate=dpo.learning_rate,
-            lr_scheduler_type=dpo.lr_scheduler_type,
-            warmup_steps=dpo.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
-            per_device_train_batch_size=dpo.per_device_batch_size,
-            gradient_accumulation_steps=dpo.gradient_accumulation_steps,
-            num_train_epochs=dpo.num_epochs,
-            max_steps=dpo.max_steps,
-            bf16=dpo.bf16,
-            fp16=False,
-            **{ckpt_name: dpo.gradient_checkpointing},
-            seed=seed,
-            # device and data loading
-            use_cpu=not on_gpu,
-            dataloader_num_workers=0,
-            dataloader_pin_memory=on_gpu,
-            dataset_num_proc=None,
-            # bookkeeping: log every step, never checkpoint, no trackers
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
         )
 
         tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)

@@ -16,18 +16,9 @@ class EvalFileError(ValueError):
 
 def read_jsonl(path: str) -> list[tuple[int, dict]]:
     """(line number, object) for every non-blank line; a line that is not a JSON object is an error."""
-    rows = []
-    for lineno, line in enumerate(_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise EvalFileError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise EvalFileError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
-        rows.append((lineno, obj))
-    return rows
+    from metareward.jsonl import json_lines
+
+    return json_lines(_text(path), path, EvalFileError)
 
 
 def read_json_list(path: str) -> list[tuple[int, dict]]:
