@@ -151,6 +151,16 @@ def base_model(cfg: RunConfig) -> ModelRef:
     return ModelRef(uri=uri, digest=hashlib.sha256(ident.encode()).hexdigest()[:16], iteration=0)
 
 
+def initial_model(cfg: RunConfig) -> ModelRef:
+    """M_0 as the iterations see it: the EFT'd seed model when EFT is on (its stage must have run), else the seed."""
+    if not cfg.eft.enabled:
+        return base_model(cfg)
+    m = store.read_manifest(store.stage_uri(cfg.storage.root, cfg.run.name, 0, "eft"))
+    if m is None:
+        raise StageError("eft iter 0: no manifest in the run store (M_0 is the EFT stage's model)")
+    return model_of(m)
+
+
 def _engine(cfg: RunConfig, model: ModelRef):
     from metareward.engines import open_engine
 
@@ -478,7 +488,7 @@ def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> M
                                 n_tokens=cs[0].n_tokens, finish_reason=cs[0].finish_reason)
                        for p, cs in zip(rows, outs)]
             judged = _judge_responses(engine, cfg, answers, 1) if answers else []
-            extra = evals.run(cfg, model, folder, pool, lambda: base_model(cfg),
+            extra = evals.run(cfg, model, folder, pool, lambda: initial_model(cfg),
                               lambda eng, rs: _judge_responses(eng, cfg, rs, 1)) if evals.enabled(cfg) else None
         finally:
             pool.close()

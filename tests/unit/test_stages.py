@@ -1,3 +1,5 @@
+import pytest
+
 from metareward.config import load_config
 from metareward.stages import stage_key
 
@@ -10,3 +12,18 @@ def test_stage_keys_follow_what_each_stage_reads():
     assert stage_key("pairs", a, 1, inputs) != stage_key("pairs", b, 1, inputs)
     c = load_config("smoke", ["meta_judge.strip_score=true"])
     assert stage_key("meta_judge", a, 1, inputs) != stage_key("meta_judge", c, 1, inputs)
+
+
+def test_initial_model_is_the_eft_model_when_eft_is_on(tmp_path):
+    from metareward import stages, store
+    from metareward.config import load_config
+    from metareward.records import Manifest
+
+    cfg = load_config("smoke", [f"storage.root={tmp_path}", "eft.enabled=true"])
+    with pytest.raises(stages.StageError, match="eft iter 0"):
+        stages.initial_model(cfg)
+    folder = store.stage_uri(cfg.storage.root, cfg.run.name, 0, "eft")
+    store.write_manifest(Manifest(stage="eft", iteration=0, run=cfg.run.name, key="k", uri=folder,
+                                  files={"model": f"{folder}/model"}))
+    m0 = stages.initial_model(cfg)
+    assert m0.uri == f"{folder}/model" and m0.iteration == 0
