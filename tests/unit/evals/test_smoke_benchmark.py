@@ -23,7 +23,7 @@ def test_smoke_benchmark_stage_on_the_real_model(tmp_path):
     assert mt["judge"] == judge == al["judge"] and mt["label"] == "not comparable to published"
     assert mt["n"] == 6 and mt["n_failed"] == 0 and 1.0 <= mt["score"] <= 10.0   # expected ratings in [1, 10]
     assert al["n_total"] == 4 and 0.0 <= al["win_rate"] <= 100.0
-    assert mt["judge_scoring"] == "expected" and mt["multi_turn"] == "transcript"
+    assert mt["judge_scoring"] == "expected" and mt["multi_turn"] == "messages"  # generate_chat: real turns
 
     # without the public benchmarks, for the cost they add (printed with -s)
     bare = load_config("smoke", [f"storage.root={tmp_path}", "run.name=bare", "eval.mt_bench.enabled=false",
