@@ -162,35 +162,102 @@ def shared_prefix_len(seqs: list[list[int]]) -> int:
     return k
 
 
+# Rows sharing at least this many tokens beyond the batch-wide prefix have that stretch encoded once.
+MIN_GROUP_PREFIX = 32
+
+
+def _lcp(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def prefix_groups(tails: list[list[int]]) -> tuple[list[int], list[int]]:
+    """Group rows that share a long stretch of tokens (a meta-judge's question and response, asked in both
+    orders): returns the group of each row and the length each group shares. Rows are sorted so that sharers
+    are neighbours; a group's length leaves each member at least one token of its own; a row that shares
+    nothing long is a group of one whose length is all but its last token."""
+    order = sorted(range(len(tails)), key=lambda r: tails[r])
+    group_of, lengths = [0] * len(tails), []
+    i = 0
+    while i < len(order):
+        first = tails[order[i]]
+        members, g = [order[i]], len(first) - 1
+        j = i + 1
+        while j < len(order):  # sorted: the overlap with the first member only shrinks
+            cand = min(g, _lcp(first, tails[order[j]]), len(tails[order[j]]) - 1)
+            if cand < MIN_GROUP_PREFIX:
+                break
+            g = cand
+            members.append(order[j])
+            j += 1
+        for r in members:
+            group_of[r] = len(lengths)
+        lengths.append(g)
+        i = j
+    return group_of, lengths
+
+
 def prefill(model, seqs: list[list[int]], pad_id: int, capacity_extra: int):
     """Run the prompts through the model; returns (cache, last-position logits, attention mask, last position).
 
-    Prompts that share a long token prefix (the judge's ~270-token rubric, the meta-judge's instructions) have
-    it computed once: the prefix is run as a batch of one, its KV copied to every row, and only each row's own
-    tokens are run as a left-padded batch after it. The cache then reads [prefix | padding | own tokens], with
-    the padding masked out and positions counted without it, so each row sees exactly its own prompt.
+    Shared tokens are computed once, in up to three levels:
+
+    1. the prefix every prompt of the batch shares (the judge's ~270-token rubric, the meta-judge's
+       instructions) runs as a batch of one and its KV is copied to every row;
+    2. rows that also share a long stretch after it (the meta-judge's question and response, asked with the
+       two judgments in both orders) run that stretch once per group, copied to the group's rows;
+    3. each row's own tokens run as a left-padded batch after that.
+
+    The cache reads [prefix | padding | group stretch | padding | own tokens], the padding masked out and
+    positions counted without it, so each row sees exactly its own prompt.
     """
     device = next(model.parameters()).device
     n_layers = model.config.get_text_config().num_hidden_layers
     kw = cache_kwarg(model)
+
+    def run(ids, mask, pos, cache):
+        return model(input_ids=ids, attention_mask=mask, position_ids=pos, **{kw: cache}, use_cache=True,
+                     logits_to_keep=1).logits[:, -1]
+
     k = shared_prefix_len(seqs) if len(seqs) > 1 else 0
     if k < MIN_SHARED_PREFIX:
         ids, mask, pos = left_pad(seqs, pad_id, device)
         cache = growing_cache(n_layers, ids.shape[1] + capacity_extra)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **{kw: cache}, use_cache=True,
-                       logits_to_keep=1).logits[:, -1]
-        return cache, logits, mask, pos[:, -1]
-    ids, own_mask, own_pos = left_pad([s[k:] for s in seqs], pad_id, device)
-    cache = growing_cache(n_layers, k + ids.shape[1] + capacity_extra)
+        return cache, run(ids, mask, pos, cache), mask, pos[:, -1]
+
+    tails = [s[k:] for s in seqs]
+    group_of, lengths = prefix_groups(tails)
+    grouped = len(lengths) < len(seqs)
+    if grouped:
+        first = {g: r for r, g in reversed(list(enumerate(group_of)))}
+        ids1, m1, p1 = left_pad([tails[first[g]][:n] for g, n in enumerate(lengths)], pad_id, device)
+        own = [t[lengths[g]:] for t, g in zip(tails, group_of)]
+    else:
+        own = tails
+    ids, own_mask, own_pos = left_pad(own, pad_id, device)
+    width1 = ids1.shape[1] if grouped else 0
+    cache = growing_cache(n_layers, k + width1 + ids.shape[1] + capacity_extra)
     head = torch.tensor([seqs[0][:k]], dtype=torch.long, device=device)
     model(input_ids=head, position_ids=torch.arange(k, device=device)[None], **{kw: cache}, use_cache=True,
           logits_to_keep=1)
-    cache.batch_repeat_interleave(len(seqs))
-    mask = torch.cat([own_mask.new_ones((len(seqs), k)), own_mask], dim=1)
-    pos = own_pos + k
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **{kw: cache}, use_cache=True,
-                   logits_to_keep=1).logits[:, -1]
-    return cache, logits, mask, pos[:, -1]
+    if grouped:
+        cache.batch_repeat_interleave(len(lengths))
+        mask1 = torch.cat([m1.new_ones((len(lengths), k)), m1], dim=1)
+        run(ids1, mask1, p1 + k, cache)
+        rows = torch.tensor(group_of, device=device)
+        cache.batch_select_indices(rows)
+        before = mask1[rows]
+        start = k + torch.tensor(lengths, device=device)[rows]
+    else:
+        cache.batch_repeat_interleave(len(seqs))
+        before = own_mask.new_ones((len(seqs), k))
+        start = torch.full((len(seqs),), k, device=device)
+    mask = torch.cat([before, own_mask], dim=1)
+    pos = own_pos + start[:, None]
+    return cache, run(ids, mask, pos, cache), mask, pos[:, -1]
 
 
 def _score_rows(model, cache, idx: torch.Tensor, feed: torch.Tensor, mask: torch.Tensor, last: torch.Tensor,

@@ -272,3 +272,52 @@ def test_generate_scored_equals_generate_then_choice_probs(engine):
     for (_, _, probs), want in zip(got, ref):
         assert sum(probs) == pytest.approx(1.0)
         assert probs == pytest.approx(want, abs=2e-3)
+
+
+def test_grouped_prefill_matches_transformers_generate(engine, monkeypatch):
+    """Rows sharing a long stretch after the batch-wide prefix (a meta-judge's question and response, asked in
+    both orders) have it encoded once per group: greedy tokens still equal ``model.generate``'s."""
+    import torch
+    from transformers import GenerationConfig
+
+    from metareward.engines.decoding import decode, prefix_groups, shared_prefix_len
+
+    story = ("The old lighthouse keeper climbed the spiral stairs every evening, counting one hundred and twelve "
+             "steps, to light the lamp that guided the fishing boats home through the fog. ")
+    prompts = [f"{story}Which is better? A: 'short' B: 'long'", f"{story}Which is better? A: 'long' B: 'short'",
+               "Say hi.", f"{story}Summarise it in five words."]
+    ids = [engine._encode(engine.render(p)) for p in prompts]
+    k = shared_prefix_len(ids)
+    group_of, lengths = prefix_groups([s[k:] for s in ids])
+    assert group_of[0] == group_of[1] == group_of[3] != group_of[2] and len(lengths) == 2
+
+    calls = []
+    real = engine.model.forward
+
+    def spy(*a, **kw):
+        calls.append(tuple(kw["input_ids"].shape))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(engine.model, "forward", spy)
+    ours = decode(engine.model, ids, 1, max_new_tokens=24, temperature=0.0, top_p=1.0, stop_ids=engine.stop_ids,
+                  pad_id=engine.tokenizer.pad_token_id, generator=None)
+    monkeypatch.undo()
+    assert calls[0] == (1, k) and calls[1][0] == 2 and calls[2][0] == 4  # prefix, 2 group stretches, 4 rows
+    input_ids, mask, _ = engine._left_pad(ids)
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=24, eos_token_id=engine.stop_ids,
+                           pad_token_id=engine.tokenizer.pad_token_id)
+    with torch.inference_mode():
+        ref = engine.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=cfg)
+    for mine, theirs in zip(ours, ref[:, input_ids.shape[1]:].tolist()):
+        cut = next((j + 1 for j, t in enumerate(theirs) if t in engine.stop_ids), len(theirs))
+        assert mine == theirs[:cut]
+
+
+def test_prefix_groups_by_hand():
+    from metareward.engines import decoding
+
+    a, b = list(range(40)) + [1, 2], list(range(40)) + [3]
+    c = [99, 98]
+    group_of, lengths = decoding.prefix_groups([a, c, b])
+    # a and b share 40 tokens (>= 32): one group of length 40; c alone keeps all but its last token
+    assert group_of == [0, 1, 0] and lengths == [40, 1]
