@@ -59,6 +59,19 @@ def reference_probs(engine, prompt: str, prefix: str, choices: list[str]) -> lis
     return [x / sum(w) for x in w]
 
 
+def record_forward_shapes(engine, monkeypatch) -> list[tuple[int, int]]:
+    """Patch the model's forward to record the input_ids shape of every call (undo with monkeypatch.undo())."""
+    calls: list[tuple[int, int]] = []
+    real = engine.model.forward
+
+    def spy(*a, **kw):
+        calls.append(tuple(kw["input_ids"].shape))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(engine.model, "forward", spy)
+    return calls
+
+
 def test_generate_shape_and_reproducible(engine):
     prompts = ["What is the capital of France?", "Write a short poem about the sea."]
     s = Sampling(temperature=0.8, top_p=0.95, max_new_tokens=16)
@@ -119,19 +132,13 @@ def test_greedy_decode_matches_transformers_generate(engine, monkeypatch):
 
     from metareward.engines.decoding import decode, shared_prefix_len
 
-    calls = []
-    real = engine.model.forward
-
-    def spy(*a, **kw):
-        calls.append(tuple(kw["input_ids"].shape))
-        return real(*a, **kw)
 
     prompts = ["Say hi.", "Name three colours.", "Explain why the sky is blue in two sentences.",
                "What is 2+2? Answer with a number only.", "Write a haiku about autumn leaves."]
     ids = [engine._encode(engine.render(p)) for p in prompts]
     k = shared_prefix_len(ids)  # the chat template's system turn
     assert k >= 16
-    monkeypatch.setattr(engine.model, "forward", spy)
+    calls = record_forward_shapes(engine, monkeypatch)
     ours = decode(engine.model, ids, 1, max_new_tokens=40, temperature=0.0, top_p=1.0, stop_ids=engine.stop_ids,
                   pad_id=engine.tokenizer.pad_token_id, generator=None)
     monkeypatch.undo()
@@ -154,14 +161,8 @@ def test_samples_of_a_prompt_share_one_prefill(engine, monkeypatch):
     """n samples of one prompt: the prompt is run through the model once (a batch of 1), then repeated."""
     from metareward.engines import decoding
 
-    calls = []
-    real = engine.model.forward
 
-    def spy(*a, **kw):
-        calls.append(tuple(kw["input_ids"].shape))
-        return real(*a, **kw)
-
-    monkeypatch.setattr(engine.model, "forward", spy)
+    calls = record_forward_shapes(engine, monkeypatch)
     toks = decoding.decode(engine.model, [engine._encode(engine.render("Name a colour."))], 3, max_new_tokens=4,
                            temperature=0.8, top_p=0.95, stop_ids=engine.stop_ids,
                            pad_id=engine.tokenizer.pad_token_id, generator=None)
@@ -291,14 +292,8 @@ def test_grouped_prefill_matches_transformers_generate(engine, monkeypatch):
     group_of, lengths = prefix_groups([s[k:] for s in ids])
     assert group_of[0] == group_of[1] == group_of[3] != group_of[2] and len(lengths) == 2
 
-    calls = []
-    real = engine.model.forward
 
-    def spy(*a, **kw):
-        calls.append(tuple(kw["input_ids"].shape))
-        return real(*a, **kw)
-
-    monkeypatch.setattr(engine.model, "forward", spy)
+    calls = record_forward_shapes(engine, monkeypatch)
     ours = decode(engine.model, ids, 1, max_new_tokens=24, temperature=0.0, top_p=1.0, stop_ids=engine.stop_ids,
                   pad_id=engine.tokenizer.pad_token_id, generator=None)
     monkeypatch.undo()
