@@ -76,6 +76,15 @@ class Output:
     counts: dict[str, int] = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
 
+    def add(self, name: str, uri: str, digest: str) -> None:
+        """A file the stage wrote, with its digest."""
+        self.files[name], self.digests[name] = uri, digest
+
+    def merge(self, other: Output) -> None:
+        for mine, theirs in ((self.files, other.files), (self.digests, other.digests), (self.counts, other.counts),
+                             (self.stats, other.stats)):
+            mine.update(theirs)
+
 
 # ----------------------------------------------------------------------------------------------- keys
 
@@ -132,8 +141,7 @@ def execute(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], body: Ca
 
 def _write(out: Output, folder: str, name: str, rows) -> None:
     uri = store.join(folder, f"{name}.jsonl")
-    out.files[name] = uri
-    out.digests[name] = store.write_jsonl(uri, rows)
+    out.add(name, uri, store.write_jsonl(uri, rows))
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -498,10 +506,7 @@ def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> M
         _write(out, folder, "answers", answers)
         _write(out, folder, "judgments", judged)
         if extra is not None:  # MT-Bench / AlpacaEval / Arena-Hard / judge quality, each naming its judge
-            out.files.update(extra.files)
-            out.digests.update(extra.digests)
-            out.counts.update(extra.counts)
-            out.stats.update(extra.stats)
+            out.merge(extra)
         return out
 
     return execute("benchmark", cfg, t, {"model": model.digest, "eval": prompts_m.digests["eval"]}, body)

@@ -23,6 +23,8 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from metareward.engines.transformers_engine import _common_prefix_len
+
 # Top-p is taken over this many most likely tokens; rows whose nucleus is wider fall back to a full sort.
 CANDIDATES = 256
 # Finished rows are dropped from the batch once they are this share of it (each drop copies the KV cache).
@@ -155,23 +157,11 @@ MIN_SHARED_PREFIX = 16
 def shared_prefix_len(seqs: list[list[int]]) -> int:
     """Length of the token prefix every sequence shares, leaving each at least one token of its own (the last
     position's logits must come from the row itself)."""
-    first, n = seqs[0], min(len(s) for s in seqs) - 1
-    k = 0
-    while k < n and all(s[k] == first[k] for s in seqs):
-        k += 1
-    return k
+    return min([len(s) - 1 for s in seqs] + [_common_prefix_len(seqs[0], s) for s in seqs[1:]])
 
 
 # Rows sharing at least this many tokens beyond the batch-wide prefix have that stretch encoded once.
 MIN_GROUP_PREFIX = 32
-
-
-def _lcp(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def prefix_groups(tails: list[list[int]]) -> tuple[list[int], list[int]]:
@@ -187,7 +177,7 @@ def prefix_groups(tails: list[list[int]]) -> tuple[list[int], list[int]]:
         members, g = [order[i]], len(first) - 1
         j = i + 1
         while j < len(order):  # sorted: the overlap with the first member only shrinks
-            cand = min(g, _lcp(first, tails[order[j]]), len(tails[order[j]]) - 1)
+            cand = min(g, _common_prefix_len(first, tails[order[j]]), len(tails[order[j]]) - 1)
             if cand < MIN_GROUP_PREFIX:
                 break
             g = cand

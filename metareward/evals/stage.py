@@ -11,24 +11,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from metareward import store
 from metareward.evals import agreement, alpaca, arena_hard, bench, mtbench
 from metareward.evals.io import write_jsonl
 from metareward.evals.judges import CachedJudge, JudgeCache, LocalJudge, OpenAIJudge
 from metareward.records import ModelRef, Response
-
-
-@dataclass
-class Results:
-    files: dict[str, str] = field(default_factory=dict)
-    digests: dict[str, str] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    stats: dict = field(default_factory=dict)
-
-    def add(self, name: str, uri: str, digest: str) -> None:
-        self.files[name], self.digests[name] = uri, digest
+from metareward.stages import Output
 
 
 class EnginePool:
@@ -80,9 +69,9 @@ def _judge(jcfg, model: ModelRef, seed_model: Callable[[], ModelRef], pool: Engi
 
 
 def run(cfg, model: ModelRef, folder: str, pool: EnginePool, seed_model: Callable[[], ModelRef],
-        own_judge: Callable[[object, list[Response]], list]) -> Results:
+        own_judge: Callable[[object, list[Response]], list]) -> Output:
     """Answer with M_t (the engine for ``model`` in ``pool``), then judge and score every enabled benchmark."""
-    e, seed, res = cfg.eval, cfg.run.seed, Results()
+    e, seed, res = cfg.eval, cfg.run.seed, Output()
     model_id = f"{cfg.run.name}-M{model.iteration}"
     engine = pool.get(model)
     todo = {}
@@ -116,7 +105,7 @@ def run(cfg, model: ModelRef, folder: str, pool: EnginePool, seed_model: Callabl
     return res
 
 
-def _mt_bench(c, judge, folder, model_id, qs, official, answers, how, res: Results) -> None:
+def _mt_bench(c, judge, folder, model_id, qs, official, answers, how, res: Output) -> None:
     rows = bench.judge_mt_bench(judge, qs, answers, model_id, c.judge.scoring if judge.kind == "local" else "parse",
                                 c.judge.max_tokens)
     base = store.join(folder, "mt_bench")
@@ -134,7 +123,7 @@ def _mt_bench(c, judge, folder, model_id, qs, official, answers, how, res: Resul
                              **bench.judge_record("mt_bench", judge, official)}
 
 
-def _alpaca(c, judge, folder, model_id, refs, official, outputs, seed, res: Results) -> None:
+def _alpaca(c, judge, folder, model_id, refs, official, outputs, seed, res: Output) -> None:
     rows = bench.annotate_alpaca(judge, refs, outputs, model_id, seed)
     base = store.join(folder, "alpaca_eval")
     uri = store.join(base, "model_outputs.json")
@@ -147,7 +136,7 @@ def _alpaca(c, judge, folder, model_id, refs, official, outputs, seed, res: Resu
     res.stats["alpaca_eval"] = {**s, **bench.judge_record("alpaca_eval", judge, official)}
 
 
-def _arena(c, judge, folder, model_id, qs, answers, res: Results) -> None:
+def _arena(c, judge, folder, model_id, qs, answers, res: Output) -> None:
     baseline = arena_hard.read_answers(c.baseline_answers)
     rows = bench.judge_arena_hard(judge, qs, answers, baseline, model_id, c.judge.max_tokens)
     base = store.join(folder, "arena_hard")
@@ -162,7 +151,7 @@ def _arena(c, judge, folder, model_id, qs, answers, res: Results) -> None:
     res.stats["arena_hard"] = {**s, **bench.judge_record("arena_hard", judge, True)}
 
 
-def _judge_quality(cfg, model: ModelRef, folder, engine, own_judge, res: Results) -> None:
+def _judge_quality(cfg, model: ModelRef, folder, engine, own_judge, res: Output) -> None:
     """M_t's own judge (the paper's rubric, as in the judge stage) scores both responses of every labelled pair;
     the higher score is its verdict."""
     pairs = agreement.read_pairs(cfg.eval.judge_quality.labels)
