@@ -5,8 +5,9 @@ Sections (each in its own process, so one cannot warm or slow the next):
 - engine: generated tokens per second of each generating stage (actor, judge, meta-judge, with the paper's
   prompts and text-writing judges) for our TransformersEngine and for the naive loop Self-Rewarding
   re-implementations use: HF ``generate``, one prompt and one sample at a time, same model, dtype and sampling.
-  The naive loop runs on every k-th request of the same workload (it is ~20x slower); both rates are tokens
-  generated / wall seconds.
+  The workload is the smoke recipe's requests: K responses per prompt, N judgments of every response, and for the
+  meta-judge every pair of one response's N judgments in both orders. The naive loop runs on every k-th request of
+  the same workload (it is ~20x slower); both rates are tokens generated / wall seconds.
 - dpo: seconds per step of our train stage (`metareward.train.train_dpo`) against a bare TRL ``DPOTrainer`` with
   the same settings (bench/dpo_step_time.py).
 - prefect: orchestration overhead per stage task: the iteration flow run with stage bodies that do no work, for 1
@@ -22,6 +23,7 @@ The machine and its load average go into the results: on a shared 2-core machine
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -38,7 +40,7 @@ SECTIONS = ("engine", "dpo", "prefect", "rerun")
 # The workload: the smoke prompts, the smoke recipe's K and N, the paper's sampling; judges write text.
 N_PROMPTS, K, N_JUDGE = 16, 4, 3
 ACTOR_TOKENS, JUDGE_TOKENS, META_TOKENS = 96, 64, 64
-NAIVE_EVERY = {"generate": 8, "judge": 8, "meta_judge": 4}  # naive loop on every k-th request
+NAIVE_EVERY = {"generate": 8, "judge": 24, "meta_judge": 12}  # naive loop on every k-th request
 DTYPE, BATCH = "bfloat16", 64
 
 
@@ -97,12 +99,15 @@ def bench_engine() -> dict:
         print(json.dumps({name: out["stages"][name]}), flush=True)
         return outs
 
+    # The requests each stage of the smoke recipe makes: every response judged N times; the meta-judge on one
+    # response per prompt, every pair of its N judgments in both orders (pairs.meta_judge_requests).
     responses = stage("generate", prompts, K, ACTOR_TOKENS)
-    answers = [(p, row[0].text) for p, row in zip(prompts, responses)]
+    answers = [(p, c.text) for p, row in zip(prompts, responses) for c in row]
     judged = stage("judge", [render_judge(p, a) for p, a in answers], N_JUDGE, JUDGE_TOKENS)
     meta = []
-    for (p, a), js in zip(answers, judged):  # judgments 0 and 1 of each response, both orders
-        meta += [render_meta_judge(p, a, js[0].text, js[1].text), render_meta_judge(p, a, js[1].text, js[0].text)]
+    for (p, a), js in list(zip(answers, judged))[::K]:
+        for i, j in itertools.combinations(range(N_JUDGE), 2):
+            meta += [render_meta_judge(p, a, js[i].text, js[j].text), render_meta_judge(p, a, js[j].text, js[i].text)]
     stage("meta_judge", meta, 1, META_TOKENS)
     engine.close()
     return out
