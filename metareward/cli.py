@@ -55,7 +55,10 @@ def _run_dir(run: str, root: str) -> str:
 
 
 def run_pipeline(cfg: RunConfig) -> list[dict]:
-    """Store the config, then run the multi-iteration flow (Prefect, server or ephemeral)."""
+    """Check the input files, store the config, then run the multi-iteration flow (Prefect, server or ephemeral)."""
+    from metareward import preflight
+
+    preflight.check(cfg)  # bad input fails here, before the store is touched or Prefect starts
     _quiet_env(cfg)
     root = store.run_uri(cfg.storage.root, cfg.run.name)
     store.write_json(store.join(root, "config.json"), cfg.model_dump(mode="json"))
@@ -97,7 +100,7 @@ def resume(
     folder = _run_dir(run_name, root)
     uri = store.join(folder, "config.json")
     if not store.exists(uri):
-        raise typer.BadParameter(f"{uri}: no such run (no config.json)")
+        raise store.StoreError(f"{uri}: no such run (no config.json)")
     cfg = config_from_dict(store.read_json(uri), uri)
     summaries = run_pipeline(cfg)
     _print_summaries(summaries, folder)
@@ -115,7 +118,7 @@ def status(
     folder = _run_dir(run_name, root)
     uri = store.join(folder, "config.json")
     if not store.exists(uri):
-        raise typer.BadParameter(f"{uri}: no such run (no config.json)")
+        raise store.StoreError(f"{uri}: no such run (no config.json)")
     cfg = config_from_dict(store.read_json(uri), uri)
     table = Table(title=f"run {cfg.run.name} ({folder})")
     for col in ("iter", "stage", "state", "counts", "seconds"):
@@ -148,11 +151,18 @@ def main() -> None:
         sys.argv.remove("--debug")
     try:
         app()
-    except (ConfigError, PromptFileError, store.StoreError, ModelNotFound, StageError, EvalFileError, JudgeError) as e:
+    except (ConfigError, PromptFileError, store.StoreError, ModelNotFound, StageError, EvalFileError, JudgeError,
+            OSError) as e:
         if debug:
             raise
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {_one_line(e)}", err=True)
         raise SystemExit(2) from None
+
+
+def _one_line(e: BaseException) -> str:
+    """The message as one line (an OSError names its file; a multi-line message keeps its first line)."""
+    text = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
 
 
 if __name__ == "__main__":

@@ -419,7 +419,12 @@ def _read_recipe(name_or_path: str) -> tuple[dict, str]:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"{name_or_path}: no such config file")
-        text, where = path.read_text(encoding="utf-8"), str(path)
+        data = path.read_bytes()
+        try:
+            text, where = data.decode("utf-8"), str(path)
+        except UnicodeDecodeError as e:
+            line = data[: e.start].count(b"\n") + 1
+            raise ConfigError(f"{path}: line {line}: not UTF-8 text") from None
     else:
         res = resources.files("metareward.configs") / f"{name_or_path}.yaml"
         if not res.is_file():
@@ -443,10 +448,10 @@ def apply_override(data: dict, override: str) -> None:
     key, raw = override.split("=", 1)
     parts = key.strip().split(".")
     node = data
-    for p in parts[:-1]:
+    for i, p in enumerate(parts[:-1]):
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {override!r}: {p} is not a section")
+            raise ConfigError(f"override {override!r}: {'.'.join(parts[:i + 1])} is not a section")
     node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
 
 
