@@ -203,6 +203,10 @@ class EngineSection(_Section):
         "transformers", description="Generation backend: transformers (CPU default), vllm (GPU), fake (tests)."
     )
     batch_size: int = Field(32, ge=1, description="Sequences (prompt x sample rows) per forward batch (transformers engine).")
+    shard_size: int = Field(
+        128, ge=1, description="Work items per committed shard in generate (prompts), judge (responses) and meta-judge "
+        "(comparisons): each shard is written as soon as it is done, so a crash loses at most one shard. Shard i is "
+        "sampled with seed + i x 1000003, so a resumed stage equals an uninterrupted one.")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="Inference dtype.")
     max_model_len: int = Field(4096, ge=128, description="Context length (vLLM).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per vLLM engine.")

@@ -164,3 +164,21 @@ def invalidate(stage_folder: str) -> None:
     fs = fs_for(uri)
     if fs.exists(uri):
         fs.rm(uri)
+
+
+def remove(uri: str) -> None:
+    """Delete a file or folder if it exists (leftovers of an interrupted attempt, finished scratch space)."""
+    fs = fs_for(uri)
+    if fs.exists(uri):
+        fs.rm(uri, recursive=True)
+
+
+def remove_temporaries(folder: str) -> int:
+    """Delete ``.tmp-*`` files an interrupted write left in a folder (never read: no final name); returns how many."""
+    fs = fs_for(folder)
+    if not fs.exists(folder):
+        return 0
+    stale = [p for p in fs.ls(folder, detail=False) if p.rstrip("/").rsplit("/", 1)[-1].startswith(".tmp-")]
+    for p in stale:
+        fs.rm(p, recursive=True)
+    return len(stale)
