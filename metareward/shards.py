@@ -34,10 +34,10 @@ def shard_dir(folder: str, key: str) -> str:
     """This key's shard folder; shards left by other keys are removed (they belong to other settings)."""
     root = store.join(folder, SHARDS)
     fs = store.fs_for(root)
-    if fs.exists(root):
-        for path in fs.ls(root, detail=False):
+    if store.exists(root):
+        for path in store.retrying(root, "list", lambda: fs.ls(root, detail=False)):
             if path.rstrip("/").rsplit("/", 1)[-1] != key:
-                fs.rm(path, recursive=True)
+                store.retrying(root, "delete", lambda path=path: fs.rm(path, recursive=True))
     return store.join(root, key)
 
 
