@@ -129,7 +129,14 @@ def execute(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], body: Ca
     store.remove_temporaries(folder)  # half-written files of an interrupted attempt
     log.info("%s iter %d: running", stage, t)
     start = time.perf_counter()
-    out = body(folder)
+    try:
+        out = body(folder)
+    except Exception as e:
+        from metareward import faults
+
+        if faults.is_oom(e):  # name the setting to lower; finished shards and stages stay for the rerun
+            raise StageError(faults.oom_message(stage, t, cfg, e)) from e
+        raise
     manifest = Manifest(
         stage=stage, iteration=t, run=cfg.run.name, key=key, uri=folder, files=out.files, digests=out.digests,
         counts=out.counts, stats=out.stats, inputs=inputs, config_digest=cfg.digest(), versions=_versions(),

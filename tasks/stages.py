@@ -50,8 +50,19 @@ def manifest_cache_key(ctx: TaskRunContext, params: dict[str, Any]) -> str | Non
     return f"{cfg.run.name}-{stage}-{t}-{key}-{done.key}-{done.digest}"
 
 
+def retry_worthwhile(task, task_run, state) -> bool:
+    """Prefect retries only what may pass next time: not bad input, a failed health gate or an out-of-memory
+    (a StageError names the setting to change; retrying with the same settings would fail the same way)."""
+    from metareward.config import ConfigError
+    from metareward.models import ModelNotFound
+    from metareward.prompt_sets import PromptFileError
+
+    exc = state.data if isinstance(getattr(state, "data", None), BaseException) else None
+    return not isinstance(exc, (stages.StageError, ConfigError, PromptFileError, ModelNotFound))
+
+
 COMMON = dict(cache_key_fn=manifest_cache_key, persist_result=True, result_serializer="json", retries=2,
-              retry_delay_seconds=5)
+              retry_delay_seconds=5, retry_condition_fn=retry_worthwhile)
 
 
 def _name(stage: str):
