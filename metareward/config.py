@@ -364,6 +364,23 @@ class EFTSection(_Section):
     sft: SFTSection = Field(default_factory=SFTSection)
 
 
+class HealthSection(_Section):
+    """Judge health gates (metareward/health.py), checked after each judge and pairs stage."""
+
+    enabled: bool = Field(True, description="Check the gates below; a failed gate stops the iteration with "
+                          "iter_<t>/health.json and an error naming the gate (finished stages are kept).")
+    min_parse_rate: float = Field(0.5, ge=0.0, le=1.0, description="Fewest judgments with a score, as a share "
+                                  "(parse mode: a 'Score: N' was found).")
+    max_tie_rate: float = Field(0.9, ge=0.0, le=1.0, description="Most prompts whose responses all get the same "
+                                "mean score (no actor pair possible), as a share.")
+    min_score_entropy: float = Field(0.1, ge=0.0, description="Least entropy, in bits, of the judge's scores "
+                                     "rounded to 0..5 (0 = one score for everything; uniform = 2.585).")
+    max_share_max_score: float = Field(0.9, ge=0.0, le=1.0, description="Most scores that round to 5, as a share "
+                                       "(a collapsed judge gives 5 to everything).")
+    min_pairs: int = Field(1, ge=0, description="Fewest preference pairs (actor + judge) the pairs stage must keep "
+                           "for training to go on.")
+
+
 class RunConfig(_Section):
     """Everything one Meta-Rewarding run needs; written into every manifest (as its digest)."""
 
@@ -381,6 +398,7 @@ class RunConfig(_Section):
     eval: EvalSection = Field(default_factory=EvalSection)
     prompt_pool: PromptPoolSection = Field(default_factory=PromptPoolSection)
     eft: EFTSection = Field(default_factory=EFTSection)
+    health: HealthSection = Field(default_factory=HealthSection)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:

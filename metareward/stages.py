@@ -362,7 +362,32 @@ def judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest) -> Mani
         _write(out, folder, "judgments", rows)
         return out
 
-    return execute("judge", cfg, t, inputs, body)
+    m = execute("judge", cfg, t, inputs, body)
+    check_health(cfg, t, m)
+    return m
+
+
+def check_health(cfg: RunConfig, t: int, m: Manifest) -> None:
+    """The health gates of a judge or pairs stage's output (metareward/health.py): the report goes to
+    ``iter_<t>/health.json`` either way; a failed gate raises StageError naming it. The stage's manifest is
+    already written, so a rerun with other thresholds reuses the stage."""
+    from metareward import health
+
+    if not cfg.health.enabled:
+        return
+    if m.stage == "judge":
+        metrics = health.judge_metrics(store.read_jsonl(m.files["judgments"], Judgment))
+        failed = health.failed_gates(metrics, cfg.health)
+    else:
+        metrics = {"pairs": m.counts.get("pairs", 0)}
+        failed = health.pairs_gate(metrics["pairs"], cfg.health)
+    uri = store.join(store.run_uri(cfg.storage.root, cfg.run.name), f"iter_{t}", "health.json")
+    report = store.read_json(uri) if store.exists(uri) else {}
+    report[m.stage] = {"passed": not failed, "failed": failed, "metrics": metrics, "key": m.key,
+                       "thresholds": cfg.health.model_dump(mode="json")}
+    store.write_json(uri, report)
+    if failed:
+        raise StageError(f"{m.stage} iter {t}: health gate failed: {'; '.join(failed)} (report: {uri})")
 
 
 def _score_counts(rows: list[Judgment]) -> dict[str, int]:
@@ -483,7 +508,9 @@ def build_pairs(cfg: RunConfig, t: int, generate_m: Manifest, judge_m: Manifest,
     inputs = {"responses": generate_m.digest, "judgments": judge_m.digest}
     if meta_m is not None:
         inputs["verdicts"] = meta_m.digest
-    return execute("pairs", cfg, t, inputs, body)
+    m = execute("pairs", cfg, t, inputs, body)
+    check_health(cfg, t, m)
+    return m
 
 
 def _length_stats(pairs: list[PreferencePair], kind: str) -> dict:
