@@ -59,9 +59,14 @@ def run_pipeline(cfg: RunConfig) -> list[dict]:
     from metareward import preflight
 
     preflight.check(cfg)  # bad input fails here, before the store is touched or Prefect starts
+    from metareward import redact
+
+    redact.install()
     _quiet_env(cfg)
     root = store.run_uri(cfg.storage.root, cfg.run.name)
-    store.write_json(store.join(root, "config.json"), cfg.model_dump(mode="json"))
+    from metareward.redact import redact_obj
+
+    store.write_json(store.join(root, "config.json"), redact_obj(cfg.model_dump(mode="json")))
     from prefect.filesystems import LocalFileSystem  # noqa: F401  (fail early if prefect is broken)
 
     from flows.meta_rewarding import meta_rewarding
@@ -144,6 +149,9 @@ def main() -> None:
     from metareward.prompt_sets import PromptFileError
     from metareward.stages import StageError
 
+    from metareward import redact
+
+    redact.install()  # secret env values are masked in every log line (Prefect's included)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("metareward").setLevel(logging.INFO)
     debug = "--debug" in sys.argv
@@ -155,7 +163,7 @@ def main() -> None:
             OSError) as e:
         if debug:
             raise
-        typer.echo(f"error: {_one_line(e)}", err=True)
+        typer.echo(f"error: {redact.redact(_one_line(e))}", err=True)
         raise SystemExit(2) from None
 
 

@@ -385,7 +385,9 @@ def check_health(cfg: RunConfig, t: int, m: Manifest) -> None:
     report = store.read_json(uri) if store.exists(uri) else {}
     report[m.stage] = {"passed": not failed, "failed": failed, "metrics": metrics, "key": m.key,
                        "thresholds": cfg.health.model_dump(mode="json")}
-    store.write_json(uri, report)
+    from metareward.redact import redact_obj
+
+    store.write_json(uri, redact_obj(report))
     if failed:
         raise StageError(f"{m.stage} iter {t}: health gate failed: {'; '.join(failed)} (report: {uri})")
 

@@ -216,7 +216,9 @@ def read_manifest(stage_folder: str) -> Manifest | None:
 
 
 def write_manifest(manifest: Manifest) -> None:
-    write_json(join(manifest.uri, MANIFEST), manifest.model_dump(mode="json"))
+    from metareward.redact import redact_obj  # no secret from the environment is ever written into a manifest
+
+    write_json(join(manifest.uri, MANIFEST), redact_obj(manifest.model_dump(mode="json")))
 
 
 def invalidate(stage_folder: str) -> None:
