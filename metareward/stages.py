@@ -229,6 +229,7 @@ def generate(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Ma
         engine = _LazyEngine(cfg, model)
 
         def work(chunk: list[Prompt], seed: int) -> list[Response]:
+            chunk = fits_context(engine.get(), chunk, [p.prompt for p in chunk], cfg.actor.sampling.max_new_tokens)
             outs = engine.get().generate([p.prompt for p in chunk], cfg.actor.k, _sampling(cfg.actor.sampling), seed)
             return [Response(id=f"{p.id}-r{k}", prompt_id=p.id, prompt=p.prompt, text=c.text, n_tokens=c.n_tokens,
                              finish_reason=c.finish_reason) for p, cs in zip(chunk, outs) for k, c in enumerate(cs)]
@@ -240,6 +241,8 @@ def generate(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Ma
         finally:
             engine.close()
         out = Output(counts={"prompts": len(rows), "responses": len(responses),
+                             # skipped in `work`, so counted from what is missing (finished shards included)
+                             "too_long_for_context": len(rows) - len({r.prompt_id for r in responses}),
                              "empty": sum(not r.text.strip() for r in responses),
                              "truncated": sum(r.finish_reason == "length" for r in responses)},
                      stats={**_gen_stats(responses, secs), **shard_counts})
@@ -247,6 +250,19 @@ def generate(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Ma
         return out
 
     return execute("generate", cfg, t, inputs, body)
+
+
+def fits_context(engine, items: list, texts: list[str], max_new_tokens: int) -> list:
+    """The items whose prompt plus ``max_new_tokens`` fits the engine's context (skipped ones are counted by the
+    stage from what is missing); every item when the engine states no context length."""
+    limit = getattr(engine, "context_length", None)
+    if not limit or not hasattr(engine, "prompt_tokens") or not items:
+        return items
+    kept = [i for i, n in zip(items, engine.prompt_tokens(texts)) if n + max_new_tokens <= limit]
+    if len(kept) < len(items):
+        log.warning("%d of %d prompts are longer than the context (%d tokens with %d new ones): skipped",
+                    len(items) - len(kept), len(items), limit, max_new_tokens)
+    return kept
 
 
 class _LazyEngine:
@@ -353,11 +369,13 @@ def judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest) -> Mani
             start = time.perf_counter()
             rows, shard_counts = _sharded(
                 cfg, t, "judge", inputs, folder, responses,
-                lambda chunk, seed: _judge_responses(engine.get(), cfg, chunk, cfg.judge.n, seed), Judgment)
+                lambda chunk, seed: _judge_responses(engine.get(), cfg, _judgeable(engine.get(), cfg, chunk), cfg.judge.n,
+                                                     seed), Judgment)
             secs = time.perf_counter() - start
         finally:
             engine.close()
-        out = Output(counts=_score_counts(rows),
+        out = Output(counts={**_score_counts(rows),
+                             "too_long_for_context": len(responses) - len({j.response_id for j in rows})},
                      stats={**_score_stats(rows), "seconds": round(secs, 2), **shard_counts})
         _write(out, folder, "judgments", rows)
         return out
@@ -365,6 +383,15 @@ def judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest) -> Mani
     m = execute("judge", cfg, t, inputs, body)
     check_health(cfg, t, m)
     return m
+
+
+def _judgeable(engine, cfg: RunConfig, responses: list[Response]) -> list[Response]:
+    """Responses whose judge prompt fits the context (the rest get no judgment: counted, then 'unscored')."""
+    from metareward.prompts import render_judge
+
+    extra = 2 if cfg.judge.scoring == "expected" else 0  # the forced "Score: " and the digit
+    return fits_context(engine, responses, [render_judge(r.prompt, r.text) for r in responses],
+                        cfg.judge.sampling.max_new_tokens + extra)
 
 
 def check_health(cfg: RunConfig, t: int, m: Manifest) -> None:

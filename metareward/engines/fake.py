@@ -21,9 +21,10 @@ def _h(*parts) -> int:
 class FakeEngine:
     """Canned outputs; ``collapse=True`` makes the judge give 5 to everything (a judge-collapse drill)."""
 
-    def __init__(self, model_path: str = "fake", collapse: bool = False):
+    def __init__(self, model_path: str = "fake", collapse: bool = False, context_length: int | None = None):
         self.model_path = model_path
         self.collapse = collapse
+        self.context_length = context_length  # None: no limit; else prompts are measured in words (prompt_tokens)
         self.calls: list[tuple[str, int]] = []
 
     def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
@@ -53,6 +54,9 @@ class FakeEngine:
             total = sum(w)
             out.append([x / total for x in w])
         return out
+
+    def prompt_tokens(self, prompts: list[str]) -> list[int]:
+        return [len(p.split()) for p in prompts]
 
     def close(self) -> None:
         pass

@@ -373,6 +373,15 @@ class TransformersEngine:
                     rows = lp[r, keep - 1 - m: keep - 1, :]
                     yield pi, ci, float(rows.gather(-1, targets[:, None]).sum())
 
+    @property
+    def context_length(self) -> int | None:
+        """Tokens the model attends over (prompt + completion); None when the config does not say."""
+        return getattr(self.model.config, "max_position_embeddings", None) if self.model is not None else None
+
+    def prompt_tokens(self, prompts: list[str]) -> list[int]:
+        """Tokens of each chat-templated prompt (what generate feeds the model)."""
+        return [len(self._encode(self.render(p))) for p in prompts]
+
     # ------------------------------------------------------------------------------------------ close
 
     def close(self) -> None:

@@ -189,3 +189,48 @@ def test_a_real_process_prints_the_same_line_and_debug_shows_the_traceback(ws):
                                              "must lie in [0, 1]"]
     p = _cli("run", "smoke", "pairs.rho=[2]", "--debug", cwd=ws)
     assert p.returncode != 0 and "Traceback (most recent call last)" in p.stderr and "ConfigError" in p.stderr
+
+
+# ------------------------------------------------------------------ not errors: removed or skipped, and counted
+
+
+def _write_prompts(path: Path, texts: list[str]) -> None:
+    path.write_text("".join(json.dumps({"id": f"p{i}", "prompt": t}) + "\n" for i, t in enumerate(texts)))
+
+
+def test_duplicate_prompts_are_removed_and_counted(tmp_path):
+    from metareward import stages
+    from metareward.config import load_config
+
+    texts = [f"Explain topic number {i} in two sentences, please." for i in range(12)]
+    texts += [texts[0], "  EXPLAIN topic number 1 in two sentences, please.  "]  # exact, and case/space variant
+    _write_prompts(tmp_path / "p.jsonl", texts)
+    cfg = load_config("smoke", [f"storage.root={tmp_path}", f"prompts.path={tmp_path / 'p.jsonl'}",
+                                "prompts.eval_count=2", "prompts.per_iteration=null",
+                                "prompts.near_duplicate_threshold=null"])
+    m = stages.prompts(cfg, 1)
+    assert (m.counts["read"], m.counts["duplicates_removed"], m.counts["prompts"], m.counts["eval_prompts"]) == \
+           (14, 2, 10, 2)
+
+
+def test_prompts_longer_than_the_context_are_skipped_and_counted(tmp_path, monkeypatch):
+    """Fake engine context: 60 'tokens' (words); actor max_new_tokens 8, so a prompt may have 52 words at most.
+    Judge prompts (the rubric template, a few hundred words) are all longer: every response goes unjudged."""
+    from metareward import stages
+    from metareward.config import load_config
+    from metareward.engines.fake import FakeEngine
+    from metareward.records import ModelRef
+
+    texts = [f"Explain topic number {i} in two sentences, please." for i in range(10)]
+    texts[3] = "Summarise this: " + " ".join(f"word{i}" for i in range(60))  # 62 words
+    _write_prompts(tmp_path / "p.jsonl", texts)
+    cfg = load_config("smoke", [f"storage.root={tmp_path}", f"prompts.path={tmp_path / 'p.jsonl'}",
+                                "prompts.eval_count=1", "prompts.per_iteration=null", "engine.backend=fake",
+                                "prompts.near_duplicate_threshold=null",
+                                "actor.sampling.max_new_tokens=8", "health.enabled=false"])
+    monkeypatch.setattr(stages, "_engine", lambda cfg, model: FakeEngine(context_length=60))
+    model = ModelRef(uri="fake", digest="m0", iteration=0)
+    gen = stages.generate(cfg, 1, model, stages.prompts(cfg, 1))
+    assert (gen.counts["prompts"], gen.counts["too_long_for_context"], gen.counts["responses"]) == (9, 1, 8 * 4)
+    judged = stages.judge(cfg, 1, model, gen)
+    assert (judged.counts["judgments"], judged.counts["too_long_for_context"]) == (0, 32)
