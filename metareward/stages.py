@@ -305,7 +305,6 @@ def _judge_responses(engine, cfg: RunConfig, responses: list[Response], n: int,
     from metareward.prompts import SCORE_CHOICES, SCORE_PREFIX, render_judge
 
     seed = cfg.run.seed if seed is None else seed
-
     texts = [render_judge(r.prompt, r.text) for r in responses]
     sampling = cfg.judge.sampling
     shortcut = (cfg.judge.scoring == "expected" and sampling.max_new_tokens > 0
@@ -365,12 +364,13 @@ def judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest) -> Mani
     def body(folder: str) -> Output:
         responses = store.read_jsonl(generate_m.files["responses"], Response)
         engine = _LazyEngine(cfg, model)
+
+        def work(chunk: list[Response], seed: int) -> list[Judgment]:
+            return _judge_responses(engine.get(), cfg, _judgeable(engine.get(), cfg, chunk), cfg.judge.n, seed)
+
         try:
             start = time.perf_counter()
-            rows, shard_counts = _sharded(
-                cfg, t, "judge", inputs, folder, responses,
-                lambda chunk, seed: _judge_responses(engine.get(), cfg, _judgeable(engine.get(), cfg, chunk), cfg.judge.n,
-                                                     seed), Judgment)
+            rows, shard_counts = _sharded(cfg, t, "judge", inputs, folder, responses, work, Judgment)
             secs = time.perf_counter() - start
         finally:
             engine.close()
@@ -399,6 +399,7 @@ def check_health(cfg: RunConfig, t: int, m: Manifest) -> None:
     ``iter_<t>/health.json`` either way; a failed gate raises StageError naming it. The stage's manifest is
     already written, so a rerun with other thresholds reuses the stage."""
     from metareward import health
+    from metareward.redact import redact_obj
 
     if not cfg.health.enabled:
         return
@@ -412,8 +413,6 @@ def check_health(cfg: RunConfig, t: int, m: Manifest) -> None:
     report = store.read_json(uri) if store.exists(uri) else {}
     report[m.stage] = {"passed": not failed, "failed": failed, "metrics": metrics, "key": m.key,
                        "thresholds": cfg.health.model_dump(mode="json")}
-    from metareward.redact import redact_obj
-
     store.write_json(uri, redact_obj(report))
     if failed:
         raise StageError(f"{m.stage} iter {t}: health gate failed: {'; '.join(failed)} (report: {uri})")

@@ -150,6 +150,8 @@ CASES = [
     ("model_config_unreadable", ["run", "smoke", "model.path=badconfig", *STORE], "badconfig/config.json: line 3: unreadable config.json"),
     ("pool_model_missing", ["run", "smoke", "prompt_pool.enabled=true", "prompt_pool.model_path=/no/such/model", *STORE],
      "prompt_pool.model_path /no/such/model: no such folder"),
+    # --- the store
+    ("store_root_is_a_file", ["run", "smoke", "storage.root=ok.jsonl"], "ok.jsonl/smoke: Not a directory"),
     # --- resume / status
     ("resume_unknown_run", ["resume", "ghost", "--root", "store"], "store/ghost/config.json: no such run"),
     ("resume_corrupt_config", ["resume", "broken", "--root", "store"], "broken/config.json: line 2: invalid JSON"),
