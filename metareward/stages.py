@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from metareward import prompt_sets, store
+from metareward import progress, prompt_sets, store
 from metareward.config import RunConfig, schedule
 from metareward.engines.base import Sampling
 from metareward.records import Judgment, Manifest, MetaVerdict, ModelRef, PreferencePair, Prompt, Response
@@ -128,7 +128,8 @@ def execute(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], body: Ca
     store.invalidate(folder)
     log.info("%s iter %d: running", stage, t)
     start = time.perf_counter()
-    out = body(folder)
+    with progress.stage(f"{stage} iter {t}"):
+        out = body(folder)
     manifest = Manifest(
         stage=stage, iteration=t, run=cfg.run.name, key=key, uri=folder, files=out.files, digests=out.digests,
         counts=out.counts, stats=out.stats, inputs=inputs, config_digest=cfg.digest(), versions=_versions(),
