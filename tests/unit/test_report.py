@@ -141,3 +141,14 @@ def test_iteration_markdown_links_the_store(run):
 def test_missing_run_is_one_line(tmp_path):
     with pytest.raises(store.StoreError, match="no such run folder"):
         report.load_run(str(tmp_path / "ghost"))
+
+
+def test_report_command_writes_into_the_run(run):
+    from typer.testing import CliRunner
+
+    from metareward.cli import app
+
+    r = CliRunner().invoke(app, ["report", run])
+    assert r.exit_code == 0, r.output
+    assert f"report.html: {run}/report/report.html" in r.output
+    assert store.read_text(f"{run}/report/report.html").count("data:image/png;base64,") == 5
