@@ -78,17 +78,26 @@ def lengths(rep: RunReport) -> bytes:
 
 
 def benchmarks(rep: RunReport) -> bytes:
-    fig, ax = _axes("Benchmarks per model M_t", "model iteration t", "score")
+    """One panel per metric (their scales differ: 0-5, 1-10, percent), x = the model iteration t."""
     series: dict[str, list] = {}
     for t, it in sorted(rep.iterations.items()):
         if "benchmark" in it.manifests:
             for name, (v, _, _) in bench_values(it.manifests["benchmark"]).items():
                 if v is not None:
                     series.setdefault(name, []).append((t, v))
-    for name, pts in series.items():
-        ax.plot(*zip(*pts), "o-", label=BENCH_METRICS[name][2])
-    ax.set_xticks(sorted({t for pts in series.values() for t, _ in pts}))
-    return _finish(fig, ax, not series)
+    n = max(1, len(series))
+    fig, axes = _pyplot().subplots(1, n, figsize=(2.6 * n + 1.0, 3.4), squeeze=False)
+    fig.suptitle("Benchmarks per model M_t")
+    for ax, (name, pts) in zip(axes[0], series.items()):
+        ax.plot(*zip(*pts), "o-")
+        ax.set_title(BENCH_METRICS[name][2], fontsize=9)
+        ax.set_xlabel("model iteration t")
+        ax.set_xticks([t for t, _ in pts])
+        ax.grid(alpha=0.3)
+    if not series:
+        axes[0][0].text(0.5, 0.5, "no data yet", ha="center", va="center", transform=axes[0][0].transAxes)
+    fig.tight_layout()
+    return _png(fig)
 
 
 def judge_agreement(rep: RunReport) -> bytes:

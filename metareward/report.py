@@ -358,11 +358,12 @@ def to_html(rep: RunReport, images: dict[str, bytes]) -> str:
     return "\n".join(parts) + "\n</body></html>\n"
 
 
-def write_report(run_uri: str) -> dict[str, str]:
-    """Write ``<run>/report/``: report.html (self-contained), report.md and one PNG per figure; name -> URI."""
+def write_report(run_uri: str, rep: RunReport | None = None) -> dict[str, str]:
+    """Write ``<run>/report/``: report.html (self-contained), report.md and one PNG per figure; name -> URI.
+    ``rep``: the run as already loaded by `load_run` (read again when None)."""
     from metareward import plots
 
-    rep = load_run(run_uri)
+    rep = rep or load_run(run_uri)
     images = plots.figures(rep)
     folder = store.join(run_uri, REPORT_DIR)
     out = {}

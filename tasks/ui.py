@@ -38,8 +38,8 @@ def _table_slug(title: str) -> str:
 def publish_iteration(cfg: RunConfig, t: int) -> dict[str, str]:
     """Write the run report into the store and publish iteration t's tables as artifacts; name -> URI."""
     run = store.run_uri(cfg.storage.root, cfg.run.name)
-    uris = report.write_report(run)
     rep = report.load_run(run)
+    uris = report.write_report(run, rep)
     links = {"report (HTML)": uris["report.html"], "report (Markdown)": uris["report.md"],
              "summary": store.join(run, f"iter_{t}", "summary.md"),
              **{f"{s} stage": m.uri for s, m in rep.iterations[t].manifests.items()}}
