@@ -5,6 +5,7 @@
     metareward run my.yaml run.iterations=4
     metareward status smoke                    # iterations x stages, from the manifests
     metareward resume smoke                    # continue a run from its stored config
+    metareward report smoke                    # runs/smoke/report/report.html (+ .md, PNGs)
     metareward eval mt-bench --judgments FILE  # score benchmark files as the official harnesses do
 """
 
@@ -54,13 +55,13 @@ def _run_dir(run: str, root: str) -> str:
     return store.run_uri(root, run)
 
 
-def run_pipeline(cfg: RunConfig) -> list[dict]:
-    """Check the input files, store the config, then run the multi-iteration flow (Prefect, server or ephemeral)."""
-    from metareward import preflight
+def run_pipeline(cfg: RunConfig, recipe: str | None = None, bars: bool = False) -> list[dict]:
+    """Check the input files, store the config, then run the multi-iteration flow (Prefect, server or ephemeral).
+    The flow and task runs are tagged ``run:<name>`` and ``recipe:<recipe>``; ``bars``: rich progress bars on
+    stderr."""
+    from metareward import preflight, redact
 
     preflight.check(cfg)  # bad input fails here, before the store is touched or Prefect starts
-    from metareward import redact
-
     redact.install()
     _quiet_env(cfg)
     root = store.run_uri(cfg.storage.root, cfg.run.name)
@@ -74,7 +75,18 @@ def run_pipeline(cfg: RunConfig) -> list[dict]:
     flow = meta_rewarding
     if "://" not in root:  # Prefect's cache records live beside the data they describe
         flow = meta_rewarding.with_options(result_storage=Path(root, ".prefect-results"))
-    return flow(cfg)
+    from contextlib import ExitStack
+
+    from prefect import tags
+
+    with ExitStack() as stack:
+        stack.enter_context(tags(f"run:{cfg.run.name}", *([f"recipe:{recipe}"] if recipe else [])))
+        if bars:
+            from metareward import progress
+            from metareward.console import RichBars
+
+            stack.enter_context(progress.listening(stack.enter_context(RichBars())))
+        return flow(cfg)
 
 
 def _print_summaries(summaries: list[dict], root: str) -> None:
@@ -89,10 +101,11 @@ def _print_summaries(summaries: list[dict], root: str) -> None:
 def run(
     config: Annotated[str, typer.Argument(help="Recipe name (smoke, llama3-8b) or a YAML file.")],
     overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. dpo.beta=0.2")] = None,
+    bars: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")] = True,
 ) -> None:
     """Run (or continue) a multi-iteration Meta-Rewarding run; finished stages are skipped."""
     cfg = load_config(config, overrides or [])
-    summaries = run_pipeline(cfg)
+    summaries = run_pipeline(cfg, recipe=Path(config).stem, bars=bars)
     _print_summaries(summaries, store.run_uri(cfg.storage.root, cfg.run.name))
 
 
@@ -100,6 +113,7 @@ def run(
 def resume(
     run_name: Annotated[str, typer.Argument(metavar="RUN", help="Run name under --root, or the run folder.")],
     root: Annotated[str, typer.Option(help="Store root holding the run.")] = "runs",
+    bars: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")] = True,
 ) -> None:
     """Continue a run from its stored config.json; every finished stage is reused."""
     folder = _run_dir(run_name, root)
@@ -107,7 +121,7 @@ def resume(
     if not store.exists(uri):
         raise store.StoreError(f"{uri}: no such run (no config.json)")
     cfg = config_from_dict(store.read_json(uri), uri)
-    summaries = run_pipeline(cfg)
+    summaries = run_pipeline(cfg, bars=bars)
     _print_summaries(summaries, folder)
 
 
@@ -116,7 +130,10 @@ def status(
     run_name: Annotated[str, typer.Argument(metavar="RUN", help="Run name under --root, or the run folder.")],
     root: Annotated[str, typer.Option(help="Store root holding the run.")] = "runs",
 ) -> None:
-    """A table of iterations x stages: done or not, counts, seconds."""
+    """A table of iterations x stages: state, counts and seconds.
+
+    From the manifests in the run store: done (manifest written), partial (folder started, no manifest: running
+    or crashed), - (not started)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -132,8 +149,25 @@ def status(
         for stage in STAGES if t else ("prompt_pool", "eft", "benchmark"):
             m = store.read_manifest(store.join(folder, f"iter_{t}", stage))
             counts = ", ".join(f"{k}={v}" for k, v in list(m.counts.items())[:4]) if m else ""
-            table.add_row(str(t), stage, "done" if m else "-", counts, f"{m.duration_s:.1f}" if m else "")
+            state = "done" if m else "partial" if store.exists(store.join(folder, f"iter_{t}", stage)) else "-"
+            table.add_row(str(t), stage, state, counts, f"{m.duration_s:.1f}" if m else "")
     Console(width=160).print(table)
+
+
+@app.command()
+def report(
+    run_name: Annotated[str, typer.Argument(metavar="RUN", help="Run name under --root, or the run folder.")],
+    root: Annotated[str, typer.Option(help="Store root holding the run.")] = "runs",
+) -> None:
+    """Write the run's HTML and Markdown report with the paper's plots.
+
+    Into <run>/report/: report.html (self-contained, PNGs embedded), report.md and the PNGs (judge score density
+    per iteration, response lengths, benchmarks, judge agreement, meta-judge position and score bias)."""
+    from metareward.report import write_report
+
+    folder = _run_dir(run_name, root)
+    for name, uri in write_report(folder).items():
+        typer.echo(f"{name}: {uri}")
 
 
 from metareward.evals.cli import app as _eval_app  # noqa: E402  (typer and the scorers only; no torch)

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from metareward import prompt_sets, shards, store
+from metareward import progress, prompt_sets, shards, store
 from metareward.config import RunConfig, schedule
 from metareward.engines.base import Sampling
 from metareward.records import Judgment, Manifest, MetaVerdict, ModelRef, PreferencePair, Prompt, Response
@@ -130,7 +130,8 @@ def execute(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], body: Ca
     log.info("%s iter %d: running", stage, t)
     start = time.perf_counter()
     try:
-        out = body(folder)
+        with progress.stage(f"{stage} iter {t}"):
+            out = body(folder)
     except Exception as e:
         from metareward import faults
 

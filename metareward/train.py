@@ -171,6 +171,7 @@ def train_dpo(
             train_dataset=train_dataset,
             processing_class=tokenizer,
         )
+        trainer.add_callback(_progress_callback())
         n_used = len(trainer.train_dataset)
         if n_used == 0:
             raise ValueError(
@@ -219,6 +220,25 @@ def train_dpo(
     finally:
         if work_dir is None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _progress_callback():
+    """A TrainerCallback reporting optimizer steps to `metareward.progress` (the CLI's bar, Prefect's artifact)."""
+    from transformers import TrainerCallback
+
+    from metareward import progress
+
+    class StepProgress(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = progress.tracker(state.max_steps, "steps")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.advance(1)
+
+    return StepProgress()
 
 
 # ------------------------------------------------------------------------------------ stored reference log-probs

@@ -18,6 +18,7 @@ from prefect.context import TaskRunContext
 from metareward import stages, store
 from metareward.config import RunConfig
 from metareward.records import Manifest, ModelRef
+from tasks.ui import progress_artifacts
 
 
 def _input_digests(params: dict[str, Any]) -> dict[str, str]:
@@ -90,17 +91,20 @@ def eft(cfg: RunConfig, t: int, model: ModelRef) -> Manifest:
 
 @task(name="generate", tags=["gpu"], task_run_name=_name("generate"), **COMMON)
 def generate(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Manifest:
-    return stages.generate(cfg, t, model, prompts_m)
+    with progress_artifacts(cfg, t, "generate"):
+        return stages.generate(cfg, t, model, prompts_m)
 
 
 @task(name="judge", tags=["gpu"], task_run_name=_name("judge"), **COMMON)
 def judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest) -> Manifest:
-    return stages.judge(cfg, t, model, generate_m)
+    with progress_artifacts(cfg, t, "judge"):
+        return stages.judge(cfg, t, model, generate_m)
 
 
 @task(name="meta_judge", tags=["gpu"], task_run_name=_name("meta_judge"), **COMMON)
 def meta_judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest, judge_m: Manifest) -> Manifest:
-    return stages.meta_judge(cfg, t, model, generate_m, judge_m)
+    with progress_artifacts(cfg, t, "meta_judge"):
+        return stages.meta_judge(cfg, t, model, generate_m, judge_m)
 
 
 @task(name="pairs", tags=["cpu"], task_run_name=_name("pairs"), **COMMON)
@@ -110,12 +114,14 @@ def build_pairs(cfg: RunConfig, t: int, generate_m: Manifest, judge_m: Manifest,
 
 @task(name="train", tags=["gpu"], task_run_name=_name("train"), **COMMON)
 def train(cfg: RunConfig, t: int, model: ModelRef, pairs_m: Manifest) -> Manifest:
-    return stages.train(cfg, t, model, pairs_m)
+    with progress_artifacts(cfg, t, "train"):
+        return stages.train(cfg, t, model, pairs_m)
 
 
 @task(name="benchmark", tags=["gpu"], task_run_name=_name("benchmark"), **COMMON)
 def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Manifest:
-    return stages.benchmark(cfg, t, model, prompts_m)
+    with progress_artifacts(cfg, t, "benchmark"):
+        return stages.benchmark(cfg, t, model, prompts_m)
 
 
 @task(name="base_model", tags=["cpu"], retries=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+from metareward import progress
 from metareward.engines.base import Completion, Sampling
 from metareward.prompts import JUDGE_HEAD, META_JUDGE_HEAD
 
@@ -29,7 +30,12 @@ class FakeEngine:
 
     def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
         self.calls.append(("generate", len(prompts) * n))
-        return [[self._one(p, i, seed) for i in range(n)] for p in prompts]
+        bar = progress.tracker(len(prompts) * n, "generate")
+        out = []
+        for p in prompts:
+            out.append([self._one(p, i, seed) for i in range(n)])
+            bar.advance(n)
+        return out
 
     def _one(self, prompt: str, i: int, seed: int) -> Completion:
         h = _h(prompt, i, seed)
@@ -46,8 +52,10 @@ class FakeEngine:
 
     def choice_probs(self, prompts: list[str], prefixes: list[str], choices: list[str]) -> list[list[float]]:
         self.calls.append(("choice_probs", len(prompts)))
+        bar = progress.tracker(len(prompts), "score")
         out = []
         for p, pre in zip(prompts, prefixes):
+            bar.advance(1)
             w = [1.0 + _h(p, pre, c) % 7 for c in choices]
             if self.collapse and choices and choices[-1] == "5":
                 w = [0.0] * (len(choices) - 1) + [1.0]
