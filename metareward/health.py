@@ -11,8 +11,10 @@ Metrics (judgments of iteration t; scores rounded to the rubric's points 0..5):
 - parse_rate: share of judgments with a score (parse mode: a "Score: N" was found);
 - tie_rate: share of prompts whose responses all get the same mean score (or fewer than two have one): no
   actor pair can come from them;
-- score_entropy: Shannon entropy in bits of the rounded-score histogram (0 = one score for everything;
-  log2(6) = 2.585 = uniform over 0..5);
+- score_entropy: Shannon entropy in bits of the judge's score distribution over 0..5 (0 = one score for
+  everything; log2(6) = 2.585 = uniform): the histogram of the rounded scores, or, when the judgments carry
+  P(0..5) ('expected' mode), the mean of those distributions (rounding expected scores such as 2.1 and 2.4 would
+  call a judge that hesitates between 2 and 3 for every response "collapsed");
 - share_max_score: share of scores that round to 5.
 
 Example, 4 judgments with scores 5, 5, 4, None over two prompts::
@@ -43,7 +45,12 @@ def judge_metrics(judgments: list[Judgment]) -> dict[str, float | int | None]:
     """parse_rate, tie_rate, score_entropy (bits), share_max_score, and the counts they come from."""
     scores = [j.score for j in judgments if j.score is not None]
     hist = Counter(_rounded(s) for s in scores)
-    entropy = -sum(c / len(scores) * math.log2(c / len(scores)) for c in hist.values()) if scores else 0.0
+    probs = [j.score_probs for j in judgments if j.score is not None and j.score_probs]
+    if probs:  # expected mode: the mean P(0..5)
+        dist = [sum(p[k] for p in probs) / len(probs) for k in range(len(probs[0]))]
+    else:
+        dist = [c / len(scores) for c in hist.values()] if scores else []
+    entropy = -sum(p * math.log2(p) for p in dist if p > 0)
     by_response: dict[str, list[float]] = defaultdict(list)
     prompt_of: dict[str, str] = {}
     for j in judgments:

@@ -86,3 +86,11 @@ def test_prefect_does_not_retry_deterministic_failures():
     assert not retry_worthwhile(None, None, SimpleNamespace(data=stages.StageError("judge iter 1: health gate")))
     assert not retry_worthwhile(None, None, SimpleNamespace(data=ConfigError("bad")))
     assert retry_worthwhile(None, None, SimpleNamespace(data=ConnectionResetError()))
+
+
+def test_real_torch_out_of_memory_errors_are_recognised():
+    torch = pytest.importorskip("torch")
+    assert faults.is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"))
+    with pytest.raises(RuntimeError) as e:  # 10 TB on the CPU: refused at once, nothing is allocated
+        torch.empty(10**13, dtype=torch.uint8)
+    assert faults.is_oom(e.value)

@@ -51,3 +51,15 @@ def test_unparseable_judge_fails_the_parse_gate():
 def test_pairs_gate():
     assert health.pairs_gate(0, HealthSection()) == ["health.min_pairs: pairs 0 < 1"]
     assert health.pairs_gate(3, HealthSection(min_pairs=3)) == []
+
+
+def test_expected_mode_entropy_uses_the_mean_distribution():
+    """P(0..5) of two judgments: [0, 0, 1, 0, 0, 0] and [0, 0, .5, .5, 0, 0] -> mean [0, 0, .75, .25, 0, 0];
+    entropy = -(.75 log2 .75 + .25 log2 .25) = 0.8113 bits. A judge that always says P(5) = 1 has entropy 0."""
+    js = [Judgment(id="r1-j0", response_id="r1", prompt_id="p", text="", score=2.0, score_probs=[0, 0, 1, 0, 0, 0]),
+          Judgment(id="r2-j0", response_id="r2", prompt_id="p", text="", score=2.5,
+                   score_probs=[0, 0, 0.5, 0.5, 0, 0])]
+    assert health.judge_metrics(js)["score_entropy"] == 0.8113
+    five = [Judgment(id=f"r{i}-j0", response_id=f"r{i}", prompt_id="p", text="", score=5.0,
+                     score_probs=[0, 0, 0, 0, 0, 1]) for i in range(3)]
+    assert health.judge_metrics(five)["score_entropy"] == 0.0
