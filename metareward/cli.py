@@ -63,10 +63,10 @@ def run_pipeline(cfg: RunConfig) -> list[dict]:
 
     from flows.meta_rewarding import meta_rewarding
 
-    flow = meta_rewarding
-    if "://" not in root:  # Prefect's cache records live beside the data they describe
-        flow = meta_rewarding.with_options(result_storage=Path(root, ".prefect-results"))
-    return flow(cfg)
+    from flows.stages import result_storage
+
+    # Prefect's cache records live beside the data they describe (a folder, or the s3:// store)
+    return meta_rewarding.with_options(result_storage=result_storage(cfg))(cfg)
 
 
 def _print_summaries(summaries: list[dict], root: str) -> None:

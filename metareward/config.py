@@ -217,7 +217,15 @@ class StorageSection(_Section):
 
 
 class ExecutionSection(_Section):
-    mode: Literal["local"] = Field("local", description="Where stages run: 'local' (this process).")
+    mode: Literal["local", "deployments"] = Field(
+        "local", description="Where stages run: 'local' (this process) or 'deployments' (each GPU stage as its "
+        "own Prefect deployment, run_deployment from the orchestrating flow; flows/stages.py).")
+    stage_deployment: str = Field(
+        "gpu", description="deployments mode: the deployment name of the stage flows (<stage flow>/<this>), "
+        "e.g. 'gpu' (the docker GPU pool) or 'local' (the process pool) in deployments/prefect.yaml.")
+    stage_timeout_s: float | None = Field(
+        None, gt=0, description="deployments mode: give up waiting for a stage's run after this many seconds "
+        "(None = wait until it ends).")
     retries: int = Field(2, ge=0, description="Prefect task retries on failure.")
     retry_delay_seconds: float = Field(5.0, ge=0.0, description="Pause between retries.")
 
