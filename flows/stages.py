@@ -116,7 +116,7 @@ class RemoteStage:
                   for k, v in bound.arguments.items()}
         t = params["t"]
         run = run_deployment(f"{self.flow.name}/{self.cfg.execution.stage_deployment}", parameters=params,
-                             timeout=self.cfg.execution.stage_timeout_s)
+                             timeout=self.cfg.execution.stage_timeout_s, poll_interval=2)
         if run.state is None or not run.state.is_completed():
             state = run.state.name if run.state else "unknown"
             raise stages.StageError(f"{self.stage} iter {t}: deployment run {run.name} ended {state}")

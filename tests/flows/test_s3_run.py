@@ -2,6 +2,7 @@
 data and manifest, the trained model and Prefect's cache records land in the bucket; a rerun is all cache hits."""
 
 import json
+import re
 
 import fsspec
 import pytest
@@ -13,8 +14,15 @@ from metareward.records import Response
 STAGES = ["prompts", "generate", "judge", "meta_judge", "pairs", "train", "benchmark"]
 
 
+def _task_runs():
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(limit=200)
+
+
 @pytest.mark.slow
-def test_cli_run_on_s3(s3_bucket, prefect_harness, fake_trainer, tmp_path, s3_server, caplog):
+def test_cli_run_on_s3(s3_bucket, prefect_harness, fake_trainer, tmp_path, s3_server):
     from metareward.cli import app
     from metareward.models import EMBEDDED_NAME, embedded_model_path
 
@@ -44,7 +52,10 @@ def test_cli_run_on_s3(s3_bucket, prefect_harness, fake_trainer, tmp_path, s3_se
     # a second invocation recomputes nothing and trains nothing
     before = {p: fs.info(p)["LastModified"] for p in fs.find(run) if p.endswith("manifest.json")}
     fs.invalidate_cache()
+    seen = {r.id for r in _task_runs()}
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert len(fake_trainer) == 2
     assert {p: fs.info(p)["LastModified"] for p in fs.find(run) if p.endswith("manifest.json")} == before
+    states = {r.name: r.state.name for r in _task_runs() if r.id not in seen and re.fullmatch(r"[a-z_]+-iter\d", r.name)}
+    assert len(states) == 7 + 1 + 6 and set(states.values()) == {"Cached"}, states  # Prefect's cache, on the S3 store
