@@ -455,7 +455,7 @@ def train(cfg: RunConfig, t: int, model: ModelRef, pairs_m: Manifest) -> Manifes
     """DPO on actor + judge pairs; policy and reference start from M_{t-1}; saves M_t."""
 
     def body(folder: str) -> Output:
-        from metareward.train import train_dpo
+        from metareward.launch import train_dpo  # in this process, or `accelerate launch` on several GPUs
 
         pairs = store.read_jsonl(pairs_m.files["pairs"], PreferencePair)
         if not pairs:
