@@ -72,9 +72,10 @@ def run_pipeline(cfg: RunConfig, recipe: str | None = None, bars: bool = False) 
 
     from flows.meta_rewarding import meta_rewarding
 
-    flow = meta_rewarding
-    if "://" not in root:  # Prefect's cache records live beside the data they describe
-        flow = meta_rewarding.with_options(result_storage=Path(root, ".prefect-results"))
+    from flows.stages import result_storage
+
+    # Prefect's cache records live beside the data they describe (a folder, or the s3:// store)
+    flow = meta_rewarding.with_options(result_storage=result_storage(cfg))
     from contextlib import ExitStack
 
     from prefect import tags

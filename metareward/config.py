@@ -196,6 +196,12 @@ class DPOSection(_Section):
         "them beside the pairs: reruns (another beta, a resumed training) reuse them, and the reference model is "
         "not held in memory while training.")
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of steps used for warm-up.")
+    lora_r: int = Field(0, ge=0, description="LoRA rank through peft (0 = full fine-tuning): the one-GPU option for "
+                        "models whose full DPO does not fit; the adapter is merged into the saved model.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling alpha (with lora_r > 0).")
+    distributed: Literal["fsdp", "zero3"] = Field(
+        "fsdp", description="On a worker with several GPUs: train through `accelerate launch` with the shipped FSDP "
+        "or DeepSpeed ZeRO-3 config (metareward/configs/accelerate/), one process per GPU.")
 
 
 class EngineSection(_Section):
@@ -209,7 +215,7 @@ class EngineSection(_Section):
         "sampled with seed + i x 1000003, so a resumed stage equals an uninterrupted one.")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="Inference dtype.")
     max_model_len: int = Field(4096, ge=128, description="Context length (vLLM).")
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per vLLM engine.")
+    tensor_parallel_size: int = Field(1, ge=0, description="GPUs per vLLM engine (0 = every GPU of the worker).")
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="vLLM GPU memory fraction.")
 
 
@@ -221,7 +227,15 @@ class StorageSection(_Section):
 
 
 class ExecutionSection(_Section):
-    mode: Literal["local"] = Field("local", description="Where stages run: 'local' (this process).")
+    mode: Literal["local", "deployments"] = Field(
+        "local", description="Where stages run: 'local' (this process) or 'deployments' (each GPU stage as its "
+        "own Prefect deployment, run_deployment from the orchestrating flow; flows/stages.py).")
+    stage_deployment: str = Field(
+        "gpu", description="deployments mode: the deployment name of the stage flows (<stage flow>/<this>), "
+        "e.g. 'gpu' (the docker GPU pool) or 'local' (the process pool) in deployments/prefect.yaml.")
+    stage_timeout_s: float | None = Field(
+        None, gt=0, description="deployments mode: give up waiting for a stage's run after this many seconds "
+        "(None = wait until it ends).")
     retries: int = Field(2, ge=0, description="Prefect task retries on failure.")
     retry_delay_seconds: float = Field(5.0, ge=0.0, description="Pause between retries.")
 

@@ -182,7 +182,10 @@ def initial_model(cfg: RunConfig) -> ModelRef:
 def _engine(cfg: RunConfig, model: ModelRef):
     from metareward.engines import open_engine
 
-    return open_engine(cfg.engine.backend, model.uri, engine_cfg=cfg.engine, model_cfg=cfg.model, seed=cfg.run.seed)
+    from metareward.remote import local_model
+
+    path = local_model(model.uri, model.digest, cfg.storage.model_cache)  # an s3:// model is pulled once
+    return open_engine(cfg.engine.backend, path, engine_cfg=cfg.engine, model_cfg=cfg.model, seed=cfg.run.seed)
 
 
 def _sampling(s) -> Sampling:
@@ -553,20 +556,25 @@ def train(cfg: RunConfig, t: int, model: ModelRef, pairs_m: Manifest) -> Manifes
     """DPO on actor + judge pairs; policy and reference start from M_{t-1}; saves M_t."""
 
     def body(folder: str) -> Output:
-        from metareward.train import train_dpo
+        from metareward.launch import train_dpo  # in this process, or `accelerate launch` on several GPUs
 
         pairs = store.read_jsonl(pairs_m.files["pairs"], PreferencePair)
         if not pairs:
             raise StageError(f"train iter {t}: no preference pair survived (see {pairs_m.uri}/manifest.json)")
+        from metareward.remote import local_model, model_output
+
         model_dir = store.join(folder, "model")
         store.remove(model_dir)  # a partial model an interrupted attempt left
         # Reference log-probs depend on M_{t-1} and the pairs, not on beta or the schedule: they live beside the
         # pairs, so a train stage re-keyed by a DPO setting reuses them (train_dpo checks they still match).
-        stats = train_dpo(pairs, model.uri, model_dir, cfg.dpo, trust_remote_code=cfg.model.trust_remote_code,
-                          dtype=cfg.model.dtype, seed=cfg.run.seed,
-                          ref_logps_uri=store.join(pairs_m.uri, "ref_logps.json"))
+        # On an s3:// store M_{t-1} is pulled into the local cache and M_t saved locally, then pushed (manifest last).
+        with model_output(model_dir, cfg.storage.model_cache) as save_dir:
+            stats = train_dpo(pairs, local_model(model.uri, model.digest, cfg.storage.model_cache), save_dir, cfg.dpo,
+                              trust_remote_code=cfg.model.trust_remote_code, dtype=cfg.model.dtype, seed=cfg.run.seed,
+                              ref_logps_uri=store.join(pairs_m.uri, "ref_logps.json"))
+            digest = store.folder_digest(save_dir)
         history = stats.pop("log_history", [])
-        out = Output(files={"model": model_dir}, digests={"model": store.folder_digest(model_dir)},
+        out = Output(files={"model": model_dir}, digests={"model": digest},
                      counts={"pairs": len(pairs), "steps": int(stats.get("steps", 0))}, stats=stats)
         hist_uri = store.join(folder, "log_history.json")
         store.write_json(hist_uri, history)

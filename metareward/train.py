@@ -163,6 +163,11 @@ def train_dpo(
         trainer_cls, extra = DPOTrainer, {}
         if dpo.precompute_ref_logps and ref_logps_uri is not None:
             trainer_cls, extra = _stored_ref_trainer(DPOTrainer), {"ref_logps_uri": ref_logps_uri}
+        if dpo.lora_r > 0:  # one-GPU option: a LoRA adapter (the reference is the base with the adapter off)
+            from peft import LoraConfig
+
+            extra["peft_config"] = LoraConfig(r=dpo.lora_r, lora_alpha=dpo.lora_alpha, target_modules="all-linear",
+                                              task_type="CAUSAL_LM")
         trainer = trainer_cls(
             **extra,
             model=model_path,
@@ -183,6 +188,8 @@ def train_dpo(
         # Trainer switches the KV cache off for training (TrainingArguments.use_cache=False) and that flag would be
         # saved into config.json; the saved model is for generation, so switch it back on.
         trainer.model.config.use_cache = True
+        if dpo.lora_r > 0:  # the next iteration's engines load a plain model: merge the adapter into the weights
+            trainer.model = trainer.model.merge_and_unload()
         trainer.save_model(output_dir)  # safetensors weights, config, generation config and tokenizer
         # save_model also pickles the DPOConfig (with the scratch path) into the model folder: drop it so the folder
         # holds only the model and its digest does not depend on where the scratch folder was.

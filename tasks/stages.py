@@ -62,8 +62,23 @@ def retry_worthwhile(task, task_run, state) -> bool:
     return not isinstance(exc, (stages.StageError, ConfigError, PromptFileError, ModelNotFound))
 
 
+def file_under_next_key(task, task_run, state) -> None:
+    """on_completion: a stage that ran had no cache key (no manifest before it ran), so Prefect kept no record of
+    it. File its manifest under the key the next run computes (``manifest_cache_key`` once the manifest is there),
+    so re-running the stage is a Prefect cache hit (Cached in the UI), on any worker sharing the result storage."""
+    from prefect.results import get_result_store
+
+    ctx = TaskRunContext.get()
+    if ctx is None or not isinstance(state.result(raise_on_failure=False), Manifest):
+        return
+    key = manifest_cache_key(ctx, ctx.parameters)  # the manifest is there now: the key a re-run will compute
+    results = get_result_store()
+    if key is not None and not results.exists(key):
+        results.write(state.result(), key=key)
+
+
 COMMON = dict(cache_key_fn=manifest_cache_key, persist_result=True, result_serializer="json", retries=2,
-              retry_delay_seconds=5, retry_condition_fn=retry_worthwhile)
+              retry_delay_seconds=5, retry_condition_fn=retry_worthwhile, on_completion=[file_under_next_key])
 
 
 def _name(stage: str):
