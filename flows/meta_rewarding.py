@@ -30,6 +30,8 @@ def meta_rewarding(cfg: RunConfig) -> list[dict]:
 def meta_rewarding_recipe(recipe: str = "smoke", overrides: list[str] | None = None) -> list[dict]:
     """The same loop, parameterised by a recipe name (or YAML path) and key=value overrides: what deployments
     and schedules use, so the Prefect UI form stays two fields."""
+    from flows.stages import result_storage
     from metareward.config import load_config
 
-    return meta_rewarding(load_config(recipe, overrides or []))
+    cfg = load_config(recipe, overrides or [])
+    return meta_rewarding.with_options(result_storage=result_storage(cfg))(cfg)

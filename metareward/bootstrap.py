@@ -129,10 +129,14 @@ def eft(cfg: RunConfig, t: int, model: ModelRef) -> Manifest:
         if not rows:
             raise StageError(f"eft: no example ranks the replies as the humans did ({build_counts}); "
                              "try eft.judgments=rubric or a larger eft.n")
+        from metareward.remote import local_model, model_output
+
         model_dir = store.join(folder, "model")
-        stats = train_sft(E.sft_rows(rows), model.uri, model_dir, cfg.eft.sft, dtype=cfg.model.dtype,
-                          trust_remote_code=cfg.model.trust_remote_code, seed=cfg.run.seed)
-        m0 = ModelRef(uri=model_dir, digest=store.folder_digest(model_dir), iteration=0)
+        with model_output(model_dir, cfg.storage.model_cache) as save_dir:  # pushed to an s3:// store on success
+            stats = train_sft(E.sft_rows(rows), local_model(model.uri, model.digest, cfg.storage.model_cache),
+                              save_dir, cfg.eft.sft, dtype=cfg.model.dtype,
+                              trust_remote_code=cfg.model.trust_remote_code, seed=cfg.run.seed)
+            m0 = ModelRef(uri=model_dir, digest=store.folder_digest(save_dir), iteration=0)
         engine = _engine(cfg, m0)
         try:
             after, judged_after = _agreement(engine, cfg, held)

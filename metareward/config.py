@@ -196,6 +196,12 @@ class DPOSection(_Section):
         "them beside the pairs: reruns (another beta, a resumed training) reuse them, and the reference model is "
         "not held in memory while training.")
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of steps used for warm-up.")
+    lora_r: int = Field(0, ge=0, description="LoRA rank through peft (0 = full fine-tuning): the one-GPU option for "
+                        "models whose full DPO does not fit; the adapter is merged into the saved model.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling alpha (with lora_r > 0).")
+    distributed: Literal["fsdp", "zero3"] = Field(
+        "fsdp", description="On a worker with several GPUs: train through `accelerate launch` with the shipped FSDP "
+        "or DeepSpeed ZeRO-3 config (metareward/configs/accelerate/), one process per GPU.")
 
 
 class EngineSection(_Section):
@@ -203,9 +209,13 @@ class EngineSection(_Section):
         "transformers", description="Generation backend: transformers (CPU default), vllm (GPU), fake (tests)."
     )
     batch_size: int = Field(32, ge=1, description="Sequences (prompt x sample rows) per forward batch (transformers engine).")
+    shard_size: int = Field(
+        128, ge=1, description="Work items per committed shard in generate (prompts), judge (responses) and meta-judge "
+        "(comparisons): each shard is written as soon as it is done, so a crash loses at most one shard. Shard i is "
+        "sampled with seed + i x 1000003, so a resumed stage equals an uninterrupted one.")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="Inference dtype.")
     max_model_len: int = Field(4096, ge=128, description="Context length (vLLM).")
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per vLLM engine.")
+    tensor_parallel_size: int = Field(1, ge=0, description="GPUs per vLLM engine (0 = every GPU of the worker).")
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="vLLM GPU memory fraction.")
 
 
@@ -217,7 +227,15 @@ class StorageSection(_Section):
 
 
 class ExecutionSection(_Section):
-    mode: Literal["local"] = Field("local", description="Where stages run: 'local' (this process).")
+    mode: Literal["local", "deployments"] = Field(
+        "local", description="Where stages run: 'local' (this process) or 'deployments' (each GPU stage as its "
+        "own Prefect deployment, run_deployment from the orchestrating flow; flows/stages.py).")
+    stage_deployment: str = Field(
+        "gpu", description="deployments mode: the deployment name of the stage flows (<stage flow>/<this>), "
+        "e.g. 'gpu' (the docker GPU pool) or 'local' (the process pool) in deployments/prefect.yaml.")
+    stage_timeout_s: float | None = Field(
+        None, gt=0, description="deployments mode: give up waiting for a stage's run after this many seconds "
+        "(None = wait until it ends).")
     retries: int = Field(2, ge=0, description="Prefect task retries on failure.")
     retry_delay_seconds: float = Field(5.0, ge=0.0, description="Pause between retries.")
 
@@ -360,6 +378,23 @@ class EFTSection(_Section):
     sft: SFTSection = Field(default_factory=SFTSection)
 
 
+class HealthSection(_Section):
+    """Judge health gates (metareward/health.py), checked after each judge and pairs stage."""
+
+    enabled: bool = Field(True, description="Check the gates below; a failed gate stops the iteration with "
+                          "iter_<t>/health.json and an error naming the gate (finished stages are kept).")
+    min_parse_rate: float = Field(0.5, ge=0.0, le=1.0, description="Fewest judgments with a score, as a share "
+                                  "(parse mode: a 'Score: N' was found).")
+    max_tie_rate: float = Field(0.9, ge=0.0, le=1.0, description="Most prompts whose responses all get the same "
+                                "mean score (no actor pair possible), as a share.")
+    min_score_entropy: float = Field(0.1, ge=0.0, description="Least entropy, in bits, of the judge's scores "
+                                     "rounded to 0..5 (0 = one score for everything; uniform = 2.585).")
+    max_share_max_score: float = Field(0.9, ge=0.0, le=1.0, description="Most scores that round to 5, as a share "
+                                       "(a collapsed judge gives 5 to everything).")
+    min_pairs: int = Field(1, ge=0, description="Fewest preference pairs (actor + judge) the pairs stage must keep "
+                           "for training to go on.")
+
+
 class RunConfig(_Section):
     """Everything one Meta-Rewarding run needs; written into every manifest (as its digest)."""
 
@@ -377,6 +412,7 @@ class RunConfig(_Section):
     eval: EvalSection = Field(default_factory=EvalSection)
     prompt_pool: PromptPoolSection = Field(default_factory=PromptPoolSection)
     eft: EFTSection = Field(default_factory=EFTSection)
+    health: HealthSection = Field(default_factory=HealthSection)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
@@ -419,7 +455,12 @@ def _read_recipe(name_or_path: str) -> tuple[dict, str]:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"{name_or_path}: no such config file")
-        text, where = path.read_text(encoding="utf-8"), str(path)
+        data = path.read_bytes()
+        try:
+            text, where = data.decode("utf-8"), str(path)
+        except UnicodeDecodeError as e:
+            line = data[: e.start].count(b"\n") + 1
+            raise ConfigError(f"{path}: line {line}: not UTF-8 text") from None
     else:
         res = resources.files("metareward.configs") / f"{name_or_path}.yaml"
         if not res.is_file():
@@ -443,10 +484,10 @@ def apply_override(data: dict, override: str) -> None:
     key, raw = override.split("=", 1)
     parts = key.strip().split(".")
     node = data
-    for p in parts[:-1]:
+    for i, p in enumerate(parts[:-1]):
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {override!r}: {p} is not a section")
+            raise ConfigError(f"override {override!r}: {'.'.join(parts[:i + 1])} is not a section")
     node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
 
 

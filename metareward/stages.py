@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from metareward import prompt_sets, store
+from metareward import progress, prompt_sets, shards, store
 from metareward.config import RunConfig, schedule
 from metareward.engines.base import Sampling
 from metareward.records import Judgment, Manifest, MetaVerdict, ModelRef, PreferencePair, Prompt, Response
@@ -126,9 +126,18 @@ def execute(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], body: Ca
         log.info("%s iter %d: done already (manifest %s), skipping", stage, t, key)
         return done
     store.invalidate(folder)
+    store.remove_temporaries(folder)  # half-written files of an interrupted attempt
     log.info("%s iter %d: running", stage, t)
     start = time.perf_counter()
-    out = body(folder)
+    try:
+        with progress.stage(f"{stage} iter {t}"):
+            out = body(folder)
+    except Exception as e:
+        from metareward import faults
+
+        if faults.is_oom(e):  # name the setting to lower; finished shards and stages stay for the rerun
+            raise StageError(faults.oom_message(stage, t, cfg, e)) from e
+        raise
     manifest = Manifest(
         stage=stage, iteration=t, run=cfg.run.name, key=key, uri=folder, files=out.files, digests=out.digests,
         counts=out.counts, stats=out.stats, inputs=inputs, config_digest=cfg.digest(), versions=_versions(),
@@ -136,6 +145,7 @@ def execute(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], body: Ca
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     store.write_manifest(manifest)
+    store.remove(store.join(folder, shards.SHARDS))  # scratch space of a finished stage
     return manifest
 
 
@@ -172,7 +182,10 @@ def initial_model(cfg: RunConfig) -> ModelRef:
 def _engine(cfg: RunConfig, model: ModelRef):
     from metareward.engines import open_engine
 
-    return open_engine(cfg.engine.backend, model.uri, engine_cfg=cfg.engine, model_cfg=cfg.model, seed=cfg.run.seed)
+    from metareward.remote import local_model
+
+    path = local_model(model.uri, model.digest, cfg.storage.model_cache)  # an s3:// model is pulled once
+    return open_engine(cfg.engine.backend, path, engine_cfg=cfg.engine, model_cfg=cfg.model, seed=cfg.run.seed)
 
 
 def _sampling(s) -> Sampling:
@@ -212,30 +225,70 @@ def prompts(cfg: RunConfig, t: int, pool_m: Manifest | None = None) -> Manifest:
 
 
 def generate(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Manifest:
-    """Actor: K sampled responses per prompt from M_{t-1}."""
+    """Actor: K sampled responses per prompt from M_{t-1}, committed in shards of engine.shard_size prompts."""
+    inputs = {"model": model.digest, "prompts": prompts_m.digest}
 
     def body(folder: str) -> Output:
         rows = store.read_jsonl(prompts_m.files["prompts"], Prompt)
-        engine = _engine(cfg, model)
+        engine = _LazyEngine(cfg, model)
+
+        def work(chunk: list[Prompt], seed: int) -> list[Response]:
+            chunk = fits_context(engine.get(), chunk, [p.prompt for p in chunk], cfg.actor.sampling.max_new_tokens)
+            outs = engine.get().generate([p.prompt for p in chunk], cfg.actor.k, _sampling(cfg.actor.sampling), seed)
+            return [Response(id=f"{p.id}-r{k}", prompt_id=p.id, prompt=p.prompt, text=c.text, n_tokens=c.n_tokens,
+                             finish_reason=c.finish_reason) for p, cs in zip(chunk, outs) for k, c in enumerate(cs)]
+
         try:
             start = time.perf_counter()
-            outs = engine.generate([p.prompt for p in rows], cfg.actor.k, _sampling(cfg.actor.sampling), cfg.run.seed)
+            responses, shard_counts = _sharded(cfg, t, "generate", inputs, folder, rows, work, Response)
             secs = time.perf_counter() - start
         finally:
             engine.close()
-        responses = [
-            Response(id=f"{p.id}-r{k}", prompt_id=p.id, prompt=p.prompt, text=c.text, n_tokens=c.n_tokens,
-                     finish_reason=c.finish_reason)
-            for p, cs in zip(rows, outs) for k, c in enumerate(cs)
-        ]
         out = Output(counts={"prompts": len(rows), "responses": len(responses),
+                             # skipped in `work`, so counted from what is missing (finished shards included)
+                             "too_long_for_context": len(rows) - len({r.prompt_id for r in responses}),
                              "empty": sum(not r.text.strip() for r in responses),
                              "truncated": sum(r.finish_reason == "length" for r in responses)},
-                     stats=_gen_stats(responses, secs))
+                     stats={**_gen_stats(responses, secs), **shard_counts})
         _write(out, folder, "responses", responses)
         return out
 
-    return execute("generate", cfg, t, {"model": model.digest, "prompts": prompts_m.digest}, body)
+    return execute("generate", cfg, t, inputs, body)
+
+
+def fits_context(engine, items: list, texts: list[str], max_new_tokens: int) -> list:
+    """The items whose prompt plus ``max_new_tokens`` fits the engine's context (skipped ones are counted by the
+    stage from what is missing); every item when the engine states no context length."""
+    limit = getattr(engine, "context_length", None)
+    if not limit or not hasattr(engine, "prompt_tokens") or not items:
+        return items
+    kept = [i for i, n in zip(items, engine.prompt_tokens(texts)) if n + max_new_tokens <= limit]
+    if len(kept) < len(items):
+        log.warning("%d of %d prompts are longer than the context (%d tokens with %d new ones): skipped",
+                    len(items) - len(kept), len(items), limit, max_new_tokens)
+    return kept
+
+
+class _LazyEngine:
+    """The stage's engine, opened on first use: a resumed stage whose shards are all done loads no model."""
+
+    def __init__(self, cfg: RunConfig, model: ModelRef):
+        self.cfg, self.model, self.engine = cfg, model, None
+
+    def get(self):
+        if self.engine is None:
+            self.engine = _engine(self.cfg, self.model)
+        return self.engine
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
+
+def _sharded(cfg: RunConfig, t: int, stage: str, inputs: dict[str, str], folder: str, items, work, model):
+    """`shards.run_sharded` in this stage's key-named shard folder."""
+    where = shards.shard_dir(folder, stage_key(stage, cfg, t, inputs))
+    return shards.run_sharded(where, items, cfg.engine.shard_size, work, model, cfg.run.seed)
 
 
 def _gen_stats(responses: list[Response], secs: float) -> dict:
@@ -249,22 +302,24 @@ def _mean(xs) -> float | None:
     return round(sum(xs) / len(xs), 4) if xs else None
 
 
-def _judge_responses(engine, cfg: RunConfig, responses: list[Response], n: int) -> list[Judgment]:
+def _judge_responses(engine, cfg: RunConfig, responses: list[Response], n: int,
+                     seed: int | None = None) -> list[Judgment]:
     """N judgments per response with the paper's prompt, scored by parsing or by expected value."""
     from metareward import parsing
     from metareward.prompts import SCORE_CHOICES, SCORE_PREFIX, render_judge
 
+    seed = cfg.run.seed if seed is None else seed
     texts = [render_judge(r.prompt, r.text) for r in responses]
     sampling = cfg.judge.sampling
     shortcut = (cfg.judge.scoring == "expected" and sampling.max_new_tokens > 0
                 and hasattr(engine, "generate_scored"))
     if shortcut:  # score each justification on the KV cache that wrote it (no second prefill)
-        scored = engine.generate_scored(texts, n, _sampling(sampling), cfg.run.seed, "\n" + SCORE_PREFIX,
+        scored = engine.generate_scored(texts, n, _sampling(sampling), seed, "\n" + SCORE_PREFIX,
                                         list(SCORE_CHOICES))
         outs = [[c for c, _ in row] for row in scored]
         early = [p for row in scored for _, p in row]
     else:
-        outs = _reason(engine, texts, n, sampling, cfg.run.seed)
+        outs = _reason(engine, texts, n, sampling, seed)
         early = [None] * sum(len(cs) for cs in outs)
     flat = [(r, text, j, c.text) for r, text, cs in zip(responses, texts, outs) for j, c in enumerate(cs)]
     if cfg.judge.scoring == "parse":
@@ -308,20 +363,63 @@ def _forced(reasoning: str, prefix: str) -> str:
 def judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest) -> Manifest:
     """Judge: N judgments per response with the 5-point additive rubric; scores parsed (or expected)."""
 
+    inputs = {"model": model.digest, "responses": generate_m.digest}
+
     def body(folder: str) -> Output:
         responses = store.read_jsonl(generate_m.files["responses"], Response)
-        engine = _engine(cfg, model)
+        engine = _LazyEngine(cfg, model)
+
+        def work(chunk: list[Response], seed: int) -> list[Judgment]:
+            return _judge_responses(engine.get(), cfg, _judgeable(engine.get(), cfg, chunk), cfg.judge.n, seed)
+
         try:
             start = time.perf_counter()
-            rows = _judge_responses(engine, cfg, responses, cfg.judge.n)
+            rows, shard_counts = _sharded(cfg, t, "judge", inputs, folder, responses, work, Judgment)
             secs = time.perf_counter() - start
         finally:
             engine.close()
-        out = Output(counts=_score_counts(rows), stats={**_score_stats(rows), "seconds": round(secs, 2)})
+        out = Output(counts={**_score_counts(rows),
+                             "too_long_for_context": len(responses) - len({j.response_id for j in rows})},
+                     stats={**_score_stats(rows), "seconds": round(secs, 2), **shard_counts})
         _write(out, folder, "judgments", rows)
         return out
 
-    return execute("judge", cfg, t, {"model": model.digest, "responses": generate_m.digest}, body)
+    m = execute("judge", cfg, t, inputs, body)
+    check_health(cfg, t, m)
+    return m
+
+
+def _judgeable(engine, cfg: RunConfig, responses: list[Response]) -> list[Response]:
+    """Responses whose judge prompt fits the context (the rest get no judgment: counted, then 'unscored')."""
+    from metareward.prompts import render_judge
+
+    extra = 2 if cfg.judge.scoring == "expected" else 0  # the forced "Score: " and the digit
+    return fits_context(engine, responses, [render_judge(r.prompt, r.text) for r in responses],
+                        cfg.judge.sampling.max_new_tokens + extra)
+
+
+def check_health(cfg: RunConfig, t: int, m: Manifest) -> None:
+    """The health gates of a judge or pairs stage's output (metareward/health.py): the report goes to
+    ``iter_<t>/health.json`` either way; a failed gate raises StageError naming it. The stage's manifest is
+    already written, so a rerun with other thresholds reuses the stage."""
+    from metareward import health
+    from metareward.redact import redact_obj
+
+    if not cfg.health.enabled:
+        return
+    if m.stage == "judge":
+        metrics = health.judge_metrics(store.read_jsonl(m.files["judgments"], Judgment))
+        failed = health.failed_gates(metrics, cfg.health)
+    else:
+        metrics = {"pairs": m.counts.get("pairs", 0)}
+        failed = health.pairs_gate(metrics["pairs"], cfg.health)
+    uri = store.join(store.run_uri(cfg.storage.root, cfg.run.name), f"iter_{t}", "health.json")
+    report = store.read_json(uri) if store.exists(uri) else {}
+    report[m.stage] = {"passed": not failed, "failed": failed, "metrics": metrics, "key": m.key,
+                       "thresholds": cfg.health.model_dump(mode="json")}
+    store.write_json(uri, redact_obj(report))
+    if failed:
+        raise StageError(f"{m.stage} iter {t}: health gate failed: {'; '.join(failed)} (report: {uri})")
 
 
 def _score_counts(rows: list[Judgment]) -> dict[str, int]:
@@ -341,28 +439,31 @@ def meta_judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest, ju
     """Meta-judge: every pair of judgments of each prompt's most-disputed response, in both orders."""
     from metareward import pairs as P
 
+    inputs = {"model": model.digest, "responses": generate_m.digest, "judgments": judge_m.digest}
+
     def body(folder: str) -> Output:
         responses = store.read_jsonl(generate_m.files["responses"], Response)
         judgments = store.read_jsonl(judge_m.files["judgments"], Judgment)
         targets, skipped = P.meta_targets(responses, judgments, cfg.run.seed)
         requests = _meta_requests(cfg, targets, responses, judgments)
-        engine = _engine(cfg, model)
+        engine = _LazyEngine(cfg, model)
         try:
             start = time.perf_counter()
-            verdicts = _run_meta(engine, cfg, requests)
+            verdicts, shard_counts = _sharded(cfg, t, "meta_judge", inputs, folder, requests,
+                                              lambda chunk, seed: _run_meta(engine.get(), cfg, chunk, seed),
+                                              MetaVerdict)
             secs = time.perf_counter() - start
         finally:
             engine.close()
         decided = sum(v.winner is not None for v in verdicts)
         out = Output(counts={"targets": len(targets), "calls": len(verdicts), "decided": decided,
                              "undecided": len(verdicts) - decided, **{f"skip_{k}": v for k, v in skipped.items()}},
-                     stats={"seconds": round(secs, 2),
+                     stats={"seconds": round(secs, 2), **shard_counts,
                             "p_first_wins": _mean(v.p_a for v in verdicts if v.p_a is not None)})
         _write(out, folder, "verdicts", verdicts)
         return out
 
-    return execute("meta_judge", cfg, t, {"model": model.digest, "responses": generate_m.digest,
-                                          "judgments": judge_m.digest}, body)
+    return execute("meta_judge", cfg, t, inputs, body)
 
 
 def _meta_requests(cfg, targets, responses, judgments) -> list[tuple[Response, Judgment, Judgment, str]]:
@@ -383,12 +484,13 @@ def _meta_requests(cfg, targets, responses, judgments) -> list[tuple[Response, J
     return requests
 
 
-def _run_meta(engine, cfg: RunConfig, requests) -> list[MetaVerdict]:
+def _run_meta(engine, cfg: RunConfig, requests, seed: int | None = None) -> list[MetaVerdict]:
     from metareward import parsing
     from metareward.prompts import VERDICT_CHOICES, VERDICT_PREFIX
 
     texts = [req[3] for req in requests]
-    outs = [cs[0].text for cs in _reason(engine, texts, 1, cfg.meta_judge.sampling, cfg.run.seed)]
+    outs = [cs[0].text for cs in _reason(engine, texts, 1, cfg.meta_judge.sampling,
+                                         cfg.run.seed if seed is None else seed)]
     if cfg.meta_judge.scoring == "parse":
         winners = [parsing.parse_verdict(o) for o in outs]
         p_as = [None if w is None else float(w == "A") for w in winners]
@@ -438,7 +540,9 @@ def build_pairs(cfg: RunConfig, t: int, generate_m: Manifest, judge_m: Manifest,
     inputs = {"responses": generate_m.digest, "judgments": judge_m.digest}
     if meta_m is not None:
         inputs["verdicts"] = meta_m.digest
-    return execute("pairs", cfg, t, inputs, body)
+    m = execute("pairs", cfg, t, inputs, body)
+    check_health(cfg, t, m)
+    return m
 
 
 def _length_stats(pairs: list[PreferencePair], kind: str) -> dict:
@@ -452,19 +556,25 @@ def train(cfg: RunConfig, t: int, model: ModelRef, pairs_m: Manifest) -> Manifes
     """DPO on actor + judge pairs; policy and reference start from M_{t-1}; saves M_t."""
 
     def body(folder: str) -> Output:
-        from metareward.train import train_dpo
+        from metareward.launch import train_dpo  # in this process, or `accelerate launch` on several GPUs
 
         pairs = store.read_jsonl(pairs_m.files["pairs"], PreferencePair)
         if not pairs:
             raise StageError(f"train iter {t}: no preference pair survived (see {pairs_m.uri}/manifest.json)")
+        from metareward.remote import local_model, model_output
+
         model_dir = store.join(folder, "model")
+        store.remove(model_dir)  # a partial model an interrupted attempt left
         # Reference log-probs depend on M_{t-1} and the pairs, not on beta or the schedule: they live beside the
         # pairs, so a train stage re-keyed by a DPO setting reuses them (train_dpo checks they still match).
-        stats = train_dpo(pairs, model.uri, model_dir, cfg.dpo, trust_remote_code=cfg.model.trust_remote_code,
-                          dtype=cfg.model.dtype, seed=cfg.run.seed,
-                          ref_logps_uri=store.join(pairs_m.uri, "ref_logps.json"))
+        # On an s3:// store M_{t-1} is pulled into the local cache and M_t saved locally, then pushed (manifest last).
+        with model_output(model_dir, cfg.storage.model_cache) as save_dir:
+            stats = train_dpo(pairs, local_model(model.uri, model.digest, cfg.storage.model_cache), save_dir, cfg.dpo,
+                              trust_remote_code=cfg.model.trust_remote_code, dtype=cfg.model.dtype, seed=cfg.run.seed,
+                              ref_logps_uri=store.join(pairs_m.uri, "ref_logps.json"))
+            digest = store.folder_digest(save_dir)
         history = stats.pop("log_history", [])
-        out = Output(files={"model": model_dir}, digests={"model": store.folder_digest(model_dir)},
+        out = Output(files={"model": model_dir}, digests={"model": digest},
                      counts={"pairs": len(pairs), "steps": int(stats.get("steps", 0))}, stats=stats)
         hist_uri = store.join(folder, "log_history.json")
         store.write_json(hist_uri, history)

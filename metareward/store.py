@@ -13,11 +13,15 @@ mistaken for finished work.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
+import random
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,12 +31,58 @@ from pydantic import BaseModel, ValidationError
 from metareward.records import Manifest
 
 T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
 
 MANIFEST = "manifest.json"
+log = logging.getLogger("metareward.store")
+
+# Transient store faults (a dropped connection, an S3 endpoint restarting) are retried with exponential backoff
+# and jitter: about 0.5 + 1 + 2 + 4 + 8 + 8 = 23.5 s over 7 attempts, then a StoreError naming the URI.
+RETRY_ATTEMPTS = 7
+RETRY_FIRST_DELAY_S = 0.5
+RETRY_MAX_DELAY_S = 8.0
+_TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED,
+                     errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EPIPE}
+# botocore / aiohttp / s3fs classes, matched by name so this module imports none of them
+_TRANSIENT_NAMES = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
+                    "HTTPClientError", "ClientConnectorError", "ClientOSError", "ServerDisconnectedError",
+                    "ClientPayloadError", "FSTimeoutError", "IncompleteRead", "ProxyConnectionError"}
 
 
 class StoreError(ValueError):
     """Unreadable store content; the message names the URI and line."""
+
+
+def is_transient(e: BaseException) -> bool:
+    """A fault worth retrying: network or endpoint trouble, not a missing file or a denied permission."""
+    if isinstance(e, (StoreError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+                      FileExistsError)):
+        return False
+    if isinstance(e, (ConnectionError, TimeoutError)) or any(c.__name__ in _TRANSIENT_NAMES for c in type(e).__mro__):
+        return True
+    if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS:
+        return True
+    cause = e.__cause__ or e.__context__
+    return cause is not None and cause is not e and is_transient(cause)
+
+
+def retrying(uri: str, what: str, fn: Callable[[], R]) -> R:
+    """``fn()`` with transient faults retried (exponential backoff, jitter); then a StoreError naming ``uri``."""
+    delay = RETRY_FIRST_DELAY_S
+    for attempt in range(1, RETRY_ATTEMPTS + 1):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001  (classified just below)
+            if not is_transient(e):
+                raise
+            if attempt == RETRY_ATTEMPTS:
+                raise StoreError(f"{uri}: {what} failed after {attempt} attempts: {type(e).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")) from e
+            log.warning("%s %s: %s (attempt %d of %d), retrying in %.1f s", what, uri, type(e).__name__, attempt,
+                        RETRY_ATTEMPTS, delay)
+            time.sleep(delay * (0.75 + 0.5 * random.random()))
+            delay = min(delay * 2, RETRY_MAX_DELAY_S)
+    raise AssertionError("unreachable")
 
 
 def join(*parts: str) -> str:
@@ -56,11 +106,15 @@ def stage_uri(root: str, run: str, t: int, stage: str) -> str:
 
 
 def exists(uri: str) -> bool:
-    return fs_for(uri).exists(uri)
+    return retrying(uri, "exists", lambda: fs_for(uri).exists(uri))
 
 
 def write_bytes(uri: str, data: bytes) -> None:
-    """Atomic write: a temporary sibling, then a rename."""
+    """Atomic write: a temporary sibling, then a rename (retried whole on a transient fault)."""
+    retrying(uri, "write", lambda: _write_bytes_once(uri, data))
+
+
+def _write_bytes_once(uri: str, data: bytes) -> None:
     fs = fs_for(uri)
     parent = uri.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)
@@ -77,9 +131,13 @@ def write_bytes(uri: str, data: bytes) -> None:
     fs.mv(tmp, uri)
 
 
-def read_text(uri: str) -> str:
+def _read_bytes_once(uri: str) -> bytes:
     with fs_for(uri).open(uri, "rb") as f:
-        data = f.read()
+        return f.read()
+
+
+def read_text(uri: str) -> str:
+    data = retrying(uri, "read", lambda: _read_bytes_once(uri))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -126,11 +184,14 @@ def read_jsonl(uri: str, model: type[T]) -> list[T]:
 
 
 def file_digest(uri: str) -> str:
-    h = hashlib.sha256()
-    with fs_for(uri).open(uri, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    def once() -> str:
+        h = hashlib.sha256()
+        with fs_for(uri).open(uri, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()[:16]
+
+    return retrying(uri, "read", once)
 
 
 def folder_digest(uri: str) -> str:
@@ -138,7 +199,7 @@ def folder_digest(uri: str) -> str:
     fs = fs_for(uri)
     h = hashlib.sha256()
     base = fs._strip_protocol(uri).rstrip("/")
-    for path in sorted(fs.find(uri)):
+    for path in sorted(retrying(uri, "list", lambda: fs.find(uri))):
         rel = path[len(base) :].lstrip("/")
         if rel.startswith(".tmp-"):
             continue
@@ -155,12 +216,32 @@ def read_manifest(stage_folder: str) -> Manifest | None:
 
 
 def write_manifest(manifest: Manifest) -> None:
-    write_json(join(manifest.uri, MANIFEST), manifest.model_dump(mode="json"))
+    from metareward.redact import redact_obj  # no secret from the environment is ever written into a manifest
+
+    write_json(join(manifest.uri, MANIFEST), redact_obj(manifest.model_dump(mode="json")))
 
 
 def invalidate(stage_folder: str) -> None:
     """Drop a stage's manifest before recomputing it, so a crash mid-way leaves it 'not done'."""
     uri = join(stage_folder, MANIFEST)
     fs = fs_for(uri)
-    if fs.exists(uri):
-        fs.rm(uri)
+    if exists(uri):
+        retrying(uri, "delete", lambda: fs.rm(uri))
+
+
+def remove(uri: str) -> None:
+    """Delete a file or folder if it exists (leftovers of an interrupted attempt, finished scratch space)."""
+    if exists(uri):
+        retrying(uri, "delete", lambda: fs_for(uri).rm(uri, recursive=True))
+
+
+def remove_temporaries(folder: str) -> int:
+    """Delete ``.tmp-*`` files an interrupted write left in a folder (never read: no final name); returns how many."""
+    fs = fs_for(folder)
+    if not exists(folder):
+        return 0
+    names = retrying(folder, "list", lambda: fs.ls(folder, detail=False))
+    stale = [p for p in names if p.rstrip("/").rsplit("/", 1)[-1].startswith(".tmp-")]
+    for p in stale:
+        retrying(folder, "delete", lambda p=p: fs.rm(p, recursive=True))
+    return len(stale)

@@ -163,6 +163,11 @@ def train_dpo(
         trainer_cls, extra = DPOTrainer, {}
         if dpo.precompute_ref_logps and ref_logps_uri is not None:
             trainer_cls, extra = _stored_ref_trainer(DPOTrainer), {"ref_logps_uri": ref_logps_uri}
+        if dpo.lora_r > 0:  # one-GPU option: a LoRA adapter (the reference is the base with the adapter off)
+            from peft import LoraConfig
+
+            extra["peft_config"] = LoraConfig(r=dpo.lora_r, lora_alpha=dpo.lora_alpha, target_modules="all-linear",
+                                              task_type="CAUSAL_LM")
         trainer = trainer_cls(
             **extra,
             model=model_path,
@@ -171,6 +176,7 @@ def train_dpo(
             train_dataset=train_dataset,
             processing_class=tokenizer,
         )
+        trainer.add_callback(_progress_callback())
         n_used = len(trainer.train_dataset)
         if n_used == 0:
             raise ValueError(
@@ -182,6 +188,8 @@ def train_dpo(
         # Trainer switches the KV cache off for training (TrainingArguments.use_cache=False) and that flag would be
         # saved into config.json; the saved model is for generation, so switch it back on.
         trainer.model.config.use_cache = True
+        if dpo.lora_r > 0:  # the next iteration's engines load a plain model: merge the adapter into the weights
+            trainer.model = trainer.model.merge_and_unload()
         trainer.save_model(output_dir)  # safetensors weights, config, generation config and tokenizer
         # save_model also pickles the DPOConfig (with the scratch path) into the model folder: drop it so the folder
         # holds only the model and its digest does not depend on where the scratch folder was.
@@ -219,6 +227,25 @@ def train_dpo(
     finally:
         if work_dir is None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _progress_callback():
+    """A TrainerCallback reporting optimizer steps to `metareward.progress` (the CLI's bar, Prefect's artifact)."""
+    from transformers import TrainerCallback
+
+    from metareward import progress
+
+    class StepProgress(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = progress.tracker(state.max_steps, "steps")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.advance(1)
+
+    return StepProgress()
 
 
 # ------------------------------------------------------------------------------------ stored reference log-probs

@@ -18,6 +18,7 @@ from prefect.context import TaskRunContext
 from metareward import stages, store
 from metareward.config import RunConfig
 from metareward.records import Manifest, ModelRef
+from tasks.ui import progress_artifacts
 
 
 def _input_digests(params: dict[str, Any]) -> dict[str, str]:
@@ -50,8 +51,34 @@ def manifest_cache_key(ctx: TaskRunContext, params: dict[str, Any]) -> str | Non
     return f"{cfg.run.name}-{stage}-{t}-{key}-{done.key}-{done.digest}"
 
 
+def retry_worthwhile(task, task_run, state) -> bool:
+    """Prefect retries only what may pass next time: not bad input, a failed health gate or an out-of-memory
+    (a StageError names the setting to change; retrying with the same settings would fail the same way)."""
+    from metareward.config import ConfigError
+    from metareward.models import ModelNotFound
+    from metareward.prompt_sets import PromptFileError
+
+    exc = state.data if isinstance(getattr(state, "data", None), BaseException) else None
+    return not isinstance(exc, (stages.StageError, ConfigError, PromptFileError, ModelNotFound))
+
+
+def file_under_next_key(task, task_run, state) -> None:
+    """on_completion: a stage that ran had no cache key (no manifest before it ran), so Prefect kept no record of
+    it. File its manifest under the key the next run computes (``manifest_cache_key`` once the manifest is there),
+    so re-running the stage is a Prefect cache hit (Cached in the UI), on any worker sharing the result storage."""
+    from prefect.results import get_result_store
+
+    ctx = TaskRunContext.get()
+    if ctx is None or not isinstance(state.result(raise_on_failure=False), Manifest):
+        return
+    key = manifest_cache_key(ctx, ctx.parameters)  # the manifest is there now: the key a re-run will compute
+    results = get_result_store()
+    if key is not None and not results.exists(key):
+        results.write(state.result(), key=key)
+
+
 COMMON = dict(cache_key_fn=manifest_cache_key, persist_result=True, result_serializer="json", retries=2,
-              retry_delay_seconds=5)
+              retry_delay_seconds=5, retry_condition_fn=retry_worthwhile, on_completion=[file_under_next_key])
 
 
 def _name(stage: str):
@@ -79,17 +106,20 @@ def eft(cfg: RunConfig, t: int, model: ModelRef) -> Manifest:
 
 @task(name="generate", tags=["gpu"], task_run_name=_name("generate"), **COMMON)
 def generate(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Manifest:
-    return stages.generate(cfg, t, model, prompts_m)
+    with progress_artifacts(cfg, t, "generate"):
+        return stages.generate(cfg, t, model, prompts_m)
 
 
 @task(name="judge", tags=["gpu"], task_run_name=_name("judge"), **COMMON)
 def judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest) -> Manifest:
-    return stages.judge(cfg, t, model, generate_m)
+    with progress_artifacts(cfg, t, "judge"):
+        return stages.judge(cfg, t, model, generate_m)
 
 
 @task(name="meta_judge", tags=["gpu"], task_run_name=_name("meta_judge"), **COMMON)
 def meta_judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest, judge_m: Manifest) -> Manifest:
-    return stages.meta_judge(cfg, t, model, generate_m, judge_m)
+    with progress_artifacts(cfg, t, "meta_judge"):
+        return stages.meta_judge(cfg, t, model, generate_m, judge_m)
 
 
 @task(name="pairs", tags=["cpu"], task_run_name=_name("pairs"), **COMMON)
@@ -99,12 +129,14 @@ def build_pairs(cfg: RunConfig, t: int, generate_m: Manifest, judge_m: Manifest,
 
 @task(name="train", tags=["gpu"], task_run_name=_name("train"), **COMMON)
 def train(cfg: RunConfig, t: int, model: ModelRef, pairs_m: Manifest) -> Manifest:
-    return stages.train(cfg, t, model, pairs_m)
+    with progress_artifacts(cfg, t, "train"):
+        return stages.train(cfg, t, model, pairs_m)
 
 
 @task(name="benchmark", tags=["gpu"], task_run_name=_name("benchmark"), **COMMON)
 def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Manifest:
-    return stages.benchmark(cfg, t, model, prompts_m)
+    with progress_artifacts(cfg, t, "benchmark"):
+        return stages.benchmark(cfg, t, model, prompts_m)
 
 
 @task(name="base_model", tags=["cpu"], retries=1)

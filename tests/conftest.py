@@ -13,3 +13,49 @@ for key, value in {
     "TOKENIZERS_PARALLELISM": "false",
 }.items():
     os.environ[key] = value
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API (moto's server, in this process, on 127.0.0.1) and the AWS_* variables that point s3fs at it.
+    Yields {"endpoint", "key", "secret"}; each test makes its own bucket."""
+    import secrets
+
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "metareward-test", "AWS_SECRET_ACCESS_KEY": "s3cr3t-" + secrets.token_hex(12),
+           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    saved = {k: os.environ.get(k) for k in [*env, "AWS_DEFAULT_REGION", "AWS_REGION"]}
+    os.environ.update(env)
+    for k in ("AWS_DEFAULT_REGION", "AWS_REGION"):  # moto refuses a location constraint on bucket creation
+        os.environ.pop(k, None)
+    try:
+        yield {"endpoint": env["AWS_ENDPOINT_URL"], "key": env["AWS_ACCESS_KEY_ID"],
+               "secret": env["AWS_SECRET_ACCESS_KEY"]}
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A fresh bucket on the moto server; yields its s3:// URI."""
+    import re
+    import uuid
+
+    import fsspec
+
+    fsspec.filesystem("s3").clear_instance_cache()
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8]
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.mkdir(name)
+    return f"s3://{name}"

@@ -40,12 +40,13 @@ def open_engine(
         )
     if backend == "vllm":
         from metareward.engines.vllm_engine import VLLMEngine
+        from metareward.launch import tensor_parallel_size, visible_gpus
 
         return VLLMEngine(
             model_path,
             dtype=engine_cfg.dtype,
             max_model_len=engine_cfg.max_model_len,
-            tensor_parallel_size=engine_cfg.tensor_parallel_size,
+            tensor_parallel_size=tensor_parallel_size(engine_cfg.tensor_parallel_size, visible_gpus()),
             gpu_memory_utilization=engine_cfg.gpu_memory_utilization,
             trust_remote_code=model_cfg.trust_remote_code,
             seed=seed,

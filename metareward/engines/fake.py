@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+from metareward import progress
 from metareward.engines.base import Completion, Sampling
 from metareward.prompts import JUDGE_HEAD, META_JUDGE_HEAD
 
@@ -21,14 +22,20 @@ def _h(*parts) -> int:
 class FakeEngine:
     """Canned outputs; ``collapse=True`` makes the judge give 5 to everything (a judge-collapse drill)."""
 
-    def __init__(self, model_path: str = "fake", collapse: bool = False):
+    def __init__(self, model_path: str = "fake", collapse: bool = False, context_length: int | None = None):
         self.model_path = model_path
         self.collapse = collapse
+        self.context_length = context_length  # None: no limit; else prompts are measured in words (prompt_tokens)
         self.calls: list[tuple[str, int]] = []
 
     def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
         self.calls.append(("generate", len(prompts) * n))
-        return [[self._one(p, i, seed) for i in range(n)] for p in prompts]
+        bar = progress.tracker(len(prompts) * n, "generate")
+        out = []
+        for p in prompts:
+            out.append([self._one(p, i, seed) for i in range(n)])
+            bar.advance(n)
+        return out
 
     def _one(self, prompt: str, i: int, seed: int) -> Completion:
         h = _h(prompt, i, seed)
@@ -45,14 +52,19 @@ class FakeEngine:
 
     def choice_probs(self, prompts: list[str], prefixes: list[str], choices: list[str]) -> list[list[float]]:
         self.calls.append(("choice_probs", len(prompts)))
+        bar = progress.tracker(len(prompts), "score")
         out = []
         for p, pre in zip(prompts, prefixes):
+            bar.advance(1)
             w = [1.0 + _h(p, pre, c) % 7 for c in choices]
             if self.collapse and choices and choices[-1] == "5":
                 w = [0.0] * (len(choices) - 1) + [1.0]
             total = sum(w)
             out.append([x / total for x in w])
         return out
+
+    def prompt_tokens(self, prompts: list[str]) -> list[int]:
+        return [len(p.split()) for p in prompts]
 
     def close(self) -> None:
         pass

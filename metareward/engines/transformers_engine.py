@@ -34,6 +34,7 @@ import gc
 import os
 from typing import Any
 
+from metareward import progress
 from metareward.engines.base import Completion, Sampling
 
 # End-of-turn markers of common chat templates; those present in the vocabulary stop generation.
@@ -229,6 +230,7 @@ class TransformersEngine:
         order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))  # stable: ties keep prompt order
         out: list[list] = [[] for _ in prompts]
         scoring = suffix_ids is not None
+        bar = progress.tracker(len(prompts) * n, "generate")
         for b, start in enumerate(range(0, len(order), per_batch)):
             chunk = order[start:start + per_batch]
             # One generator per batch, seeded with seed + b: the same (prompts, n, sampling, seed, batch_size)
@@ -242,6 +244,7 @@ class TransformersEngine:
             for r, i in enumerate(chunk):
                 out[i] = [(self._completion(t), lp, ids[i] + self._body(t))
                           for t, lp in zip(toks[r * reps:(r + 1) * reps], lps[r * reps:(r + 1) * reps])]
+            bar.advance(len(chunk) * n)
         if greedy:
             out = [row * n for row in out]
         return out
@@ -263,6 +266,7 @@ class TransformersEngine:
         reps = 1 if greedy else n
         rows = [(i, j) for i in order for j in range(reps)]
         out: list[list[Completion]] = [[] for _ in prompts]
+        bar = progress.tracker(len(rows), "generate")
         with torch.inference_mode():
             for b, start in enumerate(range(0, len(rows), self.batch_size)):
                 chunk = rows[start:start + self.batch_size]
@@ -271,6 +275,7 @@ class TransformersEngine:
                 seqs = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gen_cfg)
                 for r, (i, _) in enumerate(chunk):
                     out[i].append(self._completion(seqs[r, input_ids.shape[1]:].tolist()))
+                bar.advance(len(chunk))
         return [row * n for row in out] if greedy else out
 
     def _body(self, toks: list[int]) -> list[int]:
@@ -346,12 +351,14 @@ class TransformersEngine:
         from metareward.engines.decoding import prefill
 
         order = sorted(range(len(items)), key=lambda r: len(items[r][1]))
+        bar = progress.tracker(len(items), "score")
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 chunk = [items[r] for r in order[start:start + self.batch_size]]
                 # prefill: a prefix shared by the whole batch (the judge's rubric) is encoded once
                 _, logits, _, _ = prefill(self.model, [ctx for _, ctx, _ in chunk], self.tokenizer.pad_token_id, 0)
                 lp = torch.log_softmax(logits.float(), dim=-1)
+                bar.advance(len(chunk))
                 for r, (pi, _, tok_ids) in enumerate(chunk):
                     yield pi, lp[r, tok_ids].tolist()
 
@@ -360,6 +367,7 @@ class TransformersEngine:
         import torch
 
         order = sorted(range(len(items)), key=lambda r: len(items[r][2]))
+        bar = progress.tracker(len(items), "score")
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 chunk = [items[r] for r in order[start:start + self.batch_size]]
@@ -367,11 +375,21 @@ class TransformersEngine:
                 # tokens of a row are its m positions before the last one.
                 keep = max(len(ids) - k for _, _, ids, k in chunk) + 1
                 lp = self._forward([ids for _, _, ids, _ in chunk], keep=keep)
+                bar.advance(len(chunk))
                 for r, (pi, ci, ids, k) in enumerate(chunk):
                     m = len(ids) - k
                     targets = torch.tensor(ids[k:], device=lp.device)
                     rows = lp[r, keep - 1 - m: keep - 1, :]
                     yield pi, ci, float(rows.gather(-1, targets[:, None]).sum())
+
+    @property
+    def context_length(self) -> int | None:
+        """Tokens the model attends over (prompt + completion); None when the config does not say."""
+        return getattr(self.model.config, "max_position_embeddings", None) if self.model is not None else None
+
+    def prompt_tokens(self, prompts: list[str]) -> list[int]:
+        """Tokens of each chat-templated prompt (what generate feeds the model)."""
+        return [len(self._encode(self.render(p))) for p in prompts]
 
     # ------------------------------------------------------------------------------------------ close
 

@@ -218,6 +218,14 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------------------------------ close
 
+    @property
+    def context_length(self) -> int | None:
+        """engine.max_model_len: vLLM rejects a prompt + completion longer than this."""
+        return self.llm.llm_engine.model_config.max_model_len if self.llm is not None else None
+
+    def prompt_tokens(self, prompts: list[str]) -> list[int]:
+        return [len(self._encode(self.render(p))) for p in prompts]
+
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None
         if llm is None:

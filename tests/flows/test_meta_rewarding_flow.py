@@ -66,7 +66,7 @@ def test_collapsed_judge_gives_no_actor_pairs(tmp_path, prefect_harness, fake_tr
     from metareward.engines.fake import FakeEngine
 
     cfg = _cfg(tmp_path, "run.iterations=1", "judge.scoring=parse", "meta_judge.scoring=parse",
-               "meta_judge.sampling.max_new_tokens=16")
+               "meta_judge.sampling.max_new_tokens=16", "health.enabled=false")  # the gates: test_health_gates.py
     monkeypatch.setattr(stages, "_engine", lambda cfg, model: FakeEngine(collapse=True))
     from metareward.cli import run_pipeline
 

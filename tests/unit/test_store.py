@@ -45,3 +45,65 @@ def test_folder_digest_changes_with_content(tmp_path):
     d = store.folder_digest(str(tmp_path / "m"))
     (tmp_path / "m" / "w.bin").write_bytes(b"abd")
     assert d != store.folder_digest(str(tmp_path / "m"))
+
+
+# ------------------------------------------------------------------------------------------ retries
+
+
+@pytest.fixture
+def no_backoff(monkeypatch):
+    from metareward import store
+
+    monkeypatch.setattr(store, "RETRY_FIRST_DELAY_S", 0.0)
+    monkeypatch.setattr(store, "RETRY_ATTEMPTS", 4)
+
+
+def test_transient_faults_are_retried_until_the_store_answers(no_backoff, caplog):
+    from metareward import store
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return "ok"
+
+    assert store.retrying("s3://bucket/run/x.json", "read", flaky) == "ok"
+    assert len(calls) == 3
+    assert sum("retrying" in r.message for r in caplog.records) == 2
+
+
+def test_exhausted_retries_name_the_uri(no_backoff):
+    from metareward import store
+
+    class EndpointConnectionError(Exception):  # botocore's, matched by name
+        pass
+
+    calls = []
+
+    def down():
+        calls.append(1)
+        raise EndpointConnectionError('Could not connect to the endpoint URL: "http://127.0.0.1:9/bucket"')
+
+    with pytest.raises(store.StoreError) as e:
+        store.retrying("s3://bucket/run/x.json", "read", down)
+    assert len(calls) == 4
+    assert str(e.value).startswith("s3://bucket/run/x.json: read failed after 4 attempts: EndpointConnectionError")
+
+
+def test_missing_files_and_denied_permissions_are_not_retried(no_backoff):
+    from metareward import store
+
+    for exc in (FileNotFoundError(2, "No such file"), PermissionError(13, "denied"), ValueError("bad")):
+        calls = []
+
+        def fail(exc=exc):
+            calls.append(1)
+            raise exc
+
+        with pytest.raises(type(exc)):
+            store.retrying("/x", "read", fail)
+        assert len(calls) == 1
+    assert store.is_transient(OSError(5, "Input/output error"))  # EIO: a flaky disk or network mount
+    assert not store.is_transient(OSError(28, "No space left on device"))

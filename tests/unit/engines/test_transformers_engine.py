@@ -316,3 +316,11 @@ def test_prefix_groups_by_hand():
     group_of, lengths = decoding.prefix_groups([a, c, b])
     # a and b share 40 tokens (>= 32): one group of length 40; c alone keeps all but its last token
     assert group_of == [0, 1, 0] and lengths == [40, 1]
+
+
+def test_context_length_and_prompt_tokens(engine):
+    """SmolLM2-135M's config says 8192 positions; a prompt's tokens are those of its chat-templated text."""
+    assert engine.context_length == 8192
+    short, long = "Hi", "Hi " * 300
+    n_short, n_long = engine.prompt_tokens([short, long])
+    assert n_short == len(engine._encode(engine.render(short))) and n_long > n_short + 250

@@ -1,0 +1,78 @@
+"""`python tests/flows/crash_driver.py run|resume ...`: the `metareward` CLI entry point as the crash test runs it.
+
+Three test-only changes, installed before `metareward.cli.main()` runs:
+- DPO training is a stand-in (TRL on a real model would take minutes): it writes a tiny model folder whose
+  content depends on the pairs, beta and the parent model, after a short sleep;
+- every fake-engine call sleeps CRASH_DELAY seconds, so the kills land inside stages and between shards;
+- an event log (CRASH_LOG, appended and fsync'ed): `stage <name> <t>` after each manifest is written,
+  `shard <path>` after each shard file is committed; CRASH_READY is created when a stage starts computing (not
+  when a finished stage is skipped), so a kill timed from it lands in real work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _event(line: str) -> None:
+    fd = os.open(os.environ["CRASH_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def install() -> None:
+    import metareward.train
+    from metareward import store
+    from metareward.engines.fake import FakeEngine
+
+    delay = float(os.environ.get("CRASH_DELAY", "0"))
+
+    def train_dpo(pairs, model_path, output_dir, dpo, **kw):
+        time.sleep(3 * delay)
+        parent = Path(model_path, "config.json").read_bytes()
+        data = "\n".join(p.model_dump_json() for p in pairs) + repr(dpo.beta)
+        store.write_json(f"{output_dir}/config.json", {
+            "pairs": hashlib.sha256(data.encode()).hexdigest(), "parent": hashlib.sha256(parent).hexdigest()})
+        return {"steps": 1, "train_loss": 0.69, "n_pairs": len(pairs), "log_history": [{"loss": 0.69}]}
+
+    metareward.train.train_dpo = train_dpo
+
+    for name in ("generate", "choice_probs"):
+        def slow(self, *a, _orig=getattr(FakeEngine, name), **kw):
+            time.sleep(delay)
+            return _orig(self, *a, **kw)
+        setattr(FakeEngine, name, slow)
+
+    write_manifest, write_jsonl, invalidate = store.write_manifest, store.write_jsonl, store.invalidate
+
+    def logged_manifest(m):
+        write_manifest(m)
+        _event(f"stage {m.stage} {m.iteration}")
+
+    def logged_jsonl(uri, rows):
+        digest = write_jsonl(uri, rows)
+        if "/shards/" in uri:
+            _event("shard " + uri.split("/iter_", 1)[1])
+        return digest
+
+    def ready_invalidate(folder):  # `execute` calls it right before computing a stage
+        Path(os.environ["CRASH_READY"]).touch()
+        return invalidate(folder)
+
+    store.write_manifest, store.write_jsonl, store.invalidate = logged_manifest, logged_jsonl, ready_invalidate
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    install()
+    from metareward.cli import main
+
+    sys.argv = ["metareward", *sys.argv[1:]]
+    main()

@@ -1,0 +1,43 @@
+"""What the Prefect UI gets from one fake-engine iteration: run names, tags, artifacts, and the report in the store."""
+
+from pathlib import Path
+
+from metareward import report, store
+from metareward.config import load_config
+from metareward.records import Judgment
+
+
+def test_iteration_publishes_report_and_artifacts(tmp_path, prefect_harness, fake_trainer):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterName
+
+    from metareward.cli import run_pipeline
+
+    cfg = load_config("smoke", [f"storage.root={tmp_path}", "engine.backend=fake", "run.name=UI_Run.1"])
+    run_pipeline(cfg, recipe="smoke")
+    run = Path(store.run_uri(str(tmp_path), "UI_Run.1"))
+    html = (run / "report" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 5
+
+    judgments = store.read_jsonl(str(run / "iter_1/judge/judgments.jsonl"), Judgment)
+    parse_rate = sum(j.score is not None for j in judgments) / len(judgments)
+    with get_client(sync_client=True) as client:
+        [md] = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ui-run-1-iter1"])))
+        assert md.type == "markdown" and md.data.startswith("# UI_Run.1: iteration 1")
+        assert f"| parse rate | {round(parse_rate, 4)} |" in md.data
+        assert str(run / "report" / "report.html") in md.data  # link to the store
+        tables = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="ui-run-1-iter1-")))
+        keys = {a.key for a in tables}
+        assert {"ui-run-1-iter1-judge-health", "ui-run-1-iter1-meta-judge", "ui-run-1-iter1-benchmark"} <= keys
+        progress = [a for a in tables if a.type == "progress"]
+        assert {a.key for a in progress} >= {"ui-run-1-iter1-generate-generate-progress",
+                                             "ui-run-1-iter1-judge-score-progress"}
+        assert all(a.data == 100.0 for a in progress)
+        [flow_run] = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["UI_Run.1-iter1"])))
+        assert {"run:UI_Run.1", "recipe:smoke"} <= set(flow_run.tags)
+        task_runs = {tr.name: tr for tr in client.read_task_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=["UI_Run.1-iter1"])))}
+        assert "gpu" in task_runs["judge-iter1"].tags and "cpu" in task_runs["pairs-iter1"].tags
+        assert "recipe:smoke" in task_runs["judge-iter1"].tags and "report-iter1" in task_runs
+    rep = report.load_run(str(run))
+    assert rep.iterations[1].manifests["judge"].counts["judgments"] == len(judgments)
