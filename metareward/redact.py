@@ -1,8 +1,9 @@
 """Secrets never reach logs, manifests or reports: the values of secret-looking environment variables are masked.
 
 A variable is secret when its name ends in KEY, TOKEN, PASSWORD, PASSWD, SECRET or CREDENTIAL(S) (after ``_``
-or alone), or contains SECRET or ACCESS_KEY: ``OPENAI_API_KEY``, ``HF_TOKEN``, ``AWS_SECRET_ACCESS_KEY``,
-``PREFECT_API_KEY``. ``TOKENIZERS_PARALLELISM`` is not. Values shorter than 8 characters are left alone (they
+or alone), or contains SECRET: ``OPENAI_API_KEY``, ``HF_TOKEN``, ``AWS_SECRET_ACCESS_KEY``,
+``PREFECT_API_KEY``. ``TOKENIZERS_PARALLELISM`` is not, nor are identifiers such as ``AWS_ACCESS_KEY_ID`` (a key's
+public half, often a plain word such as a bucket's name: masking it would corrupt URIs in manifests). Values shorter than 8 characters are left alone (they
 would mask ordinary words such as ``false``)::
 
     >>> redact("key=sk-live-123456", {"OPENAI_API_KEY": "sk-live-123456"})
@@ -21,7 +22,7 @@ from collections.abc import Mapping
 
 MASK = "***"
 MIN_LENGTH = 8
-_NAME = re.compile(r"(^|_)(API_?KEY|KEY|TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIALS?)$|SECRET|ACCESS_KEY", re.I)
+_NAME = re.compile(r"(^|_)(API_?KEY|KEY|TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIALS?)$|SECRET", re.I)
 
 
 def is_secret_name(name: str) -> bool:

@@ -59,7 +59,7 @@ def test_open_engine_passes_the_config_setting(monkeypatch):
 
 ENV = {"OPENAI_API_KEY": "sk-live-0123456789", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG", "HF_TOKEN":
        "hf_abcdefghijkl", "PREFECT_API_KEY": "pnu_1234567890", "TOKENIZERS_PARALLELISM": "false",
-       "MY_PASSWORD": "short", "HOME": "/root/somewhere"}
+       "MY_PASSWORD": "short", "HOME": "/root/somewhere", "AWS_ACCESS_KEY_ID": "metareward-bucket"}
 
 
 def test_secret_names():
