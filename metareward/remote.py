@@ -67,13 +67,15 @@ def download_folder(uri: str, dest: Path) -> None:
     """Every file under ``uri`` into ``dest`` with the same relative names."""
     fs = store.fs_for(uri)
     base = fs._strip_protocol(uri).rstrip("/")
-    files = [p for p in fs.find(uri) if not p[len(base):].lstrip("/").startswith(".tmp-")]
+    files = [p for p in store.retrying(uri, "list", lambda: fs.find(uri))
+             if not p[len(base):].lstrip("/").startswith(".tmp-")]
     if not files:
         raise FileNotFoundError(f"{uri}: no model files in the store")
     for path in files:
         local = dest / path[len(base):].lstrip("/")
         local.parent.mkdir(parents=True, exist_ok=True)
-        fs.get_file(path, str(local))
+        # each file retried on its own: a dropped connection costs one file, not the whole model
+        store.retrying(path, "download", lambda: fs.get_file(path, str(local)))
 
 
 def upload_folder(local: str | Path, uri: str) -> None:
@@ -81,7 +83,8 @@ def upload_folder(local: str | Path, uri: str) -> None:
     fs = store.fs_for(uri)
     root = Path(local)
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        fs.put_file(str(path), store.join(uri, path.relative_to(root).as_posix()))
+        target = store.join(uri, path.relative_to(root).as_posix())
+        store.retrying(target, "upload", lambda: fs.put_file(str(path), target))
 
 
 @contextlib.contextmanager
@@ -95,8 +98,7 @@ def model_output(uri: str, model_cache: str | None = None) -> Iterator[str]:
     scratch = tempfile.mkdtemp(prefix="model-", dir=scratch_root)
     try:
         yield scratch
-        if store.exists(uri):  # no stale files from a crashed earlier attempt
-            store.fs_for(uri).rm(uri, recursive=True)
+        store.remove(uri)  # no stale files from a crashed earlier attempt
         upload_folder(scratch, uri)
         log.info("model %s: pushed from %s", uri, scratch)
     finally:
