@@ -8,7 +8,8 @@ model: a full-vocabulary sort for top-p (~90 ms) and ``torch.multinomial``'s exp
 - samples top-p from the 256 most likely tokens (``topk`` is cheap) and falls back to a full sort only for the
   rare rows whose nucleus is wider than that, with one uniform draw per row (inverse CDF), so the result is exact
   nucleus sampling, not an approximation;
-- encodes a prompt once for its n samples: one prefill, then the KV cache is repeated n times;
+- encodes tokens shared by several prompts once, and a prompt once for its n samples, and attends to one copy
+  of them (`metareward.engines.shared_prefix`: a prefix tree of the batch, cascade attention);
 - keeps the KV cache in buffers allocated once per batch (``GrowingLayer``) instead of concatenating every step;
 - drops finished rows from the batch (and the cache) once a quarter of them have ended, so long answers do not
   carry the dead weight of short ones;
@@ -20,67 +21,17 @@ Imports torch and transformers at module level: only the transformers engine imp
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
+from metareward.engines.shared_prefix import (GrowingLayer, Level, TreeCache, own_mask, padding_mask,  # noqa: F401
+                                              prefix_tree, shared_prefix_attention)
 from metareward.engines.transformers_engine import _common_prefix_len
 
+# In decoding, shared levels sparing fewer row-tokens of reading than this are copied into the rows' own keys.
+INLINE_BELOW = 4096
 # Top-p is taken over this many most likely tokens; rows whose nucleus is wider fall back to a full sort.
 CANDIDATES = 256
 # Finished rows are dropped from the batch once they are this share of it (each drop copies the KV cache).
 COMPACT_SHARE = 0.25
-
-
-class GrowingLayer(DynamicLayer):
-    """A KV-cache layer with room for ``capacity`` positions, allocated at the first update.
-
-    ``DynamicLayer`` concatenates every step, copying the whole cache (hundreds of MB per step for judge prompts);
-    here each step writes one column and the attention reads a view of the filled part.
-    """
-
-    def __init__(self, capacity: int):
-        super().__init__()
-        self.capacity = capacity
-        self.length = 0
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        b, h, _, d = key_states.shape
-        self.device = key_states.device
-        self._k = torch.empty((b, h, self.capacity, d), dtype=key_states.dtype, device=key_states.device)
-        self._v = torch.empty((b, h, self.capacity, value_states.shape[-1]), dtype=value_states.dtype,
-                              device=value_states.device)
-        self.is_initialized = True
-
-    def _views(self) -> None:
-        self.keys = self._k[:, :, : self.length]
-        self.values = self._v[:, :, : self.length]
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        q = key_states.shape[-2]
-        if self.length + q > self.capacity:
-            raise RuntimeError(f"KV cache full: {self.length} + {q} > capacity {self.capacity}")
-        self._k[:, :, self.length: self.length + q] = key_states
-        self._v[:, :, self.length: self.length + q] = value_states
-        self.length += q
-        self._views()
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.is_initialized:
-            self._k = self._k.repeat_interleave(repeats, dim=0)
-            self._v = self._v.repeat_interleave(repeats, dim=0)
-            self._views()
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.is_initialized:
-            self._k = self._k[indices]
-            self._v = self._v[indices]
-            self._views()
 
 
 def cache_kwarg(model) -> str:
@@ -89,12 +40,6 @@ def cache_kwarg(model) -> str:
 
     # the class's forward, not the instance attribute (which a test or a hook may have wrapped)
     return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
-
-
-def growing_cache(n_layers: int, capacity: int) -> DynamicCache:
-    cache = DynamicCache()
-    cache.layers = [GrowingLayer(capacity) for _ in range(n_layers)]
-    return cache
 
 
 # ------------------------------------------------------------------------------------------------ sampling
@@ -150,120 +95,126 @@ def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, 
     return ids.to(device), mask.to(device), pos.to(device)
 
 
-# A shared token prefix shorter than this is not worth a separate prefill.
-MIN_SHARED_PREFIX = 16
-
-
 def shared_prefix_len(seqs: list[list[int]]) -> int:
     """Length of the token prefix every sequence shares, leaving each at least one token of its own (the last
     position's logits must come from the row itself)."""
     return min([len(s) - 1 for s in seqs] + [_common_prefix_len(seqs[0], s) for s in seqs[1:]])
 
 
-# Rows sharing at least this many tokens beyond the batch-wide prefix have that stretch encoded once.
-MIN_GROUP_PREFIX = 32
+def _heads(model) -> int:
+    """Query heads per key/value head (grouped-query attention)."""
+    cfg = model.config.get_text_config()
+    return cfg.num_attention_heads // (getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
 
 
-def prefix_groups(tails: list[list[int]]) -> tuple[list[int], list[int]]:
-    """Group rows that share a long stretch of tokens (a meta-judge's question and response, asked in both
-    orders): returns the group of each row and the length each group shares. Rows are sorted so that sharers
-    are neighbours; a group's length leaves each member at least one token of its own; a row that shares
-    nothing long is a group of one whose length is all but its last token."""
-    order = sorted(range(len(tails)), key=lambda r: tails[r])
-    group_of, lengths = [0] * len(tails), []
-    i = 0
-    while i < len(order):
-        first = tails[order[i]]
-        members, g = [order[i]], len(first) - 1
-        j = i + 1
-        while j < len(order):  # sorted: the overlap with the first member only shrinks
-            cand = min(g, _common_prefix_len(first, tails[order[j]]), len(tails[order[j]]) - 1)
-            if cand < MIN_GROUP_PREFIX:
-                break
-            g = cand
-            members.append(order[j])
-            j += 1
-        for r in members:
-            group_of[r] = len(lengths)
-        lengths.append(g)
-        i = j
-    return group_of, lengths
+def _forward(model, ids: torch.Tensor, mask2d: torch.Tensor, pos: torch.Tensor, cache: TreeCache) -> torch.Tensor:
+    """Last-position logits of ``ids`` [B, Q] fed after what ``cache`` holds; ``mask2d`` [B, own + Q] covers the
+    rows' own positions (the levels carry their own masks)."""
+    mask = own_mask(mask2d, ids.shape[1], _heads(model), cache_dtype(model))
+    return model(input_ids=ids, attention_mask=mask, position_ids=pos, **{cache_kwarg(model): cache},
+                 use_cache=True, logits_to_keep=1, tree=cache).logits[:, -1]
+
+
+def cache_dtype(model) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+# Rows whose tokens run in one forward pass are padded to the longest of them, and padding costs as much as real
+# tokens; the own tails left after the shared levels vary (a meta-judge row in a level-2 pair keeps ~120 tokens,
+# one alone ~225). Each extra pass costs about this many tokens' worth (30 layers of small-op overhead, measured
+# on SmolLM2 with 2 cores: ~40 ms against ~0.6 ms of matrix products per token).
+CHUNK_COST_TOKENS = 64
+
+
+def length_chunks(lengths: list[int]) -> list[list[int]]:
+    """Row indices in chunks (longest first) minimising padded tokens + CHUNK_COST_TOKENS per chunk: an exact
+    dynamic programme over the rows sorted by length (a chunk is a run of that order)."""
+    order = sorted(range(len(lengths)), key=lambda r: -lengths[r])
+    n = len(order)
+    best = [0.0] + [float("inf")] * n  # best[i]: cost of chunking the i longest rows
+    cut = [0] * (n + 1)
+    for i in range(1, n + 1):
+        for j in range(i):  # the last chunk holds sorted rows j..i-1, padded to the longest, row j
+            cost = best[j] + (i - j) * lengths[order[j]] + CHUNK_COST_TOKENS
+            if cost < best[i]:
+                best[i], cut[i] = cost, j
+    chunks, i = [], n
+    while i > 0:
+        chunks.append(order[cut[i]:i])
+        i = cut[i]
+    return chunks[::-1]
+
+
+def _encode_rows(model, parts: list[list[int]], start: list[int], levels: list[Level], pad_id: int, extra: int):
+    """Run ``parts`` (row r's tokens, at positions from ``start[r]``) over the shared ``levels``, in chunks of
+    similar length; returns the rows' KV layers left-aligned into one buffer of width max(len) + ``extra``, the
+    own-token mask [R, width], the last-position logits and each row's last position."""
+    device = next(model.parameters()).device
+    n_layers = model.config.get_text_config().num_hidden_layers
+    width = max(len(p) for p in parts)
+    own = TreeCache(n_layers, width + extra).layers
+    mask = torch.zeros((len(parts), width), dtype=torch.long, device=device)
+    last = torch.zeros(len(parts), dtype=torch.long, device=device)
+    logits = None
+    for chunk in length_chunks([len(p) for p in parts]):
+        idx = torch.tensor(chunk, device=device)
+        ids, m, pos = left_pad([parts[r] for r in chunk], pad_id, device)
+        pos = pos + torch.tensor([start[r] for r in chunk], device=device)[:, None]
+        w = ids.shape[1]
+        run = TreeCache(n_layers, w, [lv.select(idx) for lv in levels if lv is not None])
+        out = _forward(model, ids, m, pos, run)
+        if logits is None:
+            logits = out.new_empty((len(parts), out.shape[-1]))
+            for layer, theirs in zip(own, run.layers):  # the buffer takes the model's KV shape and dtype
+                b, kv, _, d = theirs.keys.shape
+                layer.lazy_initialization(theirs.keys.new_empty((len(parts), kv, 1, d)),
+                                          theirs.values.new_empty((len(parts), kv, 1, d)))
+                layer.length = width
+                layer._views()
+        logits[idx] = out
+        for layer, theirs in zip(own, run.layers):
+            layer._k[idx, :, width - w: width] = theirs.keys
+            layer._v[idx, :, width - w: width] = theirs.values
+        mask[idx, width - w:] = m
+        last[idx] = pos[:, -1]
+    return own, mask, logits, last
 
 
 def prefill(model, seqs: list[list[int]], pad_id: int, capacity_extra: int):
-    """Run the prompts through the model; returns (cache, last-position logits, attention mask, last position).
+    """Run the prompts through the model; returns (cache, last-position logits, own-token mask, last position).
 
-    Shared tokens are computed once, in up to three levels:
-
-    1. the prefix every prompt of the batch shares (the judge's ~270-token rubric, the meta-judge's
-       instructions) runs as a batch of one and its KV is copied to every row;
-    2. rows that also share a long stretch after it (the meta-judge's question and response, asked with the
-       two judgments in both orders) run that stretch once per group, copied to the group's rows;
-    3. each row's own tokens run as a left-padded batch after that.
-
-    The cache reads [prefix | padding | group stretch | padding | own tokens], the padding masked out and
-    positions counted without it, so each row sees exactly its own prompt.
+    Tokens shared by several prompts are computed once (`metareward.engines.shared_prefix.prefix_tree`): level by
+    level, each group's stretch runs once over the levels above it, and its keys and values become a `Level` of
+    the cache; then each row's own tokens run over all levels. Rows run in chunks of similar length, left-padded;
+    positions count a row's real tokens only, so each row sees exactly its own prompt.
     """
-    device = next(model.parameters()).device
     n_layers = model.config.get_text_config().num_hidden_layers
-    kw = cache_kwarg(model)
-
-    def run(ids, mask, pos, cache):
-        return model(input_ids=ids, attention_mask=mask, position_ids=pos, **{kw: cache}, use_cache=True,
-                     logits_to_keep=1).logits[:, -1]
-
-    k = shared_prefix_len(seqs) if len(seqs) > 1 else 0
-    if k < MIN_SHARED_PREFIX:
-        ids, mask, pos = left_pad(seqs, pad_id, device)
-        cache = growing_cache(n_layers, ids.shape[1] + capacity_extra)
-        return cache, run(ids, mask, pos, cache), mask, pos[:, -1]
-
-    tails = [s[k:] for s in seqs]
-    group_of, lengths = prefix_groups(tails)
-    grouped = len(lengths) < len(seqs)
-    if grouped:
-        first = {g: r for r, g in reversed(list(enumerate(group_of)))}
-        ids1, m1, p1 = left_pad([tails[first[g]][:n] for g, n in enumerate(lengths)], pad_id, device)
-        own = [t[lengths[g]:] for t, g in zip(tails, group_of)]
-    else:
-        own = tails
-    ids, own_mask, own_pos = left_pad(own, pad_id, device)
-    width1 = ids1.shape[1] if grouped else 0
-    cache = growing_cache(n_layers, k + width1 + ids.shape[1] + capacity_extra)
-    head = torch.tensor([seqs[0][:k]], dtype=torch.long, device=device)
-    model(input_ids=head, position_ids=torch.arange(k, device=device)[None], **{kw: cache}, use_cache=True,
-          logits_to_keep=1)
-    if grouped:
-        cache.batch_repeat_interleave(len(lengths))
-        mask1 = torch.cat([m1.new_ones((len(lengths), k)), m1], dim=1)
-        run(ids1, mask1, p1 + k, cache)
-        rows = torch.tensor(group_of, device=device)
-        cache.batch_select_indices(rows)
-        before = mask1[rows]
-        start = k + torch.tensor(lengths, device=device)[rows]
-    else:
-        cache.batch_repeat_interleave(len(seqs))
-        before = own_mask.new_ones((len(seqs), k))
-        start = torch.full((len(seqs),), k, device=device)
-    mask = torch.cat([before, own_mask], dim=1)
-    pos = own_pos + start[:, None]
-    return cache, run(ids, mask, pos, cache), mask, pos[:, -1]
+    specs, offset = prefix_tree(seqs)
+    cache = TreeCache(n_layers, 0)
+    done = [0] * len(seqs)  # tokens of each row in the levels so far
+    with shared_prefix_attention(model):
+        for spec in specs:
+            # the groups of this level are the rows of its batch; each takes the levels above from its first row
+            first = [spec.group_of.index(g) for g in range(len(spec.stretches))]
+            above = [lv.select(torch.tensor(first)) for lv in cache.levels]  # None where a group has none
+            layers, mask, _, _ = _encode_rows(model, spec.stretches, [done[r] for r in first], above, pad_id, 0)
+            cache.levels.append(Level([layer.keys for layer in layers], [layer.values for layer in layers],
+                                      padding_mask(mask, cache_dtype(model)), torch.tensor(spec.group_of)))
+            done = [n + (len(spec.stretches[g]) if g >= 0 else 0) for n, g in zip(done, spec.group_of)]
+        cache.layers, mask, logits, last = _encode_rows(model, [s[done[r]:] for r, s in enumerate(seqs)], done,
+                                                        cache.levels, pad_id, capacity_extra)
+    return cache, logits, mask, last
 
 
-def _score_rows(model, cache, idx: torch.Tensor, feed: torch.Tensor, mask: torch.Tensor, last: torch.Tensor,
-                choice_ids: list[int]) -> torch.Tensor:
+def _score_rows(model, cache: TreeCache, idx: torch.Tensor, feed: torch.Tensor, mask: torch.Tensor,
+                last: torch.Tensor, choice_ids: list[int]) -> torch.Tensor:
     """Log-probs of the choice tokens after feeding ``feed`` [len(idx), q] to the rows ``idx`` of the batch,
-    on a copy of their cache (the batch goes on unchanged)."""
-    sub = growing_cache(len(cache.layers), cache.layers[0].capacity)
-    for mine, theirs in zip(sub.layers, cache.layers):
-        mine._k, mine._v = theirs._k[idx], theirs._v[idx]
-        mine.length, mine.is_initialized, mine.device = theirs.length, True, theirs.device
-        mine._views()
+    on a copy of their own cache (the batch goes on unchanged; the shared levels are not copied)."""
+    sub = cache.select(idx)
     q = feed.shape[1]
     sub_mask = torch.cat([mask[idx], mask.new_ones((idx.numel(), q))], dim=1)
     pos = last[idx, None] + 1 + torch.arange(q, device=feed.device)[None]
-    logits = model(input_ids=feed, attention_mask=sub_mask, position_ids=pos, **{cache_kwarg(model): sub},
-                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    logits = _forward(model, feed, sub_mask, pos, sub)
     return torch.log_softmax(logits.float(), dim=-1)[:, choice_ids]
 
 
@@ -283,10 +234,12 @@ def decode(model, prompts: list[list[int]], repeats: int, *, max_new_tokens: int
     scoring = score_suffix is not None and score_choices is not None
     extra = max_new_tokens + (len(score_suffix) + 1 if scoring else 0)
     cache, logits, mask, last = prefill(model, prompts, pad_id, extra)
-    kw = cache_kwarg(model)
-    if repeats > 1:  # one prefill per prompt, then its n samples share the encoded prompt
-        cache.batch_repeat_interleave(repeats)
-        logits, mask, last = (t.repeat_interleave(repeats, dim=0) for t in (logits, mask, last))
+    if repeats > 1:  # one prefill per prompt; its n samples read it as a shared level of the cache
+        rows = torch.arange(len(prompts)).repeat_interleave(repeats)
+        cache.push_level(mask, rows, extra)
+        logits, last = (t.repeat_interleave(repeats, dim=0) for t in (logits, last))
+        mask = mask.new_zeros((len(rows), 0))
+    mask = cache.inline_small_levels(mask, INLINE_BELOW)
 
     n_rows = logits.shape[0]
     stop = torch.tensor(stop_ids, device=device)
@@ -303,31 +256,31 @@ def decode(model, prompts: list[list[int]], repeats: int, *, max_new_tokens: int
             for r, vals in zip(rows[idx].tolist(), lp):
                 scores[r] = vals
 
-    for step in range(max_new_tokens):
-        tok = nucleus_sample(logits, temperature, top_p, generator)
-        out[rows, step] = tok
-        ended = live & torch.isin(tok, stop)
-        if scoring:  # score rows now, before their cache moves on: stopped rows, and all live rows at the end
-            score(ended.nonzero().squeeze(1), suffix.expand(int(ended.sum()), -1))
+    with shared_prefix_attention(model):
+        for step in range(max_new_tokens):
+            tok = nucleus_sample(logits, temperature, top_p, generator)
+            out[rows, step] = tok
+            ended = live & torch.isin(tok, stop)
+            if scoring:  # score rows now, before their cache moves on: stopped rows, and all live rows at the end
+                score(ended.nonzero().squeeze(1), suffix.expand(int(ended.sum()), -1))
+                if step + 1 == max_new_tokens:
+                    tail = (live & ~ended).nonzero().squeeze(1)  # the last sampled token is not in the cache yet
+                    score(tail, torch.cat([tok[tail, None], suffix.expand(tail.numel(), -1)], dim=1))
+            if bool(ended.any()):
+                length[rows[ended].cpu()] = step + 1
+                live &= ~ended
+                if not bool(live.any()):
+                    break
+                if (~live).sum() >= COMPACT_SHARE * live.numel():
+                    keep = live.nonzero().squeeze(1)
+                    cache.batch_select_indices(keep)
+                    tok, mask, last, rows = tok[keep], mask[keep], last[keep], rows[keep]
+                    live = torch.ones(keep.numel(), dtype=torch.bool, device=device)
             if step + 1 == max_new_tokens:
-                tail = (live & ~ended).nonzero().squeeze(1)  # the last sampled token is not in the cache yet
-                score(tail, torch.cat([tok[tail, None], suffix.expand(tail.numel(), -1)], dim=1))
-        if bool(ended.any()):
-            length[rows[ended].cpu()] = step + 1
-            live &= ~ended
-            if not bool(live.any()):
                 break
-            if (~live).sum() >= COMPACT_SHARE * live.numel():
-                keep = live.nonzero().squeeze(1)
-                cache.batch_select_indices(keep)
-                tok, mask, last, rows = tok[keep], mask[keep], last[keep], rows[keep]
-                live = torch.ones(keep.numel(), dtype=torch.bool, device=device)
-        if step + 1 == max_new_tokens:
-            break
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        last = last + 1
-        logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=last[:, None], **{kw: cache},
-                       use_cache=True, logits_to_keep=1).logits[:, -1]
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+            last = last + 1
+            logits = _forward(model, tok[:, None], mask, last[:, None], cache)
     out_cpu = out.cpu()
     tokens = [out_cpu[r, : int(length[r])].tolist() for r in range(n_rows)]
     return (tokens, scores) if scoring else tokens

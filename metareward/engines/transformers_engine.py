@@ -1,4 +1,4 @@
-"""The CPU (or single-GPU) backend: plain ``transformers`` with left-padded, length-sorted batches.
+"""The CPU (or single-GPU) backend: plain ``transformers``, batches of prompts in token order (sharers together).
 
 ``torch`` and ``transformers`` are imported inside the methods, so importing this module is cheap and never
 pulls torch in.
@@ -6,10 +6,10 @@ pulls torch in.
 Two operations (see `metareward.engines.base`):
 
 - ``generate``: every prompt is rendered as one user turn with the model's chat template and encoded once for its
-  n samples; prompts sorted by length fill batches of ``batch_size`` rows (rows = prompts x samples), and
-  results are put back in prompt order. Decoding is our own loop (`metareward.engines.decoding`: a prefix
-  shared by the batch encoded once, a preallocated KV cache, exact top-p over the top 256 tokens, finished
-  rows dropped), about 2.5x ``model.generate`` on a 2-core CPU. Batch ``b`` samples from a generator seeded
+  n samples; prompts sorted by their tokens fill batches of ``batch_size`` rows (rows = prompts x samples), and
+  results are put back in prompt order. Decoding is our own loop (`metareward.engines.decoding`: token
+  stretches shared by prompts encoded once and attended to from one copy (`metareward.engines.shared_prefix`),
+  a preallocated KV cache, exact top-p over the top 256 tokens, finished rows dropped). Batch ``b`` samples from a generator seeded
   with ``seed + b``, so the same (prompts, n, sampling, seed, batch_size) gives the same texts. Generation stops
   at the chat template's end-of-turn token (``<|im_end|>`` for ChatML models such as SmolLM2, where it is also
   pad and eos).
@@ -160,7 +160,7 @@ class TransformersEngine:
 
     def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
         """n samples per prompt with our own decode loop (`metareward.engines.decoding`): each prompt is
-        encoded once for its n samples, prompts of similar length share a batch of ``batch_size`` rows."""
+        encoded once for its n samples, prompts sharing a prefix share a batch of ``batch_size`` rows."""
         self._check()
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
@@ -227,7 +227,10 @@ class TransformersEngine:
         reps = 1 if greedy else n  # greedy samples are identical: decode once, copy
         per_batch = max(1, self.batch_size // reps)
         ids = [self._encode(self.render(p)) for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))  # stable: ties keep prompt order
+        # In token order, so prompts sharing a prefix (a rubric, a question, a response judged in several
+        # pairs) share a batch and their shared stretches are encoded and read once (shared_prefix.py); prefill
+        # then runs rows of similar length together, so the mixed lengths cost no padding there.
+        order = sorted(range(len(prompts)), key=lambda i: (ids[i], i))
         out: list[list] = [[] for _ in prompts]
         scoring = suffix_ids is not None
         bar = progress.tracker(len(prompts) * n, "generate")
@@ -350,7 +353,7 @@ class TransformersEngine:
 
         from metareward.engines.decoding import prefill
 
-        order = sorted(range(len(items)), key=lambda r: len(items[r][1]))
+        order = sorted(range(len(items)), key=lambda r: (items[r][1], r))  # sharers together, as in _decode
         bar = progress.tracker(len(items), "score")
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):

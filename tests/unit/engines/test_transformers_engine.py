@@ -112,15 +112,15 @@ def test_batching_restores_prompt_order(engine, monkeypatch):
     real = decoding.decode
 
     def spy(model, rows, repeats, **kw):
-        seen.append([len(r) for r in rows])
+        seen.append([list(r) for r in rows])
         return real(model, rows, repeats, **kw)
 
     monkeypatch.setattr(engine, "batch_size", 2)
     monkeypatch.setattr(decoding, "decode", spy)
     batched = [row[0].text for row in engine.generate(prompts, 1, s, seed=0)]
     assert batched == alone
-    lengths = [n for batch in seen for n in batch]
-    assert len(seen) == 2 and lengths == sorted(lengths)  # batches hold length-sorted prompts
+    rows = [r for batch in seen for r in batch]
+    assert len(seen) == 2 and rows == sorted(rows)  # batches hold prompts in token order (sharers together)
 
 
 def test_greedy_decode_matches_transformers_generate(engine, monkeypatch):
@@ -275,29 +275,38 @@ def test_generate_scored_equals_generate_then_choice_probs(engine):
         assert probs == pytest.approx(want, abs=2e-3)
 
 
-def test_grouped_prefill_matches_transformers_generate(engine, monkeypatch):
-    """Rows sharing a long stretch after the batch-wide prefix (a meta-judge's question and response, asked in
-    both orders) have it encoded once per group: greedy tokens still equal ``model.generate``'s."""
+def test_prefix_tree_prefill_matches_transformers_generate(engine, monkeypatch):
+    """Prompts sharing stretches at several depths (the meta-judge's instructions, then its question and response,
+    then its first judgment) have each stretch encoded once per group and read from one copy: greedy tokens
+    still equal ``model.generate``'s on the plain left-padded batch."""
     import torch
     from transformers import GenerationConfig
 
-    from metareward.engines.decoding import decode, prefix_groups, shared_prefix_len
+    from metareward.engines.decoding import decode, prefix_tree, shared_prefix_len
 
     story = ("The old lighthouse keeper climbed the spiral stairs every evening, counting one hundred and twelve "
              "steps, to light the lamp that guided the fishing boats home through the fog. ")
-    prompts = [f"{story}Which is better? A: 'short' B: 'long'", f"{story}Which is better? A: 'long' B: 'short'",
+    judged = ("Judgment A: the answer names the keeper, counts the steps correctly and keeps the fog, but it "
+              "forgets the boats and the reason for the lamp. ")
+    prompts = [f"{story}{judged}Judgment B: 'short'. Which is better?",
+               f"{story}{judged}Judgment B: 'long'. Which is better?",
                "Say hi.", f"{story}Summarise it in five words."]
     ids = [engine._encode(engine.render(p)) for p in prompts]
     k = shared_prefix_len(ids)
-    group_of, lengths = prefix_groups([s[k:] for s in ids])
-    assert group_of[0] == group_of[1] == group_of[3] != group_of[2] and len(lengths) == 2
-
+    levels, offset = prefix_tree(ids)
+    # level 0: the system turn, all rows; level 1: the story (rows 0, 1, 3); level 2: the first judgment (0, 1)
+    assert [lv.group_of for lv in levels] == [[0, 0, 0, 0], [0, 0, -1, 0], [0, 0, -1, -1]]
+    assert len(levels[0].stretches[0]) == k and len(levels[2].stretches[0]) >= 32
+    assert offset[2] == k and offset[0] == offset[1] > offset[3] > k
 
     calls = record_forward_shapes(engine, monkeypatch)
     ours = decode(engine.model, ids, 1, max_new_tokens=24, temperature=0.0, top_p=1.0, stop_ids=engine.stop_ids,
                   pad_id=engine.tokenizer.pad_token_id, generator=None)
     monkeypatch.undo()
-    assert calls[0] == (1, k) and calls[1][0] == 2 and calls[2][0] == 4  # prefix, 2 group stretches, 4 rows
+    # one row per level, then the 4 rows' own tokens (in chunks of similar length), then one token per row and step
+    assert calls[:3] == [(1, k), (1, len(levels[1].stretches[0])), (1, len(levels[2].stretches[0]))]
+    own = [c for c in calls[3:] if c[1] > 1]
+    assert sum(rows for rows, _ in own) == 4 and max(w for _, w in own) == max(len(s) - o for s, o in zip(ids, offset))
     input_ids, mask, _ = engine._left_pad(ids)
     cfg = GenerationConfig(do_sample=False, max_new_tokens=24, eos_token_id=engine.stop_ids,
                            pad_token_id=engine.tokenizer.pad_token_id)
@@ -308,14 +317,20 @@ def test_grouped_prefill_matches_transformers_generate(engine, monkeypatch):
         assert mine == theirs[:cut]
 
 
-def test_prefix_groups_by_hand():
-    from metareward.engines import decoding
+def test_prefix_tree_by_hand():
+    from metareward.engines.decoding import prefix_tree
 
-    a, b = list(range(40)) + [1, 2], list(range(40)) + [3]
-    c = [99, 98]
-    group_of, lengths = decoding.prefix_groups([a, c, b])
-    # a and b share 40 tokens (>= 32): one group of length 40; c alone keeps all but its last token
-    assert group_of == [0, 1, 0] and lengths == [40, 1]
+    shared, long = list(range(20)), [100 + i for i in range(40)]
+    a, b, c = shared + long + [1, 2], shared + long + [3], shared + [7, 8]
+    levels, offset = prefix_tree([a, c, b])
+    # all three share 20 tokens (>= 16): level 0; a and b share 40 more (>= 32): level 1, c has no stretch there;
+    # a and b differ after that, and b keeps its last token as its own
+    assert [lv.group_of for lv in levels] == [[0, 0, 0], [0, -1, 0]]
+    assert levels[0].stretches == [shared] and levels[1].stretches == [long]
+    assert offset == [60, 20, 60]
+    # a single prompt, or prompts sharing fewer than 16 leading tokens, make no level
+    assert prefix_tree([a]) == ([], [0])
+    assert prefix_tree([[1] * 15 + [2], [1] * 15 + [3]]) == ([], [0, 0])
 
 
 def test_context_length_and_prompt_tokens(engine):
