@@ -41,7 +41,14 @@ SECTIONS = ("engine", "dpo", "prefect", "rerun")
 N_PROMPTS, K, N_JUDGE = 16, 4, 3
 ACTOR_TOKENS, JUDGE_TOKENS, META_TOKENS = 96, 64, 64
 NAIVE_EVERY = {"generate": 8, "judge": 24, "meta_judge": 12}  # naive loop on every k-th request
-DTYPE, BATCH = "bfloat16", 64
+DTYPE = "bfloat16"
+
+
+def _recipe_batch() -> int:
+    """The smoke recipe's engine batch size: the bench measures what `make run` uses."""
+    from metareward.config import load_config
+
+    return load_config("smoke").engine.batch_size
 
 
 # ------------------------------------------------------------------------------------------------- engine
@@ -82,14 +89,19 @@ def bench_engine() -> dict:
 
     rows = resources.files("metareward.data").joinpath("smoke_prompts.jsonl").read_text().splitlines()
     prompts = [json.loads(r)["prompt"] for r in rows[:N_PROMPTS]]
-    engine = TransformersEngine(embedded_model_path(), dtype=DTYPE, batch_size=BATCH)
-    out: dict = {"model": "SmolLM2-135M-Instruct (embedded)", "dtype": DTYPE, "batch_size": BATCH, "stages": {}}
+    batch = _recipe_batch()
+    engine = TransformersEngine(embedded_model_path(), dtype=DTYPE, batch_size=batch)
+    out: dict = {"model": "SmolLM2-135M-Instruct (embedded)", "dtype": DTYPE, "batch_size": batch, "stages": {}}
 
     def stage(name: str, texts: list[str], n: int, max_new: int):
         s = Sampling(temperature=0.8, top_p=0.95, max_new_tokens=max_new)
         subset = [t for t in texts for _ in range(n)][:: NAIVE_EVERY[name]]
-        naive_tokens, naive_s = _naive(engine, subset, s)
+        # half the naive loop before ours and half after: this shared machine's speed drifts by up to ~25% over
+        # minutes, and the ratio should not depend on which side of a drift each ran
+        first_tokens, first_s = _naive(engine, subset[::2], s)
         outs, tokens, secs = _ours(engine, texts, n, s)
+        second_tokens, second_s = _naive(engine, subset[1::2], s)
+        naive_tokens, naive_s = first_tokens + second_tokens, first_s + second_s
         ours, naive = tokens / secs, naive_tokens / naive_s
         out["stages"][name] = {
             "requests": len(texts) * n, "max_new_tokens": max_new, "tokens": tokens, "seconds": round(secs, 2),

@@ -3,7 +3,7 @@
 `execute` (metareward/stages.py) turns one into a StageError that names the stage and the settings to lower::
 
     generate iter 1: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB ...); lower
-    engine.batch_size (now 32) or engine.shard_size (now 128)
+    engine.batch_size (now 128) or engine.shard_size (now 128)
 
 Nothing is imported from torch or vLLM: errors are recognised by class name and message.
 """

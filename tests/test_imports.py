@@ -21,7 +21,7 @@ def test_pure_modules_import_neither_prefect_nor_torch():
 
 
 # Modules allowed to import torch/transformers at module level: only ever imported lazily, by a backend.
-BACKEND_ONLY = ("metareward.engines.decoding", "metareward.__main__")
+BACKEND_ONLY = ("metareward.engines.decoding", "metareward.engines.shared_prefix", "metareward.__main__")
 
 
 def test_every_library_module_imports_without_heavy_dependencies():

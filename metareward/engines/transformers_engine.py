@@ -358,9 +358,12 @@ class TransformersEngine:
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 chunk = [items[r] for r in order[start:start + self.batch_size]]
-                # prefill: a prefix shared by the whole batch (the judge's rubric) is encoded once
-                _, logits, _, _ = prefill(self.model, [ctx for _, ctx, _ in chunk], self.tokenizer.pad_token_id, 0)
-                lp = torch.log_softmax(logits.float(), dim=-1)
+                seqs = [ctx for _, ctx, _ in chunk]
+                if self.own_decoder:  # CPU: shared stretches (the judge's rubric) encoded once (shared_prefix.py)
+                    _, logits, _, _ = prefill(self.model, seqs, self.tokenizer.pad_token_id, 0)
+                    lp = torch.log_softmax(logits.float(), dim=-1)
+                else:  # GPU: the CPU flash kernel the shared-prefix attention uses is not there; a plain batch
+                    lp = self._forward(seqs, keep=1)[:, -1]
                 bar.advance(len(chunk))
                 for r, (pi, _, tok_ids) in enumerate(chunk):
                     yield pi, lp[r, tok_ids].tolist()

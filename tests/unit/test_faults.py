@@ -54,7 +54,7 @@ def test_engine_oom_names_the_setting_and_keeps_finished_shards(tmp_path, monkey
     with pytest.raises(stages.StageError) as e:
         stages.generate(cfg, 1, model, prompts_m)
     assert str(e.value) == ("generate iter 1: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; "
-                            "79.1 GiB total)); lower engine.batch_size (now 32) or engine.shard_size (now 4)")
+                            "79.1 GiB total)); lower engine.batch_size (now 128) or engine.shard_size (now 4)")
     folder = store.stage_uri(str(tmp_path), "oom", 1, "generate")
     assert store.read_manifest(folder) is None
     monkeypatch.setattr(FakeEngine, "generate", generate)

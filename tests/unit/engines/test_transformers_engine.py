@@ -339,3 +339,14 @@ def test_context_length_and_prompt_tokens(engine):
     short, long = "Hi", "Hi " * 300
     n_short, n_long = engine.prompt_tokens([short, long])
     assert n_short == len(engine._encode(engine.render(short))) and n_long > n_short + 250
+
+
+def test_choice_probs_without_the_own_decoder_agree(engine, monkeypatch):
+    """On a GPU the engine scores choices with a plain padded batch (the CPU flash kernel of the shared-prefix
+    attention is not there): both paths give the same probabilities."""
+    prompts, prefixes = [JUDGE, JUDGE + " Be strict."], ["The response is correct.\n" + SCORE_PREFIX] * 2
+    shared = engine.choice_probs(prompts, prefixes, list("012345"))
+    monkeypatch.setattr(engine, "own_decoder", False)
+    plain = engine.choice_probs(prompts, prefixes, list("012345"))
+    for a, b in zip(shared, plain):
+        assert a == pytest.approx(b, abs=2e-3)
