@@ -169,6 +169,10 @@ def _encode_rows(model, parts: list[list[int]], start: list[int], levels: list[L
                 b, kv, _, d = theirs.keys.shape
                 layer.lazy_initialization(theirs.keys.new_empty((len(parts), kv, 1, d)),
                                           theirs.values.new_empty((len(parts), kv, 1, d)))
+                # rows of shorter chunks leave their first positions unwritten: zeros there, never uninitialised
+                # memory (masked keys get weight 0, but 0 x NaN is NaN)
+                layer._k[:, :, :width].zero_()
+                layer._v[:, :, :width].zero_()
                 layer.length = width
                 layer._views()
         logits[idx] = out

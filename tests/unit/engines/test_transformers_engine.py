@@ -350,3 +350,34 @@ def test_choice_probs_without_the_own_decoder_agree(engine, monkeypatch):
     plain = engine.choice_probs(prompts, prefixes, list("012345"))
     for a, b in zip(shared, plain):
         assert a == pytest.approx(b, abs=2e-3)
+
+
+def test_prefill_rows_of_different_lengths_run_in_chunks_and_match_generate(engine, monkeypatch):
+    """A short and a long prompt run as separate chunks (padding one to the other would cost more than a pass);
+    the short row's unwritten positions hold zeros (masked keys get weight 0, and 0 x NaN would be NaN), and
+    greedy tokens still equal ``model.generate``'s."""
+    import torch
+    from transformers import GenerationConfig
+
+    from metareward.engines.decoding import decode, length_chunks, prefill, prefix_tree
+
+    prompts = ["Say hi.", "Describe, in one paragraph, " + "a long winding river through old forests and " * 12 + "hills."]
+    ids = [engine._encode(engine.render(p)) for p in prompts]
+    _, offset = prefix_tree(ids)
+    assert len(length_chunks([len(s) - o for s, o in zip(ids, offset)])) == 2
+    with torch.inference_mode():
+        cache, _, mask, _ = prefill(engine.model, ids, engine.tokenizer.pad_token_id, 4)
+    short = mask[0] == 0
+    for layer in cache.layers:
+        assert torch.isfinite(layer.keys).all() and torch.isfinite(layer.values).all()
+        assert not layer.keys[0][:, short].any() and not layer.values[0][:, short].any()
+    ours = decode(engine.model, ids, 1, max_new_tokens=12, temperature=0.0, top_p=1.0, stop_ids=engine.stop_ids,
+                  pad_id=engine.tokenizer.pad_token_id, generator=None)
+    input_ids, m, _ = engine._left_pad(ids)
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=12, eos_token_id=engine.stop_ids,
+                           pad_token_id=engine.tokenizer.pad_token_id)
+    with torch.inference_mode():
+        ref = engine.model.generate(input_ids=input_ids, attention_mask=m, generation_config=cfg)
+    for mine, theirs in zip(ours, ref[:, input_ids.shape[1]:].tolist()):
+        cut = next((j + 1 for j, t in enumerate(theirs) if t in engine.stop_ids), len(theirs))
+        assert mine == theirs[:cut]
