@@ -204,8 +204,8 @@ class TransformersEngine:
         its one token after that."""
         import math
 
-        if logprobs is None or not c.text:
-            return None
+        if logprobs is None or not c.text or not all(math.isfinite(x) for x in logprobs):
+            return None  # (non-finite: the caller scores it the usual way rather than storing NaN)
         ctx = self.render(prompt) + c.text + suffix
         ctx_ids = self._encode(ctx)
         if ctx_ids != held + suffix_ids:

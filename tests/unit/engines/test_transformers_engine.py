@@ -381,3 +381,18 @@ def test_prefill_rows_of_different_lengths_run_in_chunks_and_match_generate(engi
     for mine, theirs in zip(ours, ref[:, input_ids.shape[1]:].tolist()):
         cut = next((j + 1 for j, t in enumerate(theirs) if t in engine.stop_ids), len(theirs))
         assert mine == theirs[:cut]
+
+
+def test_non_finite_shortcut_scores_fall_back(engine):
+    """A shortcut score that is not finite is never returned (the stage scores that judgment the usual way)."""
+    from metareward.engines.base import Completion
+
+    held = engine._encode(engine.render(JUDGE) + "Fine.")
+    c = Completion(text="Fine.", n_tokens=2, finish_reason="stop")
+    suffix_ids = engine._encode("It is.\n" + SCORE_PREFIX)[len(engine._encode("It is.")):]
+    choice_ids = [engine._encode("It is.\n" + SCORE_PREFIX + ch)[-1] for ch in "01"]
+    ok = engine._checked_probs(JUDGE, c, held, "\n" + SCORE_PREFIX, suffix_ids, list("01"), choice_ids, [-1.0, -2.0])
+    assert ok is not None and sum(ok) == pytest.approx(1.0)
+    bad = engine._checked_probs(JUDGE, c, held, "\n" + SCORE_PREFIX, suffix_ids, list("01"), choice_ids,
+                                [float("nan"), -2.0])
+    assert bad is None
