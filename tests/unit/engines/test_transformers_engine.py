@@ -72,6 +72,25 @@ def record_forward_shapes(engine, monkeypatch) -> list[tuple[int, int]]:
     return calls
 
 
+def assert_matches_generate(engine, ids: list[list[int]], ours: list[list[int]], max_new_tokens: int) -> int:
+    """Our greedy tokens equal ``model.generate``'s on the plain left-padded batch, row by row, up to each row's end
+    of turn; returns how many rows ended before ``max_new_tokens``."""
+    import torch
+    from transformers import GenerationConfig
+
+    input_ids, mask, _ = engine._left_pad(ids)
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=engine.stop_ids,
+                           pad_token_id=engine.tokenizer.pad_token_id)
+    with torch.inference_mode():
+        ref = engine.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=cfg)
+    ended = 0
+    for mine, theirs in zip(ours, ref[:, input_ids.shape[1]:].tolist()):
+        cut = next((j + 1 for j, t in enumerate(theirs) if t in engine.stop_ids), len(theirs))
+        assert mine == theirs[:cut]
+        ended += cut < max_new_tokens
+    return ended
+
+
 def test_generate_shape_and_reproducible(engine):
     prompts = ["What is the capital of France?", "Write a short poem about the sea."]
     s = Sampling(temperature=0.8, top_p=0.95, max_new_tokens=16)
@@ -127,11 +146,7 @@ def test_greedy_decode_matches_transformers_generate(engine, monkeypatch):
     """Our decode loop (shared-prefix prefill, growing KV cache, dropping finished rows) against
     ``model.generate`` on the same left-padded batch: greedy tokens must be identical, row by row, up to each
     row's end of turn."""
-    import torch
-    from transformers import GenerationConfig
-
     from metareward.engines.decoding import decode, shared_prefix_len
-
 
     prompts = ["Say hi.", "Name three colours.", "Explain why the sky is blue in two sentences.",
                "What is 2+2? Answer with a number only.", "Write a haiku about autumn leaves."]
@@ -143,17 +158,7 @@ def test_greedy_decode_matches_transformers_generate(engine, monkeypatch):
                   pad_id=engine.tokenizer.pad_token_id, generator=None)
     monkeypatch.undo()
     assert calls[0] == (1, k) and calls[1][0] == len(prompts)  # the shared prefix ran once, then each row's own
-    input_ids, mask, _ = engine._left_pad(ids)
-    cfg = GenerationConfig(do_sample=False, max_new_tokens=40, eos_token_id=engine.stop_ids,
-                           pad_token_id=engine.tokenizer.pad_token_id)
-    with torch.inference_mode():
-        ref = engine.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=cfg)
-    ref = ref[:, input_ids.shape[1]:].tolist()
-    ended = 0
-    for mine, theirs in zip(ours, ref):
-        cut = next((k + 1 for k, t in enumerate(theirs) if t in engine.stop_ids), len(theirs))
-        assert mine == theirs[:cut]
-        ended += cut < 40
+    ended = assert_matches_generate(engine, ids, ours, 40)
     assert ended >= 2  # rows ended at different steps, so finished rows were dropped mid-batch
 
 
@@ -279,9 +284,6 @@ def test_prefix_tree_prefill_matches_transformers_generate(engine, monkeypatch):
     """Prompts sharing stretches at several depths (the meta-judge's instructions, then its question and response,
     then its first judgment) have each stretch encoded once per group and read from one copy: greedy tokens
     still equal ``model.generate``'s on the plain left-padded batch."""
-    import torch
-    from transformers import GenerationConfig
-
     from metareward.engines.decoding import decode, prefix_tree, shared_prefix_len
 
     story = ("The old lighthouse keeper climbed the spiral stairs every evening, counting one hundred and twelve "
@@ -307,14 +309,7 @@ def test_prefix_tree_prefill_matches_transformers_generate(engine, monkeypatch):
     assert calls[:3] == [(1, k), (1, len(levels[1].stretches[0])), (1, len(levels[2].stretches[0]))]
     own = [c for c in calls[3:] if c[1] > 1]
     assert sum(rows for rows, _ in own) == 4 and max(w for _, w in own) == max(len(s) - o for s, o in zip(ids, offset))
-    input_ids, mask, _ = engine._left_pad(ids)
-    cfg = GenerationConfig(do_sample=False, max_new_tokens=24, eos_token_id=engine.stop_ids,
-                           pad_token_id=engine.tokenizer.pad_token_id)
-    with torch.inference_mode():
-        ref = engine.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=cfg)
-    for mine, theirs in zip(ours, ref[:, input_ids.shape[1]:].tolist()):
-        cut = next((j + 1 for j, t in enumerate(theirs) if t in engine.stop_ids), len(theirs))
-        assert mine == theirs[:cut]
+    assert_matches_generate(engine, ids, ours, 24)
 
 
 def test_prefix_tree_by_hand():
@@ -357,7 +352,6 @@ def test_prefill_rows_of_different_lengths_run_in_chunks_and_match_generate(engi
     the short row's unwritten positions hold zeros (masked keys get weight 0, and 0 x NaN would be NaN), and
     greedy tokens still equal ``model.generate``'s."""
     import torch
-    from transformers import GenerationConfig
 
     from metareward.engines.decoding import decode, length_chunks, prefill, prefix_tree
 
@@ -373,14 +367,7 @@ def test_prefill_rows_of_different_lengths_run_in_chunks_and_match_generate(engi
         assert not layer.keys[0][:, short].any() and not layer.values[0][:, short].any()
     ours = decode(engine.model, ids, 1, max_new_tokens=12, temperature=0.0, top_p=1.0, stop_ids=engine.stop_ids,
                   pad_id=engine.tokenizer.pad_token_id, generator=None)
-    input_ids, m, _ = engine._left_pad(ids)
-    cfg = GenerationConfig(do_sample=False, max_new_tokens=12, eos_token_id=engine.stop_ids,
-                           pad_token_id=engine.tokenizer.pad_token_id)
-    with torch.inference_mode():
-        ref = engine.model.generate(input_ids=input_ids, attention_mask=m, generation_config=cfg)
-    for mine, theirs in zip(ours, ref[:, input_ids.shape[1]:].tolist()):
-        cut = next((j + 1 for j, t in enumerate(theirs) if t in engine.stop_ids), len(theirs))
-        assert mine == theirs[:cut]
+    assert_matches_generate(engine, ids, ours, 12)
 
 
 def test_non_finite_shortcut_scores_fall_back(engine):
