@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from metareward.engines.shared_prefix import (GrowingLayer, Level, TreeCache, own_mask, padding_mask,  # noqa: F401
-                                              prefix_tree, shared_prefix_attention)
-from metareward.engines.transformers_engine import _common_prefix_len
+from metareward.engines.shared_prefix import (Level, TreeCache, own_mask, padding_mask, prefix_tree, select_levels,
+                                              shared_prefix_attention)
 
 # In decoding, shared levels sparing fewer row-tokens of reading than this are copied into the rows' own keys.
 INLINE_BELOW = 4096
@@ -95,12 +94,6 @@ def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, 
     return ids.to(device), mask.to(device), pos.to(device)
 
 
-def shared_prefix_len(seqs: list[list[int]]) -> int:
-    """Length of the token prefix every sequence shares, leaving each at least one token of its own (the last
-    position's logits must come from the row itself)."""
-    return min([len(s) - 1 for s in seqs] + [_common_prefix_len(seqs[0], s) for s in seqs[1:]])
-
-
 def _heads(model) -> int:
     """Query heads per key/value head (grouped-query attention)."""
     cfg = model.config.get_text_config()
@@ -161,7 +154,7 @@ def _encode_rows(model, parts: list[list[int]], start: list[int], levels: list[L
         ids, m, pos = left_pad([parts[r] for r in chunk], pad_id, device)
         pos = pos + torch.tensor([start[r] for r in chunk], device=device)[:, None]
         w = ids.shape[1]
-        run = TreeCache(n_layers, w, [lv.select(idx) for lv in levels if lv is not None])
+        run = TreeCache(n_layers, w, select_levels(levels, idx))
         out = _forward(model, ids, m, pos, run)
         if logits is None:
             logits = out.new_empty((len(parts), out.shape[-1]))
@@ -200,7 +193,7 @@ def prefill(model, seqs: list[list[int]], pad_id: int, capacity_extra: int):
         for spec in specs:
             # the groups of this level are the rows of its batch; each takes the levels above from its first row
             first = [spec.group_of.index(g) for g in range(len(spec.stretches))]
-            above = [lv.select(torch.tensor(first)) for lv in cache.levels]  # None where a group has none
+            above = select_levels(cache.levels, torch.tensor(first))
             layers, mask, _, _ = _encode_rows(model, spec.stretches, [done[r] for r in first], above, pad_id, 0)
             cache.levels.append(Level([layer.keys for layer in layers], [layer.values for layer in layers],
                                       padding_mask(mask, cache_dtype(model)), torch.tensor(spec.group_of)))

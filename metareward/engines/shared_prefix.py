@@ -151,12 +151,6 @@ class GrowingLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.length
 
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.is_initialized:
-            self._k = self._k.repeat_interleave(repeats, dim=0)
-            self._v = self._v.repeat_interleave(repeats, dim=0)
-            self._views()
-
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.is_initialized:
             self._k = self._k[indices]
@@ -224,28 +218,27 @@ class Level:
         return level
 
 
+def select_levels(levels: list[Level], rows: torch.Tensor) -> list[Level]:
+    """The levels as seen by the given rows, leaving out those none of the rows has a stretch in."""
+    return [lv for lv in (lv.select(rows) for lv in levels) if lv is not None]
+
+
 class TreeCache(DynamicCache):
     """The KV cache of a batch: shared ``levels`` plus each row's own keys and values (``GrowingLayer``s)."""
 
     def __init__(self, n_layers: int, capacity: int, levels: list[Level] | None = None):
         super().__init__()
         self.layers = [GrowingLayer(capacity) for _ in range(n_layers)]
-        self.levels: list[Level] = [lv for lv in levels or [] if lv is not None]
+        self.levels: list[Level] = list(levels or [])
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         for layer in self.layers:
             layer.batch_select_indices(indices)
-        self.levels = [lv for lv in (lv.select(indices) for lv in self.levels) if lv is not None]
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        rows = torch.arange(len(self.levels[0].group_of) if self.levels else 0).repeat_interleave(repeats)
-        for layer in self.layers:
-            layer.batch_repeat_interleave(repeats)
-        self.levels = [lv for lv in (lv.select(rows) for lv in self.levels) if lv is not None]
+        self.levels = select_levels(self.levels, indices)
 
     def select(self, indices: torch.Tensor) -> "TreeCache":
         """A new cache of the given rows (their own keys copied, the levels shared)."""
-        sub = TreeCache(len(self.layers), self.layers[0].capacity, [lv.select(indices) for lv in self.levels])
+        sub = TreeCache(len(self.layers), self.layers[0].capacity, select_levels(self.levels, indices))
         for mine, theirs in zip(sub.layers, self.layers):
             mine._k, mine._v = theirs._k[indices], theirs._v[indices]
             mine.length, mine.is_initialized, mine.device = theirs.length, True, theirs.device
@@ -290,7 +283,7 @@ class TreeCache(DynamicCache):
         level = Level([layer.keys for layer in self.layers], [layer.values for layer in self.layers],
                       padding_mask(own_mask, self.layers[0].keys.dtype), group_of)
         self.layers = [GrowingLayer(capacity) for _ in self.layers]
-        self.levels = [lv for lv in (lv.select(group_of) for lv in self.levels) if lv is not None] + [level]
+        self.levels = select_levels(self.levels, group_of) + [level]
 
 
 # ---------------------------------------------------------------------------------------------- masks

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from metareward.engines.decoding import GrowingLayer, nucleus_sample  # noqa: E402
+from metareward.engines.decoding import nucleus_sample  # noqa: E402
 
 # P = [0.5, 0.3, 0.15, 0.05] (token order scrambled below so "sorted" is not the input order)
 PROBS = {3: 0.5, 0: 0.3, 2: 0.15, 1: 0.05}
@@ -63,18 +63,3 @@ def test_same_generator_seed_same_tokens():
     a = nucleus_sample(logits(64), 0.8, 0.95, torch.Generator().manual_seed(5))
     b = nucleus_sample(logits(64), 0.8, 0.95, torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
-
-
-def test_growing_layer_writes_in_place_and_selects_rows():
-    layer = GrowingLayer(capacity=5)
-    k = torch.arange(2 * 1 * 3 * 2, dtype=torch.float32).reshape(2, 1, 3, 2)
-    keys, values = layer.update(k, -k)
-    assert keys.shape == (2, 1, 3, 2) and layer.get_seq_length() == 3
-    step = torch.full((2, 1, 1, 2), 9.0)
-    keys, _ = layer.update(step, step)
-    assert keys.shape == (2, 1, 4, 2) and torch.equal(keys[:, :, :3], k) and torch.equal(keys[:, :, 3], step[:, :, 0])
-    layer.batch_select_indices(torch.tensor([1]))
-    assert torch.equal(layer.keys, torch.cat([k[1:], step[1:]], dim=2))
-    layer.update(step[:1], step[:1])
-    with pytest.raises(RuntimeError, match="KV cache full"):
-        layer.update(step[:1], step[:1])

@@ -102,3 +102,18 @@ def test_length_chunks_by_hand():
     assert length_chunks([10, 200, 12, 190]) == [[1, 3], [2, 0]]
     # close lengths: one chunk (300 + 64) beats splitting (at least 2 x 64 more for 3 tokens of padding)
     assert length_chunks([99, 100, 98]) == [[1, 0, 2]]
+
+
+def test_growing_layer_writes_in_place_and_selects_rows():
+    layer = GrowingLayer(capacity=5)
+    k = torch.arange(2 * 1 * 3 * 2, dtype=torch.float32).reshape(2, 1, 3, 2)
+    keys, values = layer.update(k, -k)
+    assert keys.shape == (2, 1, 3, 2) and layer.get_seq_length() == 3
+    step = torch.full((2, 1, 1, 2), 9.0)
+    keys, _ = layer.update(step, step)
+    assert keys.shape == (2, 1, 4, 2) and torch.equal(keys[:, :, :3], k) and torch.equal(keys[:, :, 3], step[:, :, 0])
+    layer.batch_select_indices(torch.tensor([1]))
+    assert torch.equal(layer.keys, torch.cat([k[1:], step[1:]], dim=2))
+    layer.update(step[:1], step[:1])
+    with pytest.raises(RuntimeError, match="KV cache full"):
+        layer.update(step[:1], step[:1])

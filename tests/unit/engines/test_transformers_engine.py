@@ -146,13 +146,14 @@ def test_greedy_decode_matches_transformers_generate(engine, monkeypatch):
     """Our decode loop (shared-prefix prefill, growing KV cache, dropping finished rows) against
     ``model.generate`` on the same left-padded batch: greedy tokens must be identical, row by row, up to each
     row's end of turn."""
-    from metareward.engines.decoding import decode, shared_prefix_len
+    from metareward.engines.decoding import decode, prefix_tree
 
     prompts = ["Say hi.", "Name three colours.", "Explain why the sky is blue in two sentences.",
                "What is 2+2? Answer with a number only.", "Write a haiku about autumn leaves."]
     ids = [engine._encode(engine.render(p)) for p in prompts]
-    k = shared_prefix_len(ids)  # the chat template's system turn
-    assert k >= 16
+    k = len(os.path.commonprefix(ids))  # the chat template's system turn
+    [level], _ = prefix_tree(ids)  # one level: that turn, shared by every row
+    assert level.group_of == [0] * len(prompts) and level.stretches == [ids[0][:k]] and k >= 16
     calls = record_forward_shapes(engine, monkeypatch)
     ours = decode(engine.model, ids, 1, max_new_tokens=40, temperature=0.0, top_p=1.0, stop_ids=engine.stop_ids,
                   pad_id=engine.tokenizer.pad_token_id, generator=None)
@@ -284,7 +285,7 @@ def test_prefix_tree_prefill_matches_transformers_generate(engine, monkeypatch):
     """Prompts sharing stretches at several depths (the meta-judge's instructions, then its question and response,
     then its first judgment) have each stretch encoded once per group and read from one copy: greedy tokens
     still equal ``model.generate``'s on the plain left-padded batch."""
-    from metareward.engines.decoding import decode, prefix_tree, shared_prefix_len
+    from metareward.engines.decoding import decode, prefix_tree
 
     story = ("The old lighthouse keeper climbed the spiral stairs every evening, counting one hundred and twelve "
              "steps, to light the lamp that guided the fishing boats home through the fog. ")
@@ -294,8 +295,8 @@ def test_prefix_tree_prefill_matches_transformers_generate(engine, monkeypatch):
                f"{story}{judged}Judgment B: 'long'. Which is better?",
                "Say hi.", f"{story}Summarise it in five words."]
     ids = [engine._encode(engine.render(p)) for p in prompts]
-    k = shared_prefix_len(ids)
     levels, offset = prefix_tree(ids)
+    k = len(os.path.commonprefix(ids))  # the system turn every prompt shares (commonprefix works on lists)
     # level 0: the system turn, all rows; level 1: the story (rows 0, 1, 3); level 2: the first judgment (0, 1)
     assert [lv.group_of for lv in levels] == [[0, 0, 0, 0], [0, 0, -1, 0], [0, 0, -1, -1]]
     assert len(levels[0].stretches[0]) == k and len(levels[2].stretches[0]) >= 32
