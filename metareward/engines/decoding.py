@@ -117,17 +117,33 @@ def cache_dtype(model) -> torch.dtype:
 # one alone ~225). Each extra pass costs about this many tokens' worth (30 layers of small-op overhead, measured
 # on SmolLM2 with 2 cores: ~40 ms against ~0.6 ms of matrix products per token).
 CHUNK_COST_TOKENS = 64
+# Activations of one forward pass are kept under this size: glibc maps larger buffers fresh and page-faults them on
+# every allocation (on this CPU a 39 MB copy took 14 ms into a new buffer against 2.7 ms into a reused one), while
+# smaller ones are reused from the heap (`metareward.engines.transformers_engine.keep_freed_memory` raises the
+# mmap threshold to its 32 MiB ceiling). Matrix products lose nothing at a few thousand rows.
+ACTIVATION_BYTES = 30 << 20
 
 
-def length_chunks(lengths: list[int]) -> list[list[int]]:
-    """Row indices in chunks (longest first) minimising padded tokens + CHUNK_COST_TOKENS per chunk: an exact
-    dynamic programme over the rows sorted by length (a chunk is a run of that order)."""
+def chunk_tokens(model) -> int:
+    """Most tokens per forward pass: the widest activation (the MLP's intermediate in the model's dtype, or the
+    fp32 copy RMSNorm makes of the hidden state) under ACTIVATION_BYTES; 10240 for SmolLM2-135M in bf16."""
+    cfg = model.config.get_text_config()
+    width = max(getattr(cfg, "intermediate_size", 0) * cache_dtype(model).itemsize, cfg.hidden_size * 4)
+    return max(256, ACTIVATION_BYTES // width)
+
+
+def length_chunks(lengths: list[int], max_tokens: int | None = None) -> list[list[int]]:
+    """Row indices in chunks (longest first) minimising padded tokens + CHUNK_COST_TOKENS per chunk, each chunk at
+    most ``max_tokens`` padded tokens (or one row; None: no cap): an exact dynamic programme over the rows sorted by length (a
+    chunk is a run of that order)."""
     order = sorted(range(len(lengths)), key=lambda r: -lengths[r])
     n = len(order)
     best = [0.0] + [float("inf")] * n  # best[i]: cost of chunking the i longest rows
     cut = [0] * (n + 1)
     for i in range(1, n + 1):
         for j in range(i):  # the last chunk holds sorted rows j..i-1, padded to the longest, row j
+            if max_tokens is not None and i - j > 1 and (i - j) * lengths[order[j]] > max_tokens:
+                continue
             cost = best[j] + (i - j) * lengths[order[j]] + CHUNK_COST_TOKENS
             if cost < best[i]:
                 best[i], cut[i] = cost, j
@@ -149,7 +165,7 @@ def _encode_rows(model, parts: list[list[int]], start: list[int], levels: list[L
     mask = torch.zeros((len(parts), width), dtype=torch.long, device=device)
     last = torch.zeros(len(parts), dtype=torch.long, device=device)
     logits = None
-    for chunk in length_chunks([len(p) for p in parts]):
+    for chunk in length_chunks([len(p) for p in parts], chunk_tokens(model)):
         idx = torch.tensor(chunk, device=device)
         ids, m, pos = left_pad([parts[r] for r in chunk], pad_id, device)
         pos = pos + torch.tensor([start[r] for r in chunk], device=device)[:, None]
@@ -160,12 +176,9 @@ def _encode_rows(model, parts: list[list[int]], start: list[int], levels: list[L
             logits = out.new_empty((len(parts), out.shape[-1]))
             for layer, theirs in zip(own, run.layers):  # the buffer takes the model's KV shape and dtype
                 b, kv, _, d = theirs.keys.shape
+                # (zeros: rows of shorter chunks leave their first positions unwritten)
                 layer.lazy_initialization(theirs.keys.new_empty((len(parts), kv, 1, d)),
                                           theirs.values.new_empty((len(parts), kv, 1, d)))
-                # rows of shorter chunks leave their first positions unwritten: zeros there, never uninitialised
-                # memory (masked keys get weight 0, but 0 x NaN is NaN)
-                layer._k[:, :, :width].zero_()
-                layer._v[:, :, :width].zero_()
                 layer.length = width
                 layer._views()
         logits[idx] = out

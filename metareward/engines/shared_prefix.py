@@ -127,8 +127,11 @@ class GrowingLayer(DynamicLayer):
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         b, h, _, d = key_states.shape
         self.device = key_states.device
-        self._k = torch.empty((b, h, self.capacity, d), dtype=key_states.dtype, device=key_states.device)
-        self._v = torch.empty((b, h, self.capacity, value_states.shape[-1]), dtype=value_states.dtype,
+        # zeros, never uninitialised memory: attention may read positions not yet written (masked, with weight 0,
+        # but 0 x NaN is NaN): the left padding of rows from shorter prefill chunks, and the unfilled capacity that
+        # `small_query_attention` reads to keep its operands contiguous
+        self._k = torch.zeros((b, h, self.capacity, d), dtype=key_states.dtype, device=key_states.device)
+        self._v = torch.zeros((b, h, self.capacity, value_states.shape[-1]), dtype=value_states.dtype,
                               device=value_states.device)
         self.is_initialized = True
 
@@ -314,6 +317,38 @@ def own_mask(mask2d: torch.Tensor, q_len: int, rep: int, dtype: torch.dtype) -> 
 # ---------------------------------------------------------------------------------------------- attention
 
 
+# Query rows per key/value head (query heads x positions) up to which `small_query_attention` replaces the flash
+# kernel for the rows' own keys: decoding (1 position) and scoring suffixes (a few).
+SMALL_QUERY = 16
+
+
+def small_query_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
+                          length: int, scale: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention of few queries ``q`` [B, KV, R, D] over the first ``length`` positions of whole cache buffers
+    ``keys``/``values`` [B, KV, capacity, D] (``mask``: additive [B, 1, R or 1, length]); returns the output
+    [B, KV, R, D] and the log-sum-exp [B, KV, R] (fp32), as the flash kernel does.
+
+    Why not the flash kernel: with a handful of queries per row it spends its time on per-(row, head) set-up and
+    packing; in a decode step of 96 meta-judge rows (SmolLM2, bf16, 2 cores) it took 3.4 ms per layer, a third of
+    the step, for 62 MFLOP. Two batched matrix products do it in ~0.7 ms, but only on contiguous operands (on a
+    view of the filled part, bmm copies the keys first): so they run over the whole buffer, unwritten positions
+    (zeros) masked, ~15% more columns for a 3x faster kernel. The scores are rounded to the cache dtype by bmm,
+    as in transformers' eager attention; the softmax is in fp32."""
+    b, kv, r, d = q.shape
+    cap = keys.shape[2]
+    s = torch.bmm(q.reshape(b * kv, r, d), keys.view(b * kv, cap, d).transpose(1, 2)).view(b, kv, r, cap).float()
+    s.mul_(scale if scale is not None else d ** -0.5)
+    s[..., length:] = float("-inf")
+    if mask is not None:
+        s[..., :length] += mask
+    # softmax with one exp pass (logsumexp would take a second): p = exp(s - max) / sum, lse = max + log(sum)
+    top = s.amax(dim=-1, keepdim=True)
+    p = s.sub_(top).exp_()
+    total = p.sum(dim=-1, keepdim=True)
+    o = torch.bmm(p.div_(total).to(values.dtype).view(b * kv, r, cap), values.view(b * kv, cap, d))
+    return o.view(b, kv, r, d), (top + total.log()).squeeze(-1)
+
+
 def attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
               attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
               tree: TreeCache | None = None, **kwargs):
@@ -327,7 +362,11 @@ def attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     r = rep * q_len
     # [B, KV, rep * Q, D]: the query heads of one key/value head side by side (no repeated keys)
     q = query.reshape(b, kv, r, d)
-    o, lse = _FLASH(q, key, value, attn_mask=attention_mask, scale=scaling)
+    own = tree.layers[module.layer_idx]
+    if r <= SMALL_QUERY and own.is_initialized and key.data_ptr() == own._k.data_ptr():
+        o, lse = small_query_attention(q, own._k, own._v, attention_mask, key.shape[2], scaling)
+    else:
+        o, lse = _FLASH(q, key, value, attn_mask=attention_mask, scale=scaling)
     outs, lses = [o], [lse]
     layer = module.layer_idx
     for level in tree.levels:
@@ -346,12 +385,16 @@ def attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
         lg = lg.view(g, kv, m, r)[level.slot_group, :, level.slot_member]
         lses.append(lg.masked_fill(level.absent[:, None, None], float("-inf")) if level.missing else lg)
     if len(outs) > 1:
-        # out = sum_l o_l exp(lse_l - lse), lse = logsumexp_l lse_l; in float32, one pass per part
+        # out = sum_l o_l exp(lse_l - lse), lse = logsumexp_l lse_l: the weights in fp32, the sum in the model's
+        # dtype. Mixed-dtype products run element by element (25 ms per layer for a 10k-token prefill chunk,
+        # against 4.5 ms), and the sum in bf16 kept the next-token distribution as close to fp32's as the fp32 sum
+        # did (KL 0.0019 against 0.0020 over 24 meta-judge prompts; plain bf16 SDPA: 0.0020).
         total = torch.stack(lses).logsumexp(0)
-        o = outs[0] * (lses[0] - total).exp_().unsqueeze(-1)
+        dt = outs[0].dtype
+        o = outs[0] * (lses[0] - total).exp_().unsqueeze(-1).to(dt)
         for o_l, l_l in zip(outs[1:], lses[1:]):
-            o.addcmul_(o_l, (l_l - total).exp_().unsqueeze(-1))
-    # [B, KV, rep * Q, D] -> transformers' [B, Q, H, D], cast and laid out in one copy
+            o.addcmul_(o_l, (l_l - total).exp_().unsqueeze(-1).to(dt))
+    # [B, KV, rep * Q, D] -> transformers' [B, Q, H, D], laid out in one copy
     out = torch.empty((b, q_len, h, d), dtype=query.dtype, device=query.device)
     out.permute(0, 2, 1, 3).unflatten(1, (kv, rep)).copy_(o.view(b, kv, rep, q_len, d))
     return out, None

@@ -50,6 +50,32 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def keep_freed_memory() -> bool:
+    """Let glibc reuse freed buffers up to 32 MiB instead of unmapping them (on Linux with glibc; elsewhere a
+    no-op, returning False).
+
+    By default glibc maps every buffer above a threshold that starts at 128 KiB with mmap and unmaps it on free,
+    so each forward pass page-faults its activations in again. The prefill of the bench's 96 meta-judge prompts
+    (fresh process, 2 cores) took 1.7-2.6M minor faults, 3.4-5.4 s of system time and 26-29 s; with the threshold
+    at glibc's ceiling (32 MiB), trimming from 1 GiB of free heap, and forward passes whose activations stay under
+    it (`metareward.engines.decoding.chunk_tokens`): 0.32-0.38M faults, 0.8-0.9 s and 24-25 s. This is the effect that jemalloc or tcmalloc (which Intel recommends for PyTorch on CPU) get
+    through LD_PRELOAD, without a library to install. Process-wide: call it in the engine's own process.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
 def _common_prefix_len(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -101,6 +127,8 @@ class TransformersEngine:
         # Our decode loop wins on a CPU (2.5x here); on a GPU, where the full-vocabulary sort is cheap and every
         # host sync stalls the device, HF generate measured faster (H200, 1024 x 256 tokens: 10.1k vs 7.1k tok/s).
         self.own_decoder = self.device.type == "cpu"
+        if self.device.type == "cpu":
+            keep_freed_memory()
 
         tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         if tok.chat_template is None:

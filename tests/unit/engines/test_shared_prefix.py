@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from metareward.engines.shared_prefix import (GrowingLayer, Level, TreeCache, attention,  # noqa: E402
-                                              own_mask, padding_mask)
+from metareward.engines.shared_prefix import (_FLASH, GrowingLayer, Level, TreeCache, attention,  # noqa: E402
+                                              own_mask, padding_mask, small_query_attention)
 
 KV, REP, D = 2, 3, 8  # 2 key/value heads, 3 query heads each
 
@@ -74,6 +74,22 @@ def test_levels_and_own_keys_merge_to_plain_attention():
     assert torch.allclose(got, before, atol=1e-5)
 
 
+@pytest.mark.parametrize("q_len", [1, 2])
+def test_small_query_attention_over_the_whole_buffer_equals_the_flash_kernel_on_the_filled_part(q_len):
+    torch.manual_seed(1)
+    b, filled, capacity = 3, 6, 10
+    layer = GrowingLayer(capacity)
+    layer.update(torch.randn(b, KV, filled, D), torch.randn(b, KV, filled, D))
+    assert layer._k[:, :, filled:].abs().sum() == 0  # the unfilled capacity is zeros, never garbage
+    m2d = torch.ones(b, filled, dtype=torch.long)
+    m2d[0, :2] = 0  # row 0 left-padded
+    mask = own_mask(m2d, q_len, REP, torch.float32)
+    q = torch.randn(b, KV, REP * q_len, D)
+    o, lse = small_query_attention(q, layer._k, layer._v, mask, filled, 0.3)
+    want_o, want_lse = _FLASH(q, layer.keys, layer.values, attn_mask=mask, scale=0.3)[:2]
+    assert torch.allclose(o, want_o, atol=1e-5) and torch.allclose(lse, want_lse, atol=1e-5)
+
+
 def test_own_mask_is_causal_with_padding_and_repeated_per_query_head():
     m = own_mask(torch.tensor([[0, 1, 1]]), 3, 2, torch.float32)
     allowed = (m[0, 0] == 0).int().tolist()
@@ -102,6 +118,25 @@ def test_length_chunks_by_hand():
     assert length_chunks([10, 200, 12, 190]) == [[1, 3], [2, 0]]
     # close lengths: one chunk (300 + 64) beats splitting (at least 2 x 64 more for 3 tokens of padding)
     assert length_chunks([99, 100, 98]) == [[1, 0, 2]]
+    # at most 250 padded tokens per chunk: the row longer than the cap alone, the other three in a pair and a single
+    # (without the cap, one chunk of all four costs 4 x 300 + 64 against 300 + 300 + 3 x 64)
+    chunks = length_chunks([100, 100, 100, 300], max_tokens=250)
+    assert chunks[0] == [3] and sorted(map(len, chunks[1:])) == [1, 2] and sorted(sum(chunks, [])) == [0, 1, 2, 3]
+    assert length_chunks([100, 100, 100, 300]) == [[3], [0, 1, 2]]
+
+
+def test_chunk_tokens_keeps_the_widest_activation_under_the_mmap_ceiling():
+    from metareward.engines.decoding import ACTIVATION_BYTES, chunk_tokens
+
+    def model(intermediate, hidden, dtype):
+        cfg = types.SimpleNamespace(intermediate_size=intermediate, hidden_size=hidden)
+        return types.SimpleNamespace(config=types.SimpleNamespace(get_text_config=lambda: cfg),
+                                     parameters=lambda: iter([torch.zeros(1, dtype=dtype)]))
+
+    assert ACTIVATION_BYTES == 30 << 20
+    assert chunk_tokens(model(1536, 576, torch.bfloat16)) == (30 << 20) // (1536 * 2) == 10240  # SmolLM2-135M
+    assert chunk_tokens(model(1536, 576, torch.float32)) == (30 << 20) // (1536 * 4)
+    assert chunk_tokens(model(512, 2048, torch.bfloat16)) == (30 << 20) // (2048 * 4)  # RMSNorm's fp32 copy
 
 
 def test_growing_layer_writes_in_place_and_selects_rows():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 import pytest
 
@@ -384,3 +385,10 @@ def test_non_finite_shortcut_scores_fall_back(engine):
     bad = engine._checked_probs(JUDGE, c, held, "\n" + SCORE_PREFIX, suffix_ids, list("01"), choice_ids,
                                 [float("nan"), -2.0])
     assert bad is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keep_freed_memory_sets_glibc_thresholds():
+    from metareward.engines.transformers_engine import keep_freed_memory
+
+    assert keep_freed_memory() is True  # (the engine fixture already called it: setting it again is harmless)
