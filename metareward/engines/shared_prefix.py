@@ -17,7 +17,8 @@ How, in the way of cascade inference (Juravsky et al. 2024, "Hydragen") and vLLM
   each query over its own keys and over each level it belongs to, with the CPU flash kernel (which also returns
   the log-sum-exp of the scores), and merges the parts exactly: out = sum_l o_l exp(lse_l - logsumexp(lse)).
   A level's queries from all rows of a group form one batch against the group's keys (a matrix product instead
-  of one matrix-vector product per row).
+  of one matrix-vector product per row). In decoding, a row's own keys are read by `small_query_attention`
+  (two batched matrix products) rather than the flash kernel, which is slow with one query per row.
 - ``TreeCache`` is the KV cache: the levels plus each row's own ``GrowingLayer``; dropping finished rows
   re-indexes the levels instead of copying them.
 
