@@ -11,8 +11,8 @@ model: a full-vocabulary sort for top-p (~90 ms) and ``torch.multinomial``'s exp
 - encodes tokens shared by several prompts once, and a prompt once for its n samples, and attends to one copy
   of them (`metareward.engines.shared_prefix`: a prefix tree of the batch, cascade attention);
 - keeps the KV cache in buffers allocated once per batch (``GrowingLayer``) instead of concatenating every step;
-- drops finished rows from the batch (and the cache) once a quarter of them have ended, so long answers do not
-  carry the dead weight of short ones;
+- drops finished rows from the batch (and the cache) once the steps they would still ride along for outweigh the
+  copy, so long answers do not carry the dead weight of short ones;
 - reads the logits of the last position only (``logits_to_keep=1``), also at prefill.
 
 Imports torch and transformers at module level: only the transformers engine imports this module, lazily.
@@ -29,8 +29,12 @@ from metareward.engines.shared_prefix import (Level, TreeCache, own_mask, paddin
 INLINE_BELOW = 4096
 # Top-p is taken over this many most likely tokens; rows whose nucleus is wider fall back to a full sort.
 CANDIDATES = 256
-# Finished rows are dropped from the batch once they are this share of it (each drop copies the KV cache).
-COMPACT_SHARE = 0.25
+# Finished rows are dropped from the batch (which copies the rows' KV cache) once the steps they would still ride
+# along for, summed over them, reach this many per row of the batch. Measured in a 96-row meta-judge batch
+# (SmolLM2, bf16, 2 cores): a row costs ~1.9 ms per step and a drop ~0.7 ms per row kept (56-69 ms), ~0.35 row-steps
+# per row. (The rule before, "drop once a quarter of the rows have ended", let the ~22 rows that end early carry
+# on for ~730 row-steps, ~1.4 s of a ~40 s stage.)
+COMPACT_ROW_STEPS = 0.5
 
 
 def cache_kwarg(model) -> str:
@@ -281,7 +285,7 @@ def decode(model, prompts: list[list[int]], repeats: int, *, max_new_tokens: int
                 live &= ~ended
                 if not bool(live.any()):
                     break
-                if (~live).sum() >= COMPACT_SHARE * live.numel():
+                if int((~live).sum()) * (max_new_tokens - step - 1) >= COMPACT_ROW_STEPS * live.numel():
                     keep = live.nonzero().squeeze(1)
                     cache.batch_select_indices(keep)
                     tok, mask, last, rows = tok[keep], mask[keep], last[keep], rows[keep]
