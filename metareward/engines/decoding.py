@@ -138,8 +138,8 @@ def chunk_tokens(model) -> int:
 
 def length_chunks(lengths: list[int], max_tokens: int | None = None) -> list[list[int]]:
     """Row indices in chunks (longest first) minimising padded tokens + CHUNK_COST_TOKENS per chunk, each chunk at
-    most ``max_tokens`` padded tokens (or one row; None: no cap): an exact dynamic programme over the rows sorted by length (a
-    chunk is a run of that order)."""
+    most ``max_tokens`` padded tokens (or one row; None: no cap): an exact dynamic programme over the rows sorted
+    by length (a chunk is a run of that order)."""
     order = sorted(range(len(lengths)), key=lambda r: -lengths[r])
     n = len(order)
     best = [0.0] + [float("inf")] * n  # best[i]: cost of chunking the i longest rows

@@ -363,13 +363,13 @@ def attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     r = rep * q_len
     # [B, KV, rep * Q, D]: the query heads of one key/value head side by side (no repeated keys)
     q = query.reshape(b, kv, r, d)
-    own = tree.layers[module.layer_idx]
+    layer = module.layer_idx
+    own = tree.layers[layer]
     if r <= SMALL_QUERY and own.is_initialized and key.data_ptr() == own._k.data_ptr():
         o, lse = small_query_attention(q, own._k, own._v, attention_mask, key.shape[2], scaling)
     else:
         o, lse = _FLASH(q, key, value, attn_mask=attention_mask, scale=scaling)
     outs, lses = [o], [lse]
-    layer = module.layer_idx
     for level in tree.levels:
         k, v = level.keys[layer], level.values[layer]
         g, m = k.shape[0], level.width

@@ -58,8 +58,9 @@ def keep_freed_memory() -> bool:
     so each forward pass page-faults its activations in again. The prefill of the bench's 96 meta-judge prompts
     (fresh process, 2 cores) took 1.7-2.6M minor faults, 3.4-5.4 s of system time and 26-29 s; with the threshold
     at glibc's ceiling (32 MiB), trimming from 1 GiB of free heap, and forward passes whose activations stay under
-    it (`metareward.engines.decoding.chunk_tokens`): 0.32-0.38M faults, 0.8-0.9 s and 24-25 s. This is the effect that jemalloc or tcmalloc (which Intel recommends for PyTorch on CPU) get
-    through LD_PRELOAD, without a library to install. Process-wide: call it in the engine's own process.
+    it (`metareward.engines.decoding.chunk_tokens`): 0.32-0.38M faults, 0.8-0.9 s and 24-25 s. This is the
+    effect that jemalloc or tcmalloc (which Intel recommends for PyTorch on CPU) get through LD_PRELOAD, without a
+    library to install. Process-wide: call it in the engine's own process.
     """
     import ctypes
     import ctypes.util
