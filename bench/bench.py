@@ -141,6 +141,12 @@ def bench_dpo() -> dict:
 # ------------------------------------------------------------------------------------------------ prefect
 
 
+# The files each stage writes (metareward/stages.py, `_write`): the no-work run writes them empty.
+NOOP_FILES = {"prompt_pool": ("pool",), "prompts": ("prompts", "eval"), "generate": ("responses",),
+              "judge": ("judgments",), "meta_judge": ("verdicts",), "pairs": ("pairs",),
+              "benchmark": ("answers", "judgments")}
+
+
 def _noop_execute(stage, cfg, t, inputs, body):
     """The run-store contract without the work: a manifest written, nothing computed."""
     from datetime import datetime, timezone
@@ -149,8 +155,12 @@ def _noop_execute(stage, cfg, t, inputs, body):
     from metareward.records import Manifest
 
     folder = store.stage_uri(cfg.storage.root, cfg.run.name, t, stage)
+    files = {"model": folder}
+    for name in NOOP_FILES.get(stage, ()):  # empty, so what reads them after the stage (the report) finds them
+        files[name] = store.join(folder, f"{name}.jsonl")
+        store.write_jsonl(files[name], [])
     m = Manifest(stage=stage, iteration=t, run=cfg.run.name, key=stages.stage_key(stage, cfg, t, inputs), uri=folder,
-                 files={"model": folder}, digests={"eval": "-"}, inputs=inputs, config_digest=cfg.digest(), seed=cfg.run.seed,
+                 files=files, digests={"eval": "-"}, inputs=inputs, config_digest=cfg.digest(), seed=cfg.run.seed,
                  duration_s=0.0, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     store.write_manifest(m)
     return m
@@ -163,7 +173,10 @@ def _flow_seconds(iterations: int, root: str) -> tuple[float, int]:
     stages.execute = _noop_execute
     from flows.meta_rewarding import meta_rewarding
 
-    cfg = load_config("smoke", [f"run.iterations={iterations}", f"storage.root={root}", f"run.name=noop{iterations}"])
+    # The health gates read the judge's judgments and count the pairs: a stage that did no work has neither, and
+    # gating it would measure a failure, not the orchestration.
+    cfg = load_config("smoke", [f"run.iterations={iterations}", f"storage.root={root}", f"run.name=noop{iterations}",
+                                "health.enabled=false"])
     start = time.perf_counter()
     meta_rewarding.with_options(result_storage=Path(root, ".prefect-results"))(cfg)
     secs = time.perf_counter() - start

@@ -408,6 +408,9 @@ def check_health(cfg: RunConfig, t: int, m: Manifest) -> None:
     if not cfg.health.enabled:
         return
     if m.stage == "judge":
+        if "judgments" not in m.files:  # a manifest written by hand or by another tool: say which, don't KeyError
+            raise StageError(f"judge iter {t}: the manifest at {m.uri} lists no judgments file "
+                             f"(files: {sorted(m.files)}); the health gates need it (or set health.enabled=false)")
         metrics = health.judge_metrics(store.read_jsonl(m.files["judgments"], Judgment))
         failed = health.failed_gates(metrics, cfg.health)
     else:

@@ -27,3 +27,16 @@ def test_initial_model_is_the_eft_model_when_eft_is_on(tmp_path):
                                   files={"model": f"{folder}/model"}))
     m0 = stages.initial_model(cfg)
     assert m0.uri == f"{folder}/model" and m0.iteration == 0
+
+
+def test_health_check_names_a_judge_manifest_without_judgments(tmp_path):
+    """A judge manifest with no judgments file gets an error naming the manifest, not a KeyError."""
+    from metareward import stages, store
+    from metareward.records import Manifest
+
+    cfg = load_config("smoke", [f"storage.root={tmp_path}"])
+    folder = store.stage_uri(cfg.storage.root, cfg.run.name, 1, "judge")
+    m = Manifest(stage="judge", iteration=1, run=cfg.run.name, key="k", uri=folder, files={"model": folder})
+    with pytest.raises(stages.StageError, match=r"judge iter 1: the manifest at .* lists no judgments file"):
+        stages.check_health(cfg, 1, m)
+    stages.check_health(load_config("smoke", [f"storage.root={tmp_path}", "health.enabled=false"]), 1, m)
