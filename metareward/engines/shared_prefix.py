@@ -28,6 +28,7 @@ Imports torch and transformers at module level: only the decode loop imports thi
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -156,10 +157,21 @@ class GrowingLayer(DynamicLayer):
         return self.length
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.is_initialized:
-            self._k = self._k[indices]
-            self._v = self._v[indices]
-            self._views()
+        """Keep the rows ``indices``, in that order. When each row either stays in its slot or comes from beyond
+        the kept ones (`fill_order`), the moved rows are copied into the freed slots and the buffers narrowed: a
+        few rows copied instead of the whole cache, and the first n rows of a contiguous buffer stay contiguous."""
+        if not self.is_initialized:
+            return
+        n = indices.numel()
+        moved = (indices != torch.arange(n, device=indices.device)).nonzero().squeeze(1)
+        if bool((indices[moved] >= n).all()):  # sources outside the kept rows: no copy overwrites a source
+            if moved.numel():
+                self._k[moved] = self._k[indices[moved]]
+                self._v[moved] = self._v[indices[moved]]
+            self._k, self._v = self._k[:n], self._v[:n]
+        else:
+            self._k, self._v = self._k[indices], self._v[indices]
+        self._views()
 
 
 class Level:
@@ -318,6 +330,7 @@ def own_mask(mask2d: torch.Tensor, q_len: int, rep: int, dtype: torch.dtype) -> 
 # ---------------------------------------------------------------------------------------------- attention
 
 
+LOG2E, LN2 = 1 / math.log(2), math.log(2)
 # Query rows per key/value head (query heads x positions) up to which `small_query_attention` replaces the flash
 # kernel for the rows' own keys: decoding (1 position) and scoring suffixes (a few).
 SMALL_QUERY = 16
@@ -338,16 +351,18 @@ def small_query_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Ten
     b, kv, r, d = q.shape
     cap = keys.shape[2]
     s = torch.bmm(q.reshape(b * kv, r, d), keys.view(b * kv, cap, d).transpose(1, 2)).view(b, kv, r, cap).float()
-    s.mul_(scale if scale is not None else d ** -0.5)
+    # scores in base 2: torch's fp32 exp goes through MKL's vector maths, which on the AMD EPYC we measured on ran
+    # ~3x slower than ATen's own exp2 (150 against 56 us for one layer's 284k scores)
+    s.mul_((scale if scale is not None else d ** -0.5) * LOG2E)
     s[..., length:] = float("-inf")
     if mask is not None:
-        s[..., :length] += mask
-    # softmax with one exp pass (logsumexp would take a second): p = exp(s - max) / sum, lse = max + log(sum)
+        s[..., :length] += mask * LOG2E
+    # softmax with one exp pass (logsumexp would take a second): p = 2^(s - max) / sum, lse = (max + log2(sum)) ln 2
     top = s.amax(dim=-1, keepdim=True)
-    p = s.sub_(top).exp_()
+    p = s.sub_(top).exp2_()
     total = p.sum(dim=-1, keepdim=True)
     o = torch.bmm(p.div_(total).to(values.dtype).view(b * kv, r, cap), values.view(b * kv, cap, d))
-    return o.view(b, kv, r, d), (top + total.log()).squeeze(-1)
+    return o.view(b, kv, r, d), ((top + total.log2()) * LN2).squeeze(-1)
 
 
 def attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

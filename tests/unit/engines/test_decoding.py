@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from metareward.engines.decoding import nucleus_sample  # noqa: E402
+from metareward.engines.decoding import fill_order, nucleus_sample  # noqa: E402
 
 # P = [0.5, 0.3, 0.15, 0.05] (token order scrambled below so "sorted" is not the input order)
 PROBS = {3: 0.5, 0: 0.3, 2: 0.15, 1: 0.05}
@@ -63,3 +63,10 @@ def test_same_generator_seed_same_tokens():
     a = nucleus_sample(logits(64), 0.8, 0.95, torch.Generator().manual_seed(5))
     b = nucleus_sample(logits(64), 0.8, 0.95, torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
+
+
+def test_fill_order_keeps_live_rows_in_place_and_fills_holes_from_the_end():
+    live = torch.tensor([1, 0, 1, 1, 0, 1], dtype=torch.bool)
+    assert fill_order(live).tolist() == [0, 5, 2, 3]  # row 5 moves into row 1's slot; n = 4 live rows
+    assert fill_order(torch.tensor([0, 0, 1, 1], dtype=torch.bool)).tolist() == [2, 3]
+    assert fill_order(torch.tensor([1, 1, 0, 0], dtype=torch.bool)).tolist() == [0, 1]

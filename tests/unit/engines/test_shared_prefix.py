@@ -152,3 +152,15 @@ def test_growing_layer_writes_in_place_and_selects_rows():
     layer.update(step[:1], step[:1])
     with pytest.raises(RuntimeError, match="KV cache full"):
         layer.update(step[:1], step[:1])
+
+
+def test_growing_layer_drops_rows_by_moving_the_last_ones_into_the_freed_slots():
+    layer = GrowingLayer(capacity=4)
+    k = torch.arange(4 * 1 * 2 * 1, dtype=torch.float32).reshape(4, 1, 2, 1)  # row r holds 2r, 2r+1
+    layer.update(k, -k)
+    base = layer._k.data_ptr()
+    layer.batch_select_indices(torch.tensor([0, 3, 2]))  # row 1 ended: row 3 moves into its slot
+    assert layer._k.data_ptr() == base and layer._k.is_contiguous()  # narrowed in place, no new buffer
+    assert torch.equal(layer.keys, k[[0, 3, 2]]) and torch.equal(layer.values, -k[[0, 3, 2]])
+    layer.batch_select_indices(torch.tensor([2, 0]))  # a source inside the kept rows: a plain gather
+    assert torch.equal(layer.keys, k[[2, 0]])
