@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -419,13 +420,25 @@ def attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
 AttentionInterface.register(NAME, attention)
 
 
+_SWITCH = threading.Lock()
+_INSIDE: dict[int, tuple[int, str]] = {}  # id(config) -> (blocks open, implementation before the first)
+
+
 @contextlib.contextmanager
 def shared_prefix_attention(model):
-    """The model's layers use `attention` inside the block (every forward must pass ``tree=``)."""
+    """The model's layers use `attention` inside the block (every forward must pass ``tree=``). Batches decoding
+    in several threads share the model: the implementation is switched back when the last block closes."""
     config = model.config
-    before = config._attn_implementation
-    config._attn_implementation = NAME
+    with _SWITCH:
+        count, before = _INSIDE.get(id(config), (0, config._attn_implementation))
+        _INSIDE[id(config)] = (count + 1, before)
+        config._attn_implementation = NAME
     try:
         yield
     finally:
-        config._attn_implementation = before
+        with _SWITCH:
+            count, before = _INSIDE.pop(id(config))
+            if count > 1:
+                _INSIDE[id(config)] = (count - 1, before)
+            else:
+                config._attn_implementation = before

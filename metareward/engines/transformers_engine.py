@@ -9,8 +9,9 @@ Two operations (see `metareward.engines.base`):
   n samples; prompts sorted by their tokens fill batches of ``batch_size`` rows (rows = prompts x samples), and
   results are put back in prompt order. Decoding is our own loop (`metareward.engines.decoding`: token
   stretches shared by prompts encoded once and attended to from one copy (`metareward.engines.shared_prefix`),
-  a preallocated KV cache, exact top-p over the top 256 tokens, finished rows dropped). Batch ``b`` samples from a generator seeded
-  with ``seed + b``, so the same (prompts, n, sampling, seed, batch_size) gives the same texts. Generation stops
+  a preallocated KV cache, exact top-p over the top 256 tokens, finished rows dropped). On a 2-core CPU two
+  batches run at once, one per core. Batch ``b`` samples from a generator seeded with ``seed + b``, so the same
+  (prompts, n, sampling, seed, batch_size) on the same machine gives the same texts. Generation stops
   at the chat template's end-of-turn token (``<|im_end|>`` for ChatML models such as SmolLM2, where it is also
   pad and eos).
 - ``choice_probs``: P(choice | chat prompt + assistant prefix), renormalised over the choices. The context and
@@ -30,6 +31,8 @@ Two operations (see `metareward.engines.base`):
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import gc
 import os
 from typing import Any
@@ -75,6 +78,30 @@ def keep_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
+def batch_chunks(n: int, per_batch: int, workers: int) -> list[tuple[int, int]]:
+    """[start, end) of each batch over ``n`` sorted prompts: at most ``per_batch`` each, at least ``workers``
+    batches (when there are that many prompts), sizes within one of each other so concurrent batches end together.
+
+    10 prompts, 4 per batch, 2 workers -> 3 batches (3, 3, 4); 6 prompts, 128 per batch, 2 workers -> (3, 3).
+    """
+    k = min(n, max(-(-n // per_batch), workers))
+    bounds = [n * i // k for i in range(k + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Inside, this thread's torch ops use ``n`` threads (OpenMP's thread count belongs to the calling thread)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _common_prefix_len(a: list[int], b: list[int]) -> int:
@@ -130,6 +157,15 @@ class TransformersEngine:
         self.own_decoder = self.device.type == "cpu"
         if self.device.type == "cpu":
             keep_freed_memory()
+        # On a 2-core CPU, two batches decode at once, each in its own thread on one core: many ops of a decode
+        # step are too small to split well over cores (an exp over one layer's 284k scores: 316 us on one thread,
+        # 268 on two), and one batch's Python overhead leaves a core idle. The bench's 96 meta-judge prompts
+        # (greedy, bf16, paired runs in one process): 37.5 and 37.1 s as two 48-row batches, against 45.8 and
+        # 43.7 s as one 96-row batch on two threads. (One batch on two threads run from a worker thread took
+        # 55-63 s: OpenMP teams outside the main thread are slow here, so one-batch runs stay in the caller's.)
+        # Other core counts keep one batch on all threads: not measured, and one-thread batches on many cores
+        # would each be small and each stream the weights.
+        self.workers = 2 if self.own_decoder and torch.get_num_threads() == 2 else 1
 
         tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         if tok.chat_template is None:
@@ -263,20 +299,29 @@ class TransformersEngine:
         out: list[list] = [[] for _ in prompts]
         scoring = suffix_ids is not None
         bar = progress.tracker(len(prompts) * n, "generate")
-        for b, start in enumerate(range(0, len(order), per_batch)):
-            chunk = order[start:start + per_batch]
-            # One generator per batch, seeded with seed + b: the same (prompts, n, sampling, seed, batch_size)
-            # gives the same texts whatever ran before.
+        chunks = batch_chunks(len(order), per_batch, self.workers)
+
+        def run(b: int) -> list:
+            chunk = order[chunks[b][0]:chunks[b][1]]
+            # One generator per batch, seeded with seed + b: the same (prompts, n, sampling, seed, batch_size,
+            # workers) gives the same texts whatever ran before.
             gen = torch.Generator(device=self.device).manual_seed(seed + b)
-            res = decode(self.model, [ids[i] for i in chunk], reps, max_new_tokens=sampling.max_new_tokens,
-                         temperature=sampling.temperature, top_p=sampling.top_p, stop_ids=self.stop_ids,
-                         pad_id=self.tokenizer.pad_token_id, generator=gen,
-                         score_suffix=suffix_ids, score_choices=choice_ids)
-            toks, lps = res if scoring else (res, [None] * len(res))
-            for r, i in enumerate(chunk):
-                out[i] = [(self._completion(t), lp, ids[i] + self._body(t))
-                          for t, lp in zip(toks[r * reps:(r + 1) * reps], lps[r * reps:(r + 1) * reps])]
-            bar.advance(len(chunk) * n)
+            with torch_threads(1) if self.workers > 1 else contextlib.nullcontext():
+                return decode(self.model, [ids[i] for i in chunk], reps, max_new_tokens=sampling.max_new_tokens,
+                              temperature=sampling.temperature, top_p=sampling.top_p, stop_ids=self.stop_ids,
+                              pad_id=self.tokenizer.pad_token_id, generator=gen,
+                              score_suffix=suffix_ids, score_choices=choice_ids)
+
+        pool = concurrent.futures.ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+        with pool or contextlib.nullcontext():
+            results = pool.map(run, range(len(chunks))) if pool else map(run, range(len(chunks)))
+            for b, res in enumerate(results):  # in batch order; progress is reported from this thread
+                chunk = order[chunks[b][0]:chunks[b][1]]
+                toks, lps = res if scoring else (res, [None] * len(res))
+                for r, i in enumerate(chunk):
+                    out[i] = [(self._completion(t), lp, ids[i] + self._body(t))
+                              for t, lp in zip(toks[r * reps:(r + 1) * reps], lps[r * reps:(r + 1) * reps])]
+                bar.advance(len(chunk) * n)
         if greedy:
             out = [row * n for row in out]
         return out

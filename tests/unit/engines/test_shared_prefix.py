@@ -164,3 +164,19 @@ def test_growing_layer_drops_rows_by_moving_the_last_ones_into_the_freed_slots()
     assert torch.equal(layer.keys, k[[0, 3, 2]]) and torch.equal(layer.values, -k[[0, 3, 2]])
     layer.batch_select_indices(torch.tensor([2, 0]))  # a source inside the kept rows: a plain gather
     assert torch.equal(layer.keys, k[[2, 0]])
+
+
+def test_shared_prefix_attention_switches_back_when_the_last_block_closes():
+    """Concurrent batches share the model: a block closing while another is open must not switch it back."""
+    from types import SimpleNamespace
+
+    from metareward.engines.shared_prefix import NAME, shared_prefix_attention
+
+    model = SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa"))
+    a, b = shared_prefix_attention(model), shared_prefix_attention(model)
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)
+    assert model.config._attn_implementation == NAME
+    b.__exit__(None, None, None)
+    assert model.config._attn_implementation == "sdpa"

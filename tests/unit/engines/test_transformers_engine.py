@@ -139,8 +139,46 @@ def test_batching_restores_prompt_order(engine, monkeypatch):
     monkeypatch.setattr(decoding, "decode", spy)
     batched = [row[0].text for row in engine.generate(prompts, 1, s, seed=0)]
     assert batched == alone
-    rows = [r for batch in seen for r in batch]
+    rows = [r for batch in sorted(seen) for r in batch]  # (batches may run concurrently: any order of calls)
     assert len(seen) == 2 and rows == sorted(rows)  # batches hold prompts in token order (sharers together)
+
+
+def test_batch_chunks_by_hand():
+    from metareward.engines.transformers_engine import batch_chunks
+
+    assert batch_chunks(10, 4, 1) == [(0, 3), (3, 6), (6, 10)]  # ceil(10 / 4) = 3 batches, sizes within one
+    assert batch_chunks(6, 128, 2) == [(0, 3), (3, 6)]  # one batch's worth, split for the two workers
+    assert batch_chunks(1, 128, 2) == [(0, 1)]
+
+
+def test_two_workers_decode_two_batches_at_once_on_one_thread_each(engine, monkeypatch):
+    """On two threads the engine runs two batches in two threads, each on one torch thread; greedy texts (fp32)
+    are those of one batch on the caller's thread."""
+    import threading
+
+    import torch
+
+    from metareward.engines import decoding
+
+    prompts = ["Say hi.", "Name three colours.", "What is 2+2? Answer with a number only.", "Name a fruit."]
+    s = Sampling(temperature=0.0, max_new_tokens=12)
+    real, seen = decoding.decode, []
+
+    def spy(model, rows, repeats, **kw):
+        seen.append((threading.get_ident(), torch.get_num_threads(), len(rows)))
+        return real(model, rows, repeats, **kw)
+
+    monkeypatch.setattr(decoding, "decode", spy)
+    monkeypatch.setattr(engine, "workers", 1)
+    one = engine.generate(prompts, 1, s, seed=0)
+    assert seen == [(threading.get_ident(), torch.get_num_threads(), 4)]
+    seen.clear()
+    monkeypatch.setattr(engine, "workers", 2)
+    two = engine.generate(prompts, 1, s, seed=0)
+    assert two == one
+    assert sorted(n for _, _, n in seen) == [2, 2] and [t for _, t, _ in seen] == [1, 1]
+    assert len({ident for ident, _, _ in seen} | {threading.get_ident()}) == 3  # two worker threads
+    assert engine.model.config._attn_implementation != "metareward_shared_prefix"  # switched back after both
 
 
 def test_greedy_decode_matches_transformers_generate(engine, monkeypatch):
