@@ -42,14 +42,26 @@ SECTIONS = ("engine", "dpo", "prefect", "rerun")
 N_PROMPTS, K, N_JUDGE = 16, 4, 3
 ACTOR_TOKENS, JUDGE_TOKENS, META_TOKENS = 96, 64, 64
 NAIVE_EVERY = {"generate": 8, "judge": 24, "meta_judge": 12}  # naive loop on every k-th request
-DTYPE = "bfloat16"
 
 
-def _recipe_batch() -> int:
-    """The smoke recipe's engine batch size: the bench measures what `make run` uses."""
+def _recipe():
+    """The smoke recipe: the bench measures what `make run` uses (its batch size, dtype and training precision,
+    resolved for this machine: bf16 only where the CPU computes it natively)."""
     from metareward.config import load_config
 
-    return load_config("smoke").engine.batch_size
+    return load_config("smoke")
+
+
+def _recipe_dtype() -> str:
+    from metareward.precision import inference_dtype
+
+    return inference_dtype(_recipe().engine.dtype, "cpu")
+
+
+def _recipe_bf16() -> bool:
+    from metareward.precision import train_bf16
+
+    return train_bf16(_recipe().dpo.bf16, on_gpu=False)
 
 
 # ------------------------------------------------------------------------------------------------- engine
@@ -90,9 +102,9 @@ def bench_engine() -> dict:
 
     rows = resources.files("metareward.data").joinpath("smoke_prompts.jsonl").read_text().splitlines()
     prompts = [json.loads(r)["prompt"] for r in rows[:N_PROMPTS]]
-    batch = _recipe_batch()
-    engine = TransformersEngine(embedded_model_path(), dtype=DTYPE, batch_size=batch)
-    out: dict = {"model": "SmolLM2-135M-Instruct (embedded)", "dtype": DTYPE, "batch_size": batch, "stages": {}}
+    batch, dtype = _recipe().engine.batch_size, _recipe_dtype()
+    engine = TransformersEngine(embedded_model_path(), dtype=dtype, batch_size=batch)
+    out: dict = {"model": "SmolLM2-135M-Instruct (embedded)", "dtype": dtype, "batch_size": batch, "stages": {}}
 
     def stage(name: str, texts: list[str], n: int, max_new: int):
         s = Sampling(temperature=0.8, top_p=0.95, max_new_tokens=max_new)
@@ -133,10 +145,12 @@ def bench_dpo() -> dict:
     sys.path.insert(0, str(ROOT / "bench"))
     from dpo_step_time import run_case
 
-    ours, bare = run_case("fn-bf16"), run_case("direct-bf16")
+    precision = "bf16" if _recipe_bf16() else "fp32"
+    ours, bare = run_case(f"fn-{precision}"), run_case(f"direct-{precision}")
+    autocast = "bf16 autocast" if precision == "bf16" else "fp32"
     return {"ours_sec_per_step": ours["sec_per_step"], "trl_sec_per_step": bare["sec_per_step"],
             "ratio": round(ours["sec_per_step"] / bare["sec_per_step"], 3), "steps": ours["steps"],
-            "settings": "16 pairs, batch 2, max_length 256, bf16 autocast, 1 epoch", "ours": ours, "trl": bare}
+            "settings": f"16 pairs, batch 2, max_length 256, {autocast}, 1 epoch", "ours": ours, "trl": bare}
 
 
 # ------------------------------------------------------------------------------------------------ prefect
@@ -235,13 +249,20 @@ def machine() -> dict:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count()
-    return {"cpu": cpu, "cores": cores, "python": platform.python_version(), "load_avg_1m": os.getloadavg()[0]}
+    flags = next((ln.split(":", 1)[1].split() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                  if ln.startswith("flags")), []) if Path("/proc/cpuinfo").exists() else []
+    # The same model name has come on hosts with and without AVX512-BF16 here, and bf16 speed depends on it.
+    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return {"cpu": cpu, "cores": cores, "simd": simd, "python": platform.python_version(),
+            "load_avg_1m": os.getloadavg()[0]}
 
 
 def table(results: dict) -> str:
-    lines = [f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores", ""]
+    m = results["machine"]
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores, {' '.join(m.get('simd', [])) or 'simd unknown'}", ""]
     e = results.get("engine")
     if e and "stages" in e:
+        lines.append(f"engine dtype {e['dtype']}, batch {e['batch_size']}")
         lines += [f"{'stage':<12}{'ours tok/s':>12}{'naive tok/s':>13}{'ratio':>8}"]
         for name, s in e["stages"].items():
             lines.append(f"{name:<12}{s['tok_per_s']:>12}{s['naive_tok_per_s']:>13}{s['ratio']:>7}x")
@@ -249,7 +270,7 @@ def table(results: dict) -> str:
     d = results.get("dpo")
     if d and "ratio" in d:
         lines.append(f"DPO s/step: ours {d['ours_sec_per_step']}, bare TRL {d['trl_sec_per_step']} "
-                     f"(ratio {d['ratio']})")
+                     f"(ratio {d['ratio']}; {d.get('settings', '')})")
     p = results.get("prefect")
     if p and "overhead_per_stage_s" in p:
         lines.append(f"Prefect overhead per stage: {p['overhead_per_stage_s']} s (ephemeral API start-up "

@@ -189,7 +189,9 @@ class DPOSection(_Section):
     num_epochs: float = Field(1.0, gt=0.0, description="Epochs over the pairs.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1 = epochs decide).")
     max_length: int = Field(1024, ge=16, description="Truncate prompt+completion to this many tokens.")
-    bf16: bool = Field(False, description="bf16 autocast in training.")
+    bf16: bool | Literal["auto"] = Field(
+        False, description="bf16 autocast in training; 'auto' = where the device computes bf16 natively (a GPU "
+        "with bf16, a CPU with AVX512-BF16 or AMX).")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     precompute_ref_logps: bool = Field(
         True, description="Compute the reference model's log-probs of every pair once, before training, and keep "
@@ -215,7 +217,10 @@ class EngineSection(_Section):
         128, ge=1, description="Work items per committed shard in generate (prompts), judge (responses) and meta-judge "
         "(comparisons): each shard is written as soon as it is done, so a crash loses at most one shard. Shard i is "
         "sampled with seed + i x 1000003, so a resumed stage equals an uninterrupted one.")
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="Inference dtype.")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "float32", description="Inference dtype. 'auto': on a CPU (transformers engine), bfloat16 where the CPU "
+        "computes it natively (AVX512-BF16 or AMX) and float32 elsewhere; on a GPU, the checkpoint's dtype "
+        "(vLLM: its own 'auto').")
     max_model_len: int = Field(4096, ge=128, description="Context length (vLLM).")
     tensor_parallel_size: int = Field(1, ge=0, description="GPUs per vLLM engine (0 = every GPU of the worker).")
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="vLLM GPU memory fraction.")
@@ -352,7 +357,9 @@ class SFTSection(_Section):
     num_epochs: float = Field(1.0, gt=0.0, description="Epochs over the EFT examples.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1 = epochs decide).")
     max_length: int = Field(1024, ge=16, description="Truncate judge prompt + judgment to this many tokens.")
-    bf16: bool = Field(False, description="bf16 autocast in training.")
+    bf16: bool | Literal["auto"] = Field(
+        False, description="bf16 autocast in training; 'auto' = where the device computes bf16 natively (a GPU "
+        "with bf16, a CPU with AVX512-BF16 or AMX).")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of steps used for warm-up.")
 

@@ -49,6 +49,8 @@ def trainer_args(config_cls, section, *, output_dir: str, dtype: str, trust_remo
     """
     import torch
 
+    from metareward.precision import train_bf16
+
     on_gpu = torch.cuda.is_available()
     # Recent transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns and is
     # used only while the new one is unset); TRL defaults the old name to True, so set the name this version reads.
@@ -68,7 +70,7 @@ def trainer_args(config_cls, section, *, output_dir: str, dtype: str, trust_remo
         gradient_accumulation_steps=section.gradient_accumulation_steps,
         num_train_epochs=section.num_epochs,
         max_steps=section.max_steps,
-        bf16=section.bf16,
+        bf16=train_bf16(section.bf16, on_gpu),
         fp16=False,
         **{ckpt: section.gradient_checkpointing},
         seed=seed,

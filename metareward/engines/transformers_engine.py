@@ -34,6 +34,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import gc
+import logging
 import os
 from typing import Any
 
@@ -44,6 +45,8 @@ from metareward.engines.base import Completion, Sampling
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_turn|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 
 _DTYPES = {"float32", "bfloat16", "float16"}
+
+log = logging.getLogger(__name__)
 
 
 def _cores() -> int:
@@ -175,7 +178,12 @@ class TransformersEngine:
             tok.pad_token = tok.eos_token
         self.tokenizer = tok
 
-        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+        from metareward.precision import inference_dtype
+
+        self.dtype = inference_dtype(dtype, self.device.type)
+        torch_dtype = "auto" if self.dtype == "auto" else getattr(torch, self.dtype)
+        log.info("transformers engine on %s, dtype %s (config: %s), %d threads", self.device.type, self.dtype,
+                 dtype, torch.get_num_threads())
         model = AutoModelForCausalLM.from_pretrained(
             model_path, dtype=torch_dtype, trust_remote_code=trust_remote_code
         )

@@ -44,6 +44,8 @@ def test_overrides_are_parsed_as_yaml():
         ("run.name=../evil", "run.name: Value error"),
         ("dpo.beta", "expected key=value"),
         ("meta_judge.scoring=parse", "meta_judge.sampling.max_new_tokens=0 needs meta_judge.scoring=expected"),
+        ("dpo.bf16=sometimes", "dpo.bf16"),
+        ("engine.dtype=bf16", "engine.dtype"),
     ],
 )
 def test_bad_values_name_the_field(override, fragment):

@@ -180,3 +180,20 @@ def test_rows_seen_counts_what_max_steps_lets_training_read():
     assert rows_seen(32, d, world_size=2) == 32
     assert rows_seen(10, d) == 10  # never more than there are
     assert rows_seen(32, d.model_copy(update={"max_steps": -1})) == 32  # epochs decide: all pairs
+
+
+@pytest.mark.parametrize("native, expected", [(True, True), (False, False)])
+def test_trainer_args_resolve_bf16_auto_from_the_cpu(monkeypatch, native, expected):
+    import torch
+    from trl import DPOConfig
+
+    from metareward.train import trainer_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    args = trainer_args(DPOConfig, DPOSection(bf16="auto"), output_dir="o", dtype="float32",
+                        trust_remote_code=False, seed=0)
+    assert args["bf16"] is expected and args["use_cpu"] is True
+    assert trainer_args(DPOConfig, DPOSection(bf16=True), output_dir="o", dtype="float32",
+                        trust_remote_code=False, seed=0)["bf16"] is True
