@@ -203,6 +203,7 @@ def bench_prefect() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PREFECT_HOME"] = tmp
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # as `metareward run`
         from prefect import flow
 
         start = time.perf_counter()

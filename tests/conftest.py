@@ -11,6 +11,7 @@ for key, value in {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "TOKENIZERS_PARALLELISM": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # 20 s by default; start-up took 20.5 s on a slow host
 }.items():
     os.environ[key] = value
 

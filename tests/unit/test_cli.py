@@ -23,3 +23,14 @@ def test_unknown_recipe(tmp_path):
 def test_status_of_missing_run(tmp_path):
     p = _run("status", "ghost", "--root", str(tmp_path), cwd=tmp_path)
     assert p.returncode != 0 and "no such run" in p.stderr
+
+
+def test_prefect_reads_our_ephemeral_start_up_timeout(monkeypatch):
+    # A misspelt name would leave Prefect's 20 s, which a slow 2-core host exceeded (the run then fails).
+    from prefect.settings import Settings
+
+    from metareward.cli import OFFLINE_ENV
+
+    key = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+    monkeypatch.setenv(key, OFFLINE_ENV[key])
+    assert Settings().server.ephemeral.startup_timeout_seconds == 120
