@@ -152,3 +152,24 @@ def test_report_command_writes_into_the_run(run):
     assert r.exit_code == 0, r.output
     assert f"report.html: {run}/report/report.html" in r.output
     assert store.read_text(f"{run}/report/report.html").count("data:image/png;base64,") == 5
+
+
+def test_a_report_of_the_same_inputs_is_not_drawn_again(run, monkeypatch):
+    from metareward import plots
+
+    drawn = []
+    real = plots.figures
+    monkeypatch.setattr(plots, "figures", lambda rep: drawn.append(1) or real(rep))
+    first = report.write_report(run)
+    assert report.write_report(run) == first and len(drawn) == 1  # nothing changed: the files are reused
+    # a stage's records change: the report is drawn again and shows them
+    _stage(run, 1, "meta_judge", {"calls": 9, "decided": 9, "undecided": 0})
+    report.write_report(run)
+    assert len(drawn) == 2
+    # a lost figure is drawn again too, as is a report whose stamp is unreadable
+    store.fs_for(first["lengths.png"]).rm(first["lengths.png"])
+    assert store.exists(report.write_report(run)["lengths.png"]) and len(drawn) == 3
+    stamp = store.join(run, report.REPORT_DIR, report.STAMP)
+    store.write_bytes(stamp, b"{not json")
+    report.write_report(run)
+    assert len(drawn) == 4
