@@ -8,8 +8,6 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
-# Prefect's ephemeral API (no server) must start within 20 s by default; it took 20.5 s on a slow 2-core host
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 .PHONY: setup run test test-fast test-slow test-vllm-cpu bench gpu-check lint clean images deploy
 

@@ -46,22 +46,10 @@ NAIVE_EVERY = {"generate": 8, "judge": 24, "meta_judge": 12}  # naive loop on ev
 
 def _recipe():
     """The smoke recipe: the bench measures what `make run` uses (its batch size, dtype and training precision,
-    resolved for this machine: bf16 only where the CPU computes it natively)."""
+    resolved for this machine by `metareward.precision`: bf16 only where the CPU computes it natively)."""
     from metareward.config import load_config
 
     return load_config("smoke")
-
-
-def _recipe_dtype() -> str:
-    from metareward.precision import inference_dtype
-
-    return inference_dtype(_recipe().engine.dtype, "cpu")
-
-
-def _recipe_bf16() -> bool:
-    from metareward.precision import train_bf16
-
-    return train_bf16(_recipe().dpo.bf16, on_gpu=False)
 
 
 # ------------------------------------------------------------------------------------------------- engine
@@ -102,7 +90,10 @@ def bench_engine() -> dict:
 
     rows = resources.files("metareward.data").joinpath("smoke_prompts.jsonl").read_text().splitlines()
     prompts = [json.loads(r)["prompt"] for r in rows[:N_PROMPTS]]
-    batch, dtype = _recipe().engine.batch_size, _recipe_dtype()
+    from metareward.precision import inference_dtype
+
+    recipe = _recipe()
+    batch, dtype = recipe.engine.batch_size, inference_dtype(recipe.engine.dtype, "cpu")
     engine = TransformersEngine(embedded_model_path(), dtype=dtype, batch_size=batch)
     out: dict = {"model": "SmolLM2-135M-Instruct (embedded)", "dtype": dtype, "batch_size": batch, "stages": {}}
 
@@ -145,7 +136,9 @@ def bench_dpo() -> dict:
     sys.path.insert(0, str(ROOT / "bench"))
     from dpo_step_time import run_case
 
-    precision = "bf16" if _recipe_bf16() else "fp32"
+    from metareward.precision import train_bf16
+
+    precision = "bf16" if train_bf16(_recipe().dpo.bf16, on_gpu=False) else "fp32"
     ours, bare = run_case(f"fn-{precision}"), run_case(f"direct-{precision}")
     autocast = "bf16 autocast" if precision == "bf16" else "fp32"
     return {"ours_sec_per_step": ours["sec_per_step"], "trl_sec_per_step": bare["sec_per_step"],
@@ -201,9 +194,11 @@ def _flow_seconds(iterations: int, root: str) -> tuple[float, int]:
 
 def bench_prefect() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
+        from metareward.cli import OFFLINE_ENV
+
         os.environ["PREFECT_HOME"] = tmp
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # as `metareward run`
+        for key, value in OFFLINE_ENV.items():  # what `metareward run` sets (the ephemeral API's start-up timeout)
+            os.environ.setdefault(key, value)
         from prefect import flow
 
         start = time.perf_counter()
