@@ -18,9 +18,9 @@ from tasks import ui
 
 def _opts(task, cfg: RunConfig):
     if cfg.execution.mode == "deployments" and "gpu" in task.tags:  # the stage's deployment, in a fresh process
-        from flows.stages import RemoteStage
+        from flows.stages import dispatch_task
 
-        return RemoteStage(task.name, cfg)
+        return dispatch_task(task.name, cfg)
     return task.with_options(retries=cfg.execution.retries, retry_delay_seconds=cfg.execution.retry_delay_seconds)
 
 

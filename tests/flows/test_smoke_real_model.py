@@ -20,7 +20,8 @@ def test_smoke_recipe_on_the_real_model(tmp_path, prefect_harness):
     cfg = load_config("smoke", [
         f"storage.root={tmp_path}", "run.name=real", "prompts.per_iteration=4", "prompts.eval_count=2",
         "actor.k=3", "judge.n=3", "actor.sampling.max_new_tokens=24", "judge.sampling.max_new_tokens=12",
-        "meta_judge.sampling.max_new_tokens=8", "eval.max_new_tokens=16", "dpo.max_steps=1",
+        "meta_judge.sampling.max_new_tokens=8", "eval.max_new_tokens=16", "eval.mt_bench.max_new_tokens=8",
+        "eval.alpaca_eval.max_new_tokens=8", "eval.alpaca_eval.judge.max_tokens=8", "dpo.max_steps=1",
         "dpo.gradient_accumulation_steps=1", "dpo.max_length=512",
     ])
     [summary] = run_pipeline(cfg)
