@@ -14,8 +14,21 @@ for key, value in {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # 20 s by default; start-up took 20.5 s on a slow host
 }.items():
     os.environ[key] = value
+# Under pytest-xdist (make test runs two workers on the 2-core machine) each worker computes on one thread: two
+# workers of two OpenMP threads each would oversubscribe the cores. Subprocesses the tests start inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest tests first (the real-server integration test, then the other slow ones), so the parallel
+    workers do not end with one long test running alone."""
+    def rank(item) -> int:
+        return 0 if "integration" in item.path.parts else 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)  # stable: file order within each rank
 
 
 @pytest.fixture(scope="session")
