@@ -1,4 +1,4 @@
-"""The nucleus sampler of our decode loop, on hand-made distributions (no model needed)."""
+"""The decode loop's helpers: the nucleus sampler on hand-made distributions, row compaction, the sliced output head."""
 
 from __future__ import annotations
 
@@ -70,3 +70,47 @@ def test_fill_order_keeps_live_rows_in_place_and_fills_holes_from_the_end():
     assert fill_order(live).tolist() == [0, 5, 2, 3]  # row 5 moves into row 1's slot; n = 4 live rows
     assert fill_order(torch.tensor([0, 0, 1, 1], dtype=torch.bool)).tolist() == [2, 3]
     assert fill_order(torch.tensor([1, 1, 0, 0], dtype=torch.bool)).tolist() == [0, 1]
+
+
+class _Head(torch.nn.Module):
+    """A model whose output head is a Linear (what `output_head_in_slices` switches)."""
+
+    def __init__(self, vocab: int, hidden: int, bias: bool = False, dtype=torch.float32):
+        super().__init__()
+        self.lm_head = torch.nn.Linear(hidden, vocab, bias=bias, dtype=dtype)
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_sliced_output_head_gives_the_same_logits_and_switches_back(bias):
+    from metareward.engines import decoding
+    from metareward.engines.decoding import HEAD_SLICE, output_head_in_slices
+    from metareward.engines.transformers_engine import torch_threads
+
+    torch.manual_seed(0)
+    model = _Head(4 * HEAD_SLICE + 100, 64, bias)  # the last slice is partial
+    x = torch.randn(3, 5, 64)
+    want = torch.nn.functional.linear(x, model.lm_head.weight, model.lm_head.bias)
+    with torch_threads(1), torch.inference_mode():
+        with output_head_in_slices(model):
+            assert "forward" in vars(model.lm_head)  # switched
+            with output_head_in_slices(model):  # a second decode thread on the same model
+                pass
+            assert "forward" in vars(model.lm_head)  # still switched: the first block is open
+            got = model.lm_head(x)
+        assert "forward" not in vars(model.lm_head) and not decoding._HEAD_USERS
+    assert got.shape == want.shape == (3, 5, 4 * HEAD_SLICE + 100)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_sliced_output_head_only_where_measured():
+    from metareward.engines.decoding import output_head_in_slices
+    from metareward.engines.transformers_engine import torch_threads
+
+    for model, threads in [(_Head(4096, 64, dtype=torch.bfloat16), 1),  # not float32
+                           (_Head(1000, 64), 1),  # a small vocabulary
+                           (_Head(4096, 64), 2)]:  # more than one compute thread
+        with torch_threads(threads), output_head_in_slices(model):
+            assert "forward" not in vars(model.lm_head)
