@@ -43,22 +43,21 @@ SECTIONS = {
     "prompt_pool": ("prompt_pool", "prompts", "engine", "model"),
     "eft": ("eft", "judge", "engine", "model"),
 }
-# The modules whose source is part of a stage's key, so a code change recomputes what it affects.
+# The modules whose source is part of a stage's key, so a code change recomputes what it affects. The engines
+# include the CPU engine's decode loop and attention: they decide the sampled texts as much as the engine does.
+ENGINES = ("engines/transformers_engine", "engines/decoding", "engines/shared_prefix", "engines/vllm_engine",
+           "engines/fake")
 CODE = {
     "prompts": ("prompt_sets", "prompt_sources", "dedupe", "decontam"),
-    "prompt_pool": ("bootstrap", "prompt_pool", "prompt_sets", "prompt_sources", "dedupe", "decontam",
-                    "engines/transformers_engine", "engines/vllm_engine", "engines/fake"),
-    "eft": ("bootstrap", "eft", "sft", "parsing", "prompts", "engines/transformers_engine", "engines/vllm_engine",
-            "engines/fake"),
-    "generate": ("engines/transformers_engine", "engines/vllm_engine", "engines/fake"),
-    "judge": ("engines/transformers_engine", "engines/vllm_engine", "engines/fake", "parsing", "prompts"),
-    "meta_judge": ("engines/transformers_engine", "engines/vllm_engine", "engines/fake", "parsing", "prompts",
-                   "pairs"),
+    "prompt_pool": ("bootstrap", "prompt_pool", "prompt_sets", "prompt_sources", "dedupe", "decontam", *ENGINES),
+    "eft": ("bootstrap", "eft", "sft", "parsing", "prompts", *ENGINES),
+    "generate": ENGINES,
+    "judge": (*ENGINES, "parsing", "prompts"),
+    "meta_judge": (*ENGINES, "parsing", "prompts", "pairs"),
     "pairs": ("pairs", "scoring", "prompts"),
     "train": ("train",),
-    "benchmark": ("engines/transformers_engine", "engines/vllm_engine", "engines/fake", "parsing", "prompts",
-                  "evals/stage", "evals/bench", "evals/judges", "evals/mtbench", "evals/alpaca", "evals/arena_hard",
-                  "evals/agreement", "evals/io"),
+    "benchmark": (*ENGINES, "parsing", "prompts", "evals/stage", "evals/bench", "evals/judges", "evals/mtbench",
+                  "evals/alpaca", "evals/arena_hard", "evals/agreement", "evals/io"),
 }
 VERSIONED = ("torch", "transformers", "trl", "vllm", "prefect", "pydantic")
 

@@ -1,5 +1,8 @@
+from pathlib import Path
+
 import pytest
 
+from metareward import stages
 from metareward.config import load_config
 from metareward.stages import stage_key
 
@@ -40,3 +43,19 @@ def test_health_check_names_a_judge_manifest_without_judgments(tmp_path):
     with pytest.raises(stages.StageError, match=r"judge iter 1: the manifest at .* lists no judgments file"):
         stages.check_health(cfg, 1, m)
     stages.check_health(load_config("smoke", [f"storage.root={tmp_path}", "health.enabled=false"]), 1, m)
+
+
+def test_every_module_in_a_stage_key_exists():
+    """A renamed module must not drop out of the keys silently (a missing file would count only its name)."""
+    root = Path(stages.__file__).parent
+    for stage, mods in stages.CODE.items():
+        for mod in mods:
+            assert (root / f"{mod}.py").is_file(), (stage, mod)
+
+
+def test_a_change_in_the_decode_loop_rekeys_the_stages_that_generate(monkeypatch):
+    before = {s: stages._code_digest(s) for s in stages.CODE}
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: real(self) + (b"#" if self.name == "decoding.py" else b""))
+    changed = {s for s in stages.CODE if stages._code_digest(s) != before[s]}
+    assert changed == {"prompt_pool", "eft", "generate", "judge", "meta_judge", "benchmark"}
