@@ -146,9 +146,10 @@ def dispatch_task(stage: str, cfg: RunConfig):
 
     A stage whose manifest is already in the store under the key this run computes is Cached right here, from the
     record the stage task filed in the run's result storage: no deployment run starts, so a re-run of a finished
-    iteration starts no GPU worker process or container (each took 7-11 s on the 2-core test machine with a
-    process worker; a GPU container takes minutes). The task is named after the stage, so the key is the stage
-    task's own; its runs are called ``<stage>-iter<t>-deployment`` beside the stage flow's ``<stage>-iter<t>``.
+    iteration starts no GPU worker process or container (a process took 7-11 s to start on the 2-core test
+    machine with a process worker; a container adds its own start-up). The task is named after the stage, so the
+    key is the stage task's own; its runs are called ``<stage>-iter<t>-deployment`` beside the stage flow's
+    ``<stage>-iter<t>``.
     Retries stay with the stage task inside the deployment run.
     """
     from prefect import task
