@@ -42,6 +42,22 @@ if _spec:
 '''
 
 
+# What Prefect's own client retries: the server answers 503 for errors a client can retry (e.g. its SQLite
+# database locked while the machine is busy: seen once under the parallel test workers), 429 and 502 likewise.
+RETRYABLE = {429, 502, 503}
+
+
+def api(method: str, url: str, **kwargs) -> httpx.Response:
+    """An HTTP call to a test server, retried as Prefect's client retries; raises on any other error status."""
+    for attempt in range(8):
+        r = httpx.request(method, url, timeout=60, **kwargs)
+        if r.status_code not in RETRYABLE:
+            break
+        time.sleep(min(0.5 * 2 ** attempt, 8))
+    r.raise_for_status()
+    return r
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,6 +81,7 @@ class Stack:
     """The running servers, their environment and logs."""
 
     wait_until = staticmethod(wait_until)
+    call = staticmethod(api)
 
     def __init__(self, tmp: Path):
         self.tmp, self.procs, self.logs = tmp, [], []

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 
-import httpx
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -29,17 +28,16 @@ SMALL = ["run.name=it", "execution.mode=deployments", "execution.stage_deploymen
 
 
 def _trigger(stack) -> str:
-    dep = httpx.get(f"{stack.api}/deployments/name/meta-rewarding-recipe/smoke").json()
+    dep = stack.call("GET", f"{stack.api}/deployments/name/meta-rewarding-recipe/smoke").json()
     overrides = [f"storage.root=s3://{stack.bucket}/runs", *SMALL]
-    r = httpx.post(f"{stack.api}/deployments/{dep['id']}/create_flow_run",
+    r = stack.call("POST", f"{stack.api}/deployments/{dep['id']}/create_flow_run",
                    json={"parameters": {"recipe": "smoke", "overrides": overrides}})
-    r.raise_for_status()
     return r.json()["id"]
 
 
 def _wait(stack, run_id: str, timeout: float = 900) -> dict:
     def done():
-        run = httpx.get(f"{stack.api}/flow_runs/{run_id}").json()
+        run = stack.call("GET", f"{stack.api}/flow_runs/{run_id}").json()
         return run if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
     run = stack.wait_until(done, f"flow run {run_id}", timeout, every=2)
@@ -52,7 +50,7 @@ def _wait(stack, run_id: str, timeout: float = 900) -> dict:
 def _task_runs(stack) -> list[dict]:
     rows, offset = [], 0
     while True:
-        page = httpx.post(f"{stack.api}/task_runs/filter", json={"limit": 200, "offset": offset}).json()
+        page = stack.call("POST", f"{stack.api}/task_runs/filter", json={"limit": 200, "offset": offset}).json()
         rows += page
         if len(page) < 200:
             return rows
@@ -83,7 +81,7 @@ def test_run_completes_with_every_manifest_and_the_model_in_the_bucket(stack, fi
     assert train["files"]["model"] == f"s3://{model}" and train["counts"]["steps"] == 1
     assert fs.find(f"{run}/.prefect-results")
     # each GPU stage ran as its own deployment flow run (a fresh process of the worker)
-    flows = httpx.post(f"{stack.api}/flow_runs/filter", json={"limit": 200}).json()
+    flows = stack.call("POST", f"{stack.api}/flow_runs/filter", json={"limit": 200}).json()
     names = {f["name"] for f in flows if f["state"]["type"] == "COMPLETED"}
     for stage in GPU_STAGES:
         assert f"it-{stage}-iter1" in names, stage
@@ -109,7 +107,7 @@ def test_the_injected_transient_failure_was_retried(stack, first_run):
     assert stack.fail_marker.is_file()  # the failure did happen, in a worker process
     judge = [t for t in _task_runs(stack) if t["name"] == "judge-iter1" and t["state"]["type"] == "COMPLETED"]
     assert judge and judge[0]["run_count"] == 2
-    logs = httpx.post(f"{stack.api}/logs/filter", json={"limit": 200, "sort": "TIMESTAMP_ASC"}).json()
+    logs = stack.call("POST", f"{stack.api}/logs/filter", json={"limit": 200, "sort": "TIMESTAMP_ASC"}).json()
     assert any("injected transient error in judge" in row["message"] for row in logs)
 
 
@@ -117,13 +115,14 @@ def test_no_secret_in_logs_manifests_or_parameters(stack, first_run):
     texts = [p.read_text(errors="replace") for p in stack.logs]
     offset = 0
     while True:
-        page = httpx.post(f"{stack.api}/logs/filter", json={"limit": 200, "offset": offset}).json()
+        page = stack.call("POST", f"{stack.api}/logs/filter", json={"limit": 200, "offset": offset}).json()
         texts += [row["message"] for row in page]
         offset += 200
         if len(page) < 200:
             break
-    texts += [json.dumps(f["parameters"]) for f in httpx.post(f"{stack.api}/flow_runs/filter", json={}).json()]
-    texts += [json.dumps(b) for b in httpx.post(f"{stack.api}/block_documents/filter",
+    flows = stack.call("POST", f"{stack.api}/flow_runs/filter", json={}).json()
+    texts += [json.dumps(f["parameters"]) for f in flows]
+    texts += [json.dumps(b) for b in stack.call("POST", f"{stack.api}/block_documents/filter",
                                                 json={"include_secrets": True}).json()]
     texts += [stack.fs.cat(p).decode(errors="replace") for p in stack.fs.find(_run_folder(stack))
               if p.endswith((".json", ".jsonl", ".md")) or "/.prefect-results/" in p]
@@ -136,7 +135,8 @@ def test_retrigger_is_all_cache_hits(stack, first_run):
     manifests = sorted(p for p in fs.find(run) if p.endswith("manifest.json"))
     before = {p: fs.info(p)["LastModified"] for p in manifests}
     seen = {t["id"] for t in _task_runs(stack)}
-    flows_before = {f["id"] for f in httpx.post(f"{stack.api}/flow_runs/filter", json={"limit": 200}).json()}
+    flows_before = {f["id"] for f in
+                    stack.call("POST", f"{stack.api}/flow_runs/filter", json={"limit": 200}).json()}
     start = time.monotonic()
     run_id = _trigger(stack)
     _wait(stack, run_id)
@@ -152,6 +152,6 @@ def test_retrigger_is_all_cache_hits(stack, first_run):
     assert all(t["state"]["name"] == "Cached" for t in new if t["name"] in wanted), \
         {t["name"]: t["state"]["name"] for t in new}
     # ... so no stage deployment ran: the only new flow runs are the orchestrator's own (recipe, loop, iteration)
-    flows = httpx.post(f"{stack.api}/flow_runs/filter", json={"limit": 200}).json()
+    flows = stack.call("POST", f"{stack.api}/flow_runs/filter", json={"limit": 200}).json()
     started = sorted(f["name"] for f in flows if f["id"] not in flows_before)
     assert not [n for n in started if any(n.startswith(f"it-{s}-iter") for s in GPU_STAGES)], started
