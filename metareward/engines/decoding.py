@@ -21,12 +21,11 @@ Imports torch and transformers at module level: only the transformers engine imp
 from __future__ import annotations
 
 import contextlib
-import threading
 
 import torch
 
 from metareward.engines.shared_prefix import (Level, TreeCache, own_mask, padding_mask, prefix_tree, select_levels,
-                                              shared_prefix_attention)
+                                              shared_prefix_attention, shared_switch)
 
 # In decoding, shared levels sparing fewer row-tokens of reading than this are copied into the rows' own keys.
 INLINE_BELOW = 4096
@@ -42,8 +41,6 @@ COMPACT_ROW_STEPS = 4
 
 # The output head's vocabulary is multiplied in slices of this many rows (see `output_head_in_slices`).
 HEAD_SLICE = 512
-_HEAD_LOCK = threading.Lock()
-_HEAD_USERS: dict[int, int] = {}  # id(head) -> decode blocks using the sliced forward
 
 
 def _sliced_linear(head: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -78,19 +75,13 @@ def output_head_in_slices(model):
             or head.out_features < 4 * HEAD_SLICE):
         yield
         return
-    key = id(head)
-    with _HEAD_LOCK:
-        if not _HEAD_USERS.get(key):
-            head.forward = lambda x: _sliced_linear(head, x)
-        _HEAD_USERS[key] = _HEAD_USERS.get(key, 0) + 1
-    try:
+
+    def switch_on():
+        head.forward = lambda x: _sliced_linear(head, x)
+        return lambda: delattr(head, "forward")  # the instance attribute: nn.Linear.forward again
+
+    with shared_switch((id(head), "sliced head"), switch_on):
         yield
-    finally:
-        with _HEAD_LOCK:
-            _HEAD_USERS[key] -= 1
-            if not _HEAD_USERS[key]:
-                del _HEAD_USERS[key]
-                del head.forward  # the instance attribute: nn.Linear.forward again
 
 
 def cache_kwarg(model) -> str:

@@ -421,24 +421,35 @@ AttentionInterface.register(NAME, attention)
 
 
 _SWITCH = threading.Lock()
-_INSIDE: dict[int, tuple[int, str]] = {}  # id(config) -> (blocks open, implementation before the first)
+_OPEN: dict[object, tuple[int, object]] = {}  # key -> (blocks open, what undoes the switch)
 
 
 @contextlib.contextmanager
-def shared_prefix_attention(model):
-    """The model's layers use `attention` inside the block (every forward must pass ``tree=``). Batches decoding
-    in several threads share the model: the implementation is switched back when the last block closes."""
-    config = model.config
+def shared_switch(key, switch_on):
+    """A change to a model shared by the threads that decode batches of it: ``switch_on()`` makes the change when
+    the first block for ``key`` opens and returns the function that undoes it, which runs when the last closes."""
     with _SWITCH:
-        count, before = _INSIDE.get(id(config), (0, config._attn_implementation))
-        _INSIDE[id(config)] = (count + 1, before)
-        config._attn_implementation = NAME
+        count, undo = _OPEN.get(key, (0, None))
+        _OPEN[key] = (count + 1, undo if count else switch_on())
     try:
         yield
     finally:
         with _SWITCH:
-            count, before = _INSIDE.pop(id(config))
+            count, undo = _OPEN.pop(key)
             if count > 1:
-                _INSIDE[id(config)] = (count - 1, before)
+                _OPEN[key] = (count - 1, undo)
             else:
-                config._attn_implementation = before
+                undo()
+
+
+def shared_prefix_attention(model):
+    """The model's layers use `attention` inside the block (every forward must pass ``tree=``). Batches decoding
+    in several threads share the model: the implementation is switched back when the last block closes."""
+    config = model.config
+
+    def switch_on():
+        before = config._attn_implementation
+        config._attn_implementation = NAME
+        return lambda: setattr(config, "_attn_implementation", before)
+
+    return shared_switch((id(config), "attention"), switch_on)

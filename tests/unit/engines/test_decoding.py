@@ -85,7 +85,7 @@ class _Head(torch.nn.Module):
 
 @pytest.mark.parametrize("bias", [False, True])
 def test_sliced_output_head_gives_the_same_logits_and_switches_back(bias):
-    from metareward.engines import decoding
+    from metareward.engines import shared_prefix
     from metareward.engines.decoding import HEAD_SLICE, output_head_in_slices
     from metareward.engines.transformers_engine import torch_threads
 
@@ -100,7 +100,7 @@ def test_sliced_output_head_gives_the_same_logits_and_switches_back(bias):
                 pass
             assert "forward" in vars(model.lm_head)  # still switched: the first block is open
             got = model.lm_head(x)
-        assert "forward" not in vars(model.lm_head) and not decoding._HEAD_USERS
+        assert "forward" not in vars(model.lm_head) and not shared_prefix._OPEN
     assert got.shape == want.shape == (3, 5, 4 * HEAD_SLICE + 100)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
