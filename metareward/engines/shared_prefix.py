@@ -272,7 +272,6 @@ class TreeCache(DynamicCache):
         small = [lv for lv in self.levels if lv.saving() < min_saving]
         if not small:
             return own_mask
-        rows = own_mask.shape[0]
         parts = []  # per small level: (group of each row, clamped; 1/0 mask of each row's keys)
         for lv in small:
             g = lv.group_of.clamp(min=0).to(own_mask.device)
