@@ -75,24 +75,61 @@ _PUBLIC = {"mt_bench": ("score", "turn_1", "turn_2", "n", "n_failed"),
            "judge_quality": ("agreement", "agreement_without_ties", "spearman", "kendall_tau", "n")}
 
 
+def _fmt(v) -> str:
+    """A value for the terminal and summary.md: floats to 4 significant digits (the manifests keep full ones)."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _pairs(d: dict) -> str:
+    return ", ".join(f"{k} {_fmt(v)}" for k, v in d.items())
+
+
+def _bench_table(s: dict) -> list[str]:
+    """The benchmark of M_t beside the baseline's (M_0), one row per figure, and who judged each result."""
+    cols = [s[label] for label in ("benchmark_baseline", "benchmark") if label in s]
+    if not cols:
+        return []
+    rows = [(key, [b.get(key) for b in cols]) for key in ("mean_chars", "mean_score", "parse_rate")]
+    notes = {}
+    for name, keys in _PUBLIC.items():
+        for k in keys:
+            vals = [(b.get(name) or {}).get(k) for b in cols]
+            if any(v is not None for v in vals):
+                rows.append((f"{name} {k}", vals))
+        for b in cols:
+            if name in b:  # the same judge and label for both columns, usually: said once
+                notes.setdefault((b[name].get("judge"), b[name].get("label")), []).append(name)
+    heads = [f"M_{b.get('model_iteration')}" for b in cols]
+    lines = ["", "| benchmark | " + " | ".join(heads) + " |", "|---|" + "---|" * len(cols)]
+    lines += [f"| {name} | " + " | ".join(_fmt(v) for v in vals) + " |" for name, vals in rows]
+    lines += ["", "mean_score judged by: " + ", ".join(_fmt(b.get("judge")) for b in cols)]
+    for (judge, label), names in notes.items():
+        names = list(dict.fromkeys(names))
+        lines.append(f"{', '.join(names)} judged by {_fmt(judge)}" + (f" ({label})" if label else ""))
+    return lines
+
+
 def to_markdown(s: dict) -> str:
     lines = [f"# Iteration {s['iteration']}", "", "| quantity | value |", "|---|---|"]
     for key in ("prompts", "responses", "response_mean_chars", "judgments", "judge_parse_rate", "judge_mean_score",
                 "meta_judge_calls", "meta_judge_decided", "actor_pairs", "judge_pairs",
                 "actor_chosen_mean_chars", "actor_rejected_mean_chars"):
-        lines.append(f"| {key} | {s.get(key)} |")
+        lines.append(f"| {key} | {_fmt(s.get(key))} |")
     lines += ["", "Score histogram (rounded points): " + ", ".join(f"{k}: {v}" for k, v in
                                                                    (s.get("score_histogram") or {}).items())]
     lines.append("Pairs skipped: " + (", ".join(f"{k}: {v}" for k, v in s["pair_skips"].items()) or "none"))
     if "train" in s:
-        lines.append("Training: " + ", ".join(f"{k} {v}" for k, v in s["train"].items()))
+        lines.append("Training: " + _pairs(s["train"]))
     for label in ("prompt_pool", "eft"):
         if label in s:
-            lines.append(f"{label}: " + ", ".join(f"{k} {v}" for k, v in s[label].items()))
-    for label in ("benchmark_baseline", "benchmark"):
-        if label in s:
-            lines.append(f"{label}: " + ", ".join(f"{k} {v}" for k, v in s[label].items()))
-    lines.append("Stage seconds: " + ", ".join(f"{k} {v}" for k, v in s["durations_s"].items()))
+            lines.append(f"{label}: " + _pairs(s[label]))
+    lines += _bench_table(s)
+    lines += ["", "Stage seconds: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {_fmt(v)}"
+                                                for k, v in s["durations_s"].items())]
     return "\n".join(lines) + "\n"
 
 
