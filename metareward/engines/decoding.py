@@ -21,6 +21,7 @@ Imports torch and transformers at module level: only the transformers engine imp
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 
@@ -296,7 +297,8 @@ def _score_rows(model, cache: TreeCache, idx: torch.Tensor, feed: torch.Tensor, 
 @torch.inference_mode()
 def decode(model, prompts: list[list[int]], repeats: int, *, max_new_tokens: int, temperature: float,
            top_p: float, stop_ids: list[int], pad_id: int, generator: torch.Generator | None,
-           score_suffix: list[int] | None = None, score_choices: list[int] | None = None):
+           score_suffix: list[int] | None = None, score_choices: list[int] | None = None,
+           on_rows_done: Callable[[int], None] | None = None):
     """``repeats`` samples for each tokenised prompt; rows ``r*repeats .. r*repeats+repeats-1`` belong to prompt
     ``r``. Each row's tokens end before its first stop token (or after ``max_new_tokens``); the stop token is
     kept as the last token when one was produced, so callers can tell "stop" from "length".
@@ -304,7 +306,10 @@ def decode(model, prompts: list[list[int]], repeats: int, *, max_new_tokens: int
     With ``score_suffix`` and ``score_choices`` (token ids), each row is also scored where it ends: the suffix
     (e.g. "\nScore: ") is fed after the row's own tokens, on the KV cache it already has, and the log-probs of
     the choice tokens read. That replaces a second prefill of prompt + answer (the judge's expected score).
-    Returns (tokens, log-probs) then; tokens alone otherwise."""
+    Returns (tokens, log-probs) then; tokens alone otherwise.
+
+    ``on_rows_done(k)`` is called (in this thread) as ``k`` rows end, so a progress bar can move while the batch
+    decodes; the calls add up to the number of rows."""
     device = next(model.parameters()).device
     scoring = score_suffix is not None and score_choices is not None
     extra = max_new_tokens + (len(score_suffix) + 1 if scoring else 0)
@@ -324,6 +329,7 @@ def decode(model, prompts: list[list[int]], repeats: int, *, max_new_tokens: int
     suffix = torch.tensor([score_suffix or [0]], device=device)
     rows = torch.arange(n_rows, device=device)  # the original row of each live batch row
     live = torch.ones(n_rows, dtype=torch.bool, device=device)
+    reported = 0  # rows passed to on_rows_done
 
     def score(idx: torch.Tensor, feed: torch.Tensor) -> None:
         if idx.numel():
@@ -343,6 +349,10 @@ def decode(model, prompts: list[list[int]], repeats: int, *, max_new_tokens: int
                     score(tail, torch.cat([tok[tail, None], suffix.expand(tail.numel(), -1)], dim=1))
             if bool(ended.any()):
                 length[rows[ended].cpu()] = step + 1
+                if on_rows_done is not None:
+                    k = int(ended.sum())
+                    reported += k
+                    on_rows_done(k)
                 live &= ~ended
                 if not bool(live.any()):
                     break
@@ -356,6 +366,8 @@ def decode(model, prompts: list[list[int]], repeats: int, *, max_new_tokens: int
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             last = last + 1
             logits = _forward(model, tok[:, None], mask, last[:, None], cache)
+    if on_rows_done is not None and n_rows > reported:  # the rows that ran to max_new_tokens
+        on_rows_done(n_rows - reported)
     out_cpu = out.cpu()
     tokens = [out_cpu[r, : int(length[r])].tolist() for r in range(n_rows)]
     return (tokens, scores) if scoring else tokens

@@ -36,6 +36,7 @@ import contextlib
 import gc
 import logging
 import os
+import threading
 from typing import Any
 
 from metareward import progress
@@ -45,6 +46,8 @@ from metareward.engines.base import Completion, Sampling
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_turn|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 
 _DTYPES = {"float32", "bfloat16", "float16"}
+# While batches decode in worker threads, the progress bar is moved this often (seconds).
+PROGRESS_EVERY_S = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +311,16 @@ class TransformersEngine:
         scoring = suffix_ids is not None
         bar = progress.tracker(len(prompts) * n, "generate")
         chunks = batch_chunks(len(order), per_batch, self.workers)
+        per_row = n if greedy else 1  # completions a decoded row stands for
+        ended = [0]  # rows ended so far in the batches' threads; this thread moves the bar (listeners are not
+        lock = threading.Lock()  # thread-safe: a Prefect artifact needs the task's context)
+
+        def rows_done(k: int) -> None:
+            if self.workers > 1:
+                with lock:
+                    ended[0] += k
+            else:  # batches run in this thread
+                bar.advance(k * per_row)
 
         def run(b: int) -> list:
             chunk = order[chunks[b][0]:chunks[b][1]]
@@ -318,18 +331,27 @@ class TransformersEngine:
                 return decode(self.model, [ids[i] for i in chunk], reps, max_new_tokens=sampling.max_new_tokens,
                               temperature=sampling.temperature, top_p=sampling.top_p, stop_ids=self.stop_ids,
                               pad_id=self.tokenizer.pad_token_id, generator=gen,
-                              score_suffix=suffix_ids, score_choices=choice_ids)
+                              score_suffix=suffix_ids, score_choices=choice_ids, on_rows_done=rows_done)
 
-        pool = concurrent.futures.ThreadPoolExecutor(self.workers) if self.workers > 1 else None
-        with pool or contextlib.nullcontext():
-            results = pool.map(run, range(len(chunks))) if pool else map(run, range(len(chunks)))
-            for b, res in enumerate(results):  # in batch order; progress is reported from this thread
-                chunk = order[chunks[b][0]:chunks[b][1]]
-                toks, lps = res if scoring else (res, [None] * len(res))
-                for r, i in enumerate(chunk):
-                    out[i] = [(self._completion(t), lp, ids[i] + self._body(t))
-                              for t, lp in zip(toks[r * reps:(r + 1) * reps], lps[r * reps:(r + 1) * reps])]
-                bar.advance(len(chunk) * n)
+        if self.workers > 1:
+            with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
+                futures = [pool.submit(run, b) for b in range(len(chunks))]
+                pending, shown = set(futures), 0
+                while pending:  # the bar moves as rows end, not only when a whole batch is done
+                    _, pending = concurrent.futures.wait(pending, timeout=PROGRESS_EVERY_S)
+                    with lock:
+                        now = ended[0] * per_row
+                    bar.advance(now - shown)
+                    shown = now
+                results = [f.result() for f in futures]  # (re-raises a batch's error)
+        else:
+            results = [run(b) for b in range(len(chunks))]
+        for b, res in enumerate(results):
+            chunk = order[chunks[b][0]:chunks[b][1]]
+            toks, lps = res if scoring else (res, [None] * len(res))
+            for r, i in enumerate(chunk):
+                out[i] = [(self._completion(t), lp, ids[i] + self._body(t))
+                          for t, lp in zip(toks[r * reps:(r + 1) * reps], lps[r * reps:(r + 1) * reps])]
         if greedy:
             out = [row * n for row in out]
         return out

@@ -430,3 +430,40 @@ def test_keep_freed_memory_sets_glibc_thresholds():
     from metareward.engines.transformers_engine import keep_freed_memory
 
     assert keep_freed_memory() is True  # (the engine fixture already called it: setting it again is harmless)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_progress_bar_moves_as_rows_end(engine, monkeypatch, workers):
+    """The generate bar counts completions as their rows end inside a batch (greedy: a row stands for its n
+    copies), not only when the batch is done; it ends at prompts x n. Listeners are called from the caller's
+    thread only."""
+    import threading
+
+    from metareward import progress
+    from metareward.engines import decoding, transformers_engine
+
+    prompts = ["Say hi.", "Write a long essay about the history of Rome."]
+    s = Sampling(temperature=0.0, max_new_tokens=24)
+    [[hi, _], [rome, _]] = engine.generate(prompts, 2, s, seed=0)
+    assert hi.finish_reason == "stop" and rome.finish_reason == "length"  # the rows end at different steps
+
+    calls, seen = [], []
+    real = decoding.decode
+
+    def spy(model, rows, repeats, **kw):  # the calls decode makes, in its own thread
+        def count(k):
+            calls.append(k)
+            kw["on_rows_done"](k)
+        return real(model, rows, repeats, **{**kw, "on_rows_done": count})
+
+    monkeypatch.setattr(decoding, "decode", spy)
+    monkeypatch.setattr(engine, "workers", workers)
+    monkeypatch.setattr(transformers_engine, "PROGRESS_EVERY_S", 0.05)
+    with progress.listening(lambda label, done, total: seen.append((threading.get_ident(), done, total))):
+        assert engine.generate(prompts, 2, s, seed=0) == [[hi, hi], [rome, rome]]
+    assert sorted(calls) == [1, 1]  # one row per prompt (greedy), each reported once, when it ended
+    assert {ident for ident, _, _ in seen} == {threading.get_ident()}
+    done = [d for _, d, _ in seen]
+    assert done == sorted(done) and done[-1] == 4 and {t for _, _, t in seen} == {4}
+    if workers == 1:  # in this thread the bar moves at once: "Say hi." ended first, with its 2 copies
+        assert 2 in done
