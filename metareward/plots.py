@@ -82,7 +82,7 @@ def benchmarks(rep: RunReport) -> bytes:
     series: dict[str, list] = {}
     for t, it in sorted(rep.iterations.items()):
         if "benchmark" in it.manifests:
-            for name, (v, _, _) in bench_values(it.manifests["benchmark"]).items():
+            for name, (v, _, _) in bench_values(it.manifests["benchmark"].stats).items():
                 if v is not None:
                     series.setdefault(name, []).append((t, v))
     n = max(1, len(series))
@@ -107,7 +107,7 @@ def judge_agreement(rep: RunReport) -> bytes:
     if mine:
         ax.plot(*zip(*mine), "o-", label="self-agreement (same rounded score)")
     human = [(t, v[0]) for t, it in sorted(rep.iterations.items()) if "benchmark" in it.manifests
-             for k, v in bench_values(it.manifests["benchmark"]).items() if k == "judge_quality" and v[0] is not None]
+             for k, v in bench_values(it.manifests["benchmark"].stats).items() if k == "judge_quality" and v[0] is not None]
     if human:
         ax.plot(*zip(*human), "s-", label="agreement with human labels (M_t judge)")
     ax.set_ylim(0, 1.05)

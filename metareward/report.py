@@ -238,19 +238,21 @@ BENCH_METRICS = {  # (stats key, value key, column name)
 }
 
 
-def bench_values(m: Manifest) -> dict[str, tuple[float | None, str | None, str | None]]:
-    """metric -> (value, judge, label) from a benchmark manifest; only metrics it has."""
+def bench_values(stats: dict) -> dict[str, tuple[float | None, str | None, str | None]]:
+    """metric -> (value, judge, label) from a benchmark manifest's stats (or the iteration summary's copy of
+    them); only metrics they have."""
     out = {}
     for name, (section, key, _) in BENCH_METRICS.items():
-        src = m.stats if section is None else m.stats.get(section)
+        src = stats if section is None else stats.get(section)
         if isinstance(src, dict) and key in src:
             out[name] = (src.get(key), src.get("judge"), src.get("label"))
     return out
 
 
-def bench_rows(m: Manifest) -> list[list]:
-    return [[f"M_{m.stats.get('model_iteration', m.iteration)}", BENCH_METRICS[k][2], v, judge, label]
-            for k, (v, judge, label) in bench_values(m).items()]
+def bench_rows(stats: dict, iteration: int | None = None) -> list[list]:
+    """Rows of `benchmark_table` (model, metric, value, judge, label) from a benchmark's stats."""
+    return [[f"M_{stats.get('model_iteration', iteration)}", BENCH_METRICS[k][2], v, judge, label]
+            for k, (v, judge, label) in bench_values(stats).items()]
 
 
 def benchmark_table(rep: RunReport, t: int | None = None) -> Table:
@@ -259,7 +261,8 @@ def benchmark_table(rep: RunReport, t: int | None = None) -> Table:
                 ["model", "metric", "value", "judge", "label"])
     for s, it in sorted(rep.iterations.items()):
         if "benchmark" in it.manifests and (t is None or s == t or (t == 1 and s == 0)):
-            tab.rows += bench_rows(it.manifests["benchmark"])
+            m = it.manifests["benchmark"]
+            tab.rows += bench_rows(m.stats, m.iteration)
     return tab
 
 

@@ -89,28 +89,18 @@ def _pairs(d: dict) -> str:
 
 
 def _bench_table(s: dict) -> list[str]:
-    """The benchmark of M_t beside the baseline's (M_0), one row per figure, and who judged each result."""
+    """The run report's benchmark table (`metareward.report.benchmark_table`: M_0 beside M_t, each result with
+    its judge and label) for this summary, and the benchmark answers' mean length."""
+    from metareward.report import Table, bench_rows, table_markdown
+
     cols = [s[label] for label in ("benchmark_baseline", "benchmark") if label in s]
     if not cols:
         return []
-    rows = [(key, [b.get(key) for b in cols]) for key in ("mean_chars", "mean_score", "parse_rate")]
-    notes = {}
-    for name, keys in _PUBLIC.items():
-        for k in keys:
-            vals = [(b.get(name) or {}).get(k) for b in cols]
-            if any(v is not None for v in vals):
-                rows.append((f"{name} {k}", vals))
-        for b in cols:
-            if name in b:  # the same judge and label for both columns, usually: said once
-                notes.setdefault((b[name].get("judge"), b[name].get("label")), []).append(name)
-    heads = [f"M_{b.get('model_iteration')}" for b in cols]
-    lines = ["", "| benchmark | " + " | ".join(heads) + " |", "|---|" + "---|" * len(cols)]
-    lines += [f"| {name} | " + " | ".join(_fmt(v) for v in vals) + " |" for name, vals in rows]
-    lines += ["", "mean_score judged by: " + ", ".join(_fmt(b.get("judge")) for b in cols)]
-    for (judge, label), names in notes.items():
-        names = list(dict.fromkeys(names))
-        lines.append(f"{', '.join(names)} judged by {_fmt(judge)}" + (f" ({label})" if label else ""))
-    return lines
+    tab = Table(f"Iteration {s['iteration']}: benchmark", ["model", "metric", "value", "judge", "label"])
+    for b in cols:
+        tab.rows += bench_rows(b)
+    chars = ", ".join(f"M_{b.get('model_iteration')} {_fmt(b.get('mean_chars'))}" for b in cols)
+    return ["", table_markdown(tab).rstrip("\n"), "", f"Benchmark answers, mean chars: {chars}"]
 
 
 def to_markdown(s: dict) -> str:

@@ -312,8 +312,9 @@ class TransformersEngine:
         bar = progress.tracker(len(prompts) * n, "generate")
         chunks = batch_chunks(len(order), per_batch, self.workers)
         per_row = n if greedy else 1  # completions a decoded row stands for
-        ended = [0]  # rows ended so far in the batches' threads; this thread moves the bar (listeners are not
-        lock = threading.Lock()  # thread-safe: a Prefect artifact needs the task's context)
+        # Rows ended so far in the batches' threads. Only this thread moves the bar: listeners are not thread-safe
+        # (a Prefect progress artifact needs the task's context).
+        ended, lock = [0], threading.Lock()
 
         def rows_done(k: int) -> None:
             if self.workers > 1:

@@ -43,14 +43,14 @@ def test_summary_reports_the_iteration_0_stages():
     assert "eft" not in iteration_summary(1, base)
 
 
-def test_the_benchmark_is_a_table_of_m0_beside_mt_with_its_judges():
+def test_the_benchmark_is_the_reports_table_of_m0_beside_mt_with_its_judges():
     base = {"prompts": M("prompts"), "generate": M("generate"), "judge": M("judge"), "pairs": M("pairs"),
             "train": M("train", stats={"steps": 4, "train_loss": 0.689121812582016, "sec_per_step": 56.776575})}
     judge = "local:transformers:M_0#33f8"
 
     def bench(t, score, win):
         return M("benchmark", stats={"model_iteration": t, "mean_score": score, "parse_rate": 1.0,
-                                     "judge": f"self (M_{t})",
+                                     "mean_chars": 300.0 + t / 3, "judge": f"self (M_{t})",
                                      "mt_bench": {"score": win / 10, "n": 6, "judge": judge, "label": "not comparable"},
                                      "alpaca_eval": {"win_rate": win, "n_total": 4, "judge": judge,
                                                      "label": "not comparable"}})
@@ -59,12 +59,14 @@ def test_the_benchmark_is_a_table_of_m0_beside_mt_with_its_judges():
                                        baseline=bench(0, 2.26, 44.9728)))
     assert "Training: steps 4, train_loss 0.6891, final_rewards_accuracies -, final_rewards_margins -, " \
            "sec_per_step 56.78" in md
-    assert "| benchmark | M_0 | M_1 |" in md
-    assert "| mean_score | 2.26 | 2.023 |" in md
-    assert "| mt_bench score | 4.497 | 5.125 |" in md and "| alpaca_eval win_rate | 44.97 | 51.25 |" in md
-    assert "| mt_bench n | 6 | 6 |" in md and "mt_bench turn_1" not in md  # figures no column has are left out
-    assert "\n\nmean_score judged by: self (M_0), self (M_1)\n" in md
-    assert f"mt_bench, alpaca_eval judged by {judge} (not comparable)\n" in md
-    # without a baseline: one column
+    assert "### Iteration 1: benchmark\n\n| model | metric | value | judge | label |\n" in md
+    assert "| M_0 | self-judged score | 2.26 | self (M_0) |  |" in md
+    assert "| M_1 | self-judged score | 2.0227 | self (M_1) |  |" in md
+    assert f"| M_0 | MT-Bench | 4.4973 | {judge} | not comparable |" in md
+    assert f"| M_1 | MT-Bench | 5.125 | {judge} | not comparable |" in md
+    assert f"| M_1 | AlpacaEval win rate | 51.25 | {judge} | not comparable |" in md
+    assert "Arena-Hard" not in md  # metrics no model has are left out
+    assert "Benchmark answers, mean chars: M_0 300, M_1 300.3\n" in md
+    # without a baseline: M_1 alone
     alone = to_markdown(iteration_summary(1, {**base, "benchmark": bench(1, 2.0, 50.0)}))
-    assert "| benchmark | M_1 |\n|---|---|\n" in alone
+    assert "| M_1 | MT-Bench |" in alone and "| M_0 |" not in alone
