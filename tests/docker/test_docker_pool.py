@@ -1,0 +1,192 @@
+"""Issue 23's acceptance run: the smoke recipe (the real SmolLM2, cut to its smallest sizes) triggered through the
+REST API with storage.root=s3://... and execution.mode=deployments, every model stage a flow run of the `docker-cpu`
+pool in its own metareward:cpu container (tests/docker/conftest.py). While it runs, the judge stage's container is
+`docker kill`ed mid-stage: the orchestrator's dispatch task retries the crashed run in a fresh container.
+
+Every claim about containers is checked against Docker's own record (`docker events`, `docker inspect`), not our logs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from docker_record import IMAGE, flow_run_name
+from servers import SMALLEST
+
+pytestmark = pytest.mark.slow
+
+RUN = "dk"
+MODEL_STAGES = ["generate", "judge", "meta_judge", "train", "benchmark"]
+STAGES = ["prompts", "generate", "judge", "meta_judge", "pairs", "train", "benchmark"]
+KILLED = "judge"
+# every model stage of iteration 1, and M_0's benchmark (iteration 0)
+CONTAINER_RUNS = {f"{RUN}-{s}-iter1" for s in MODEL_STAGES} | {f"{RUN}-benchmark-iter0"}
+
+
+def _overrides(stack) -> list[str]:
+    return [f"run.name={RUN}", f"storage.root=s3://{stack.bucket}/runs", "execution.mode=deployments",
+            "execution.stage_deployment=docker-cpu", *SMALLEST]
+
+
+def _trigger(stack) -> str:
+    dep = stack.call("GET", f"{stack.api}/deployments/name/meta-rewarding-recipe/smoke-docker").json()
+    r = stack.call("POST", f"{stack.api}/deployments/{dep['id']}/create_flow_run",
+                   json={"parameters": {"recipe": "smoke", "overrides": _overrides(stack)}})
+    return r.json()["id"]
+
+
+def _wait(stack, run_id: str, timeout: float = 1800) -> dict:
+    def done():
+        run = stack.call("GET", f"{stack.api}/flow_runs/{run_id}").json()
+        return run if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    run = stack.wait_until(done, f"flow run {run_id}", timeout, every=2)
+    if run["state"]["type"] != "COMPLETED":
+        tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in stack.logs
+                          if p.name in ("worker.log", "docker-worker.log"))
+        pytest.fail(f"flow run ended {run['state']['name']}: {run['state'].get('message')}\n{tails}")
+    return run
+
+
+def _paged(stack, what: str, body: dict | None = None) -> list[dict]:
+    rows, offset = [], 0
+    while True:
+        page = stack.call("POST", f"{stack.api}/{what}/filter", json={**(body or {}), "limit": 200,
+                                                                       "offset": offset}).json()
+        rows += page
+        if len(page) < 200:
+            return rows
+        offset += 200
+
+
+def _running(stack, kind: str, name: str) -> bool:
+    return any(r["name"] == name and r["state"]["type"] == "RUNNING" for r in _paged(stack, kind))
+
+
+def _kill_mid_stage(stack, stage: str, out: dict) -> None:
+    """Wait until the stage's flow run and its task run are Running inside a container, then `docker kill` it."""
+    name = f"{RUN}-{stage}-iter1"
+    stack.wait_until(lambda: _running(stack, "task_runs", f"{stage}-iter1"), f"{name} running", 1200, every=1)
+    [event] = [e for e in stack.docker.starts() if flow_run_name(e) == name]
+    out["container"] = event["id"]
+    out["killed"] = subprocess.run(["docker", "kill", event["id"]], capture_output=True, text=True).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def first_run(docker_stack):
+    stack, killed = docker_stack, {}
+    killer = threading.Thread(target=_kill_mid_stage, args=(stack, KILLED, killed), daemon=True)
+    killer.start()
+    start = time.monotonic()
+    run = _wait(stack, _trigger(stack))
+    run["_seconds"], run["_killed"] = time.monotonic() - start, killed
+    killer.join(timeout=5)
+    print(f"\ndocker-pool smoke run (with the {KILLED} kill and its retry): {run['_seconds']:.0f} s, "
+          f"{len(stack.docker.starts())} stage containers started")
+    return run
+
+
+def _starts_by_run(stack, since: int = 0) -> dict[str, list[dict]]:
+    runs: dict[str, list[dict]] = {}
+    for e in stack.docker.starts(since):
+        runs.setdefault(flow_run_name(e), []).append(e)
+    return runs
+
+
+def test_each_model_stage_ran_in_a_container_of_the_image(docker_stack, first_run):
+    starts = docker_stack.docker.starts()
+    assert {e["Actor"]["Attributes"]["image"] for e in starts} == {IMAGE}
+    assert set(_starts_by_run(docker_stack)) == CONTAINER_RUNS
+    for e in starts:  # ... started by the docker worker, as a flow run of the docker-cpu pool
+        attrs = e["Actor"]["Attributes"]
+        assert attrs["io.prefect.work-pool-name"] == "docker-cpu" and attrs["io.prefect.deployment-name"] == "docker-cpu"
+
+
+def test_the_killed_stage_ran_again_and_no_finished_stage_did(docker_stack, first_run):
+    killed = first_run["_killed"]
+    assert killed.get("killed"), killed
+    runs = _starts_by_run(docker_stack)
+    assert len(runs[f"{RUN}-{KILLED}-iter1"]) == 2  # the killed container, then the retry's
+    assert all(len(v) == 1 for k, v in runs.items() if k != f"{RUN}-{KILLED}-iter1"), \
+        {k: len(v) for k, v in runs.items()}
+    # Docker recorded the kill: the first judge container died of SIGKILL (exit code 137)
+    dies = [e for e in docker_stack.docker.events if e.get("Action") == "die" and e["id"] == killed["container"]]
+    assert dies and dies[0]["Actor"]["Attributes"]["exitCode"] == "137"
+    # Prefect's view: the crashed stage run, then a completed one, both under the dispatch task that retried it
+    flows = [f for f in _paged(docker_stack, "flow_runs") if f["name"] == f"{RUN}-{KILLED}-iter1"]
+    assert sorted(f["state"]["type"] for f in flows) == ["COMPLETED", "CRASHED"]
+    [dispatch] = [t for t in _paged(docker_stack, "task_runs") if t["name"] == f"{KILLED}-iter1-deployment"]
+    assert dispatch["state"]["type"] == "COMPLETED" and dispatch["run_count"] == 2
+
+
+def test_every_manifest_and_m1_are_in_the_bucket_and_m1_loads_in_a_fresh_process(docker_stack, first_run, tmp_path):
+    fs, run = docker_stack.fs, f"{docker_stack.bucket}/runs/{RUN}"
+    for t, stage in [(1, s) for s in STAGES] + [(0, "benchmark")]:
+        assert fs.exists(f"{run}/iter_{t}/{stage}/manifest.json"), (t, stage)
+    train = json.loads(fs.cat(f"{run}/iter_1/train/manifest.json"))
+    assert train["files"]["model"] == f"s3://{run}/iter_1/train/model" and train["counts"]["steps"] == 1
+    code = ("import sys; from metareward.remote import local_model; from transformers import AutoModelForCausalLM; "
+            "p = local_model(sys.argv[1], sys.argv[2], sys.argv[3]); "
+            "print(p, AutoModelForCausalLM.from_pretrained(p).num_parameters())")
+    out = subprocess.run([sys.executable, "-c", code, train["files"]["model"], "m1", str(tmp_path / "fresh")],
+                         env=docker_stack.env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert int(out.stdout.split()[-1]) > 100_000_000
+
+
+def test_a_second_container_reuses_the_model_a_stage_container_pulled(docker_stack, first_run):
+    """benchmark-iter1 pulled M_1 into the host's model volume, under its digest; a new container on the same
+    volume finds that copy complete and downloads nothing (no 'pulled into' line from metareward.remote)."""
+    from metareward.records import Manifest
+
+    train = Manifest.model_validate_json(
+        docker_stack.fs.cat(f"{docker_stack.bucket}/runs/{RUN}/iter_1/train/manifest.json"))
+    uri, digest = train.files["model"], train.digest  # M_1's ModelRef (metareward.stages.model_of)
+    code = ("import logging, sys; logging.basicConfig(level=logging.INFO); from metareward.remote import local_model;"
+            " print('PATH', local_model(sys.argv[1], sys.argv[2]))")
+    out = subprocess.run(["docker", "run", "--rm", "--network", "host",
+                          "-v", "metareward-models:/home/metareward/.cache/metareward",
+                          "-v", f"{docker_stack.aws_dir}:/home/metareward/.aws:ro", IMAGE,
+                          "python", "-c", code, uri, digest], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"PATH /home/metareward/.cache/metareward/models/store/{digest}" in out.stdout
+    assert "pulled into" not in out.stderr
+
+
+def test_retrigger_starts_no_container(docker_stack, first_run):
+    mark = docker_stack.docker.mark()
+    seen = {t["id"] for t in _paged(docker_stack, "task_runs")}
+    start = time.monotonic()
+    _wait(docker_stack, _trigger(docker_stack))
+    print(f"\nre-trigger of the finished run: {time.monotonic() - start:.0f} s")
+    time.sleep(3)  # any container the run had started would be in Docker's record by now
+    assert docker_stack.docker.starts(mark) == []
+    new = [t for t in _paged(docker_stack, "task_runs") if t["id"] not in seen]
+    dispatched = [t for t in new if t["name"].endswith("-deployment")]
+    assert {t["name"] for t in dispatched} == {n.removeprefix(f"{RUN}-") + "-deployment" for n in CONTAINER_RUNS}
+    assert all(t["state"]["name"] == "Cached" for t in dispatched), {t["name"]: t["state"]["name"] for t in new}
+
+
+def test_the_s3_secret_is_in_no_log_parameter_block_job_variable_or_container(docker_stack, first_run):
+    s = docker_stack
+    texts = [p.read_text(errors="replace") for p in s.logs]
+    texts += [row["message"] for row in _paged(s, "logs")]
+    flows = _paged(s, "flow_runs")
+    texts += [json.dumps(f["parameters"]) + json.dumps(f.get("job_variables")) for f in flows]
+    texts += [json.dumps(d) for d in _paged(s, "deployments")]  # parameters and job variables of every deployment
+    texts += [json.dumps(s.call("GET", f"{s.api}/work_pools/{p}").json()) for p in ("local", "docker-cpu")]
+    texts += [json.dumps(b) for b in s.call("POST", f"{s.api}/block_documents/filter",
+                                            json={"include_secrets": True}).json()]
+    inspected = list(s.docker.inspected.values())
+    assert len(inspected) >= len(CONTAINER_RUNS)  # every stage container's `docker inspect` (env, mounts, labels)
+    texts += inspected
+    assert len(flows) > 10 and len(texts) > 50
+    assert not [t for t in texts if s.secret in t]
+    # ... while the containers did reach the store with it: the keys came from the mounted folder
+    assert all(f"{s.aws_dir}:/home/metareward/.aws:ro" in json.dumps(json.loads(i)[0]["HostConfig"]["Binds"])
+               for i in inspected)

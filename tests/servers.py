@@ -1,0 +1,112 @@
+"""Real servers for the tests that need them (tests/integration, tests/docker): a Stack of processes started with
+their own PREFECT_HOME, logs in files, stopped by PID (process group) in a finalizer, and REST calls retried as
+Prefect's own client retries them."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# The smoke recipe cut to its smallest sizes (the real SmolLM2; seconds per stage): what the server tests run.
+SMALLEST = ["execution.retry_delay_seconds=1", "prompts.per_iteration=3", "prompts.eval_count=1", "actor.k=3",
+            "judge.n=2", "actor.sampling.max_new_tokens=8", "judge.sampling.max_new_tokens=4", "eval.max_new_tokens=4",
+            "eval.mt_bench.enabled=false", "eval.alpaca_eval.enabled=false", "dpo.max_steps=1",
+            "dpo.per_device_batch_size=1", "dpo.gradient_accumulation_steps=1", "dpo.max_length=512"]
+
+
+# What Prefect's own client retries: the server answers 503 for errors a client can retry (e.g. its SQLite
+# database locked while the machine is busy: seen once under the parallel test workers), 429 and 502 likewise.
+RETRYABLE = {429, 502, 503}
+
+
+def api(method: str, url: str, **kwargs) -> httpx.Response:
+    """An HTTP call to a test server, retried as Prefect's client retries; raises on any other error status."""
+    for attempt in range(8):
+        r = httpx.request(method, url, timeout=60, **kwargs)
+        if r.status_code not in RETRYABLE:
+            break
+        time.sleep(min(0.5 * 2 ** attempt, 8))
+    r.raise_for_status()
+    return r
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, what: str, timeout: float, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got = check()
+            if got:
+                return got
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(every)
+    raise TimeoutError(f"{what}: not ready after {timeout:.0f} s")
+
+
+class Stack:
+    """The running servers, their environment and logs."""
+
+    wait_until = staticmethod(wait_until)
+    call = staticmethod(api)
+
+    def __init__(self, tmp: Path):
+        self.tmp, self.procs, self.logs = tmp, [], []
+        self.secret = "s3cr3t-" + secrets.token_hex(16)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PREFECT_"))}
+        self.env.update({
+            "PREFECT_HOME": str(tmp / "prefect-home"), "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "AWS_ACCESS_KEY_ID": "metareward-it", "AWS_SECRET_ACCESS_KEY": self.secret,
+            "METAREWARD_HOME": str(REPO), "METAREWARD_CACHE": str(tmp / "cache"),
+            "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false",
+            "PREFECT_LOGGING_EXTRA_LOGGERS": "metareward", "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+        })
+
+    def start(self, name: str, args: list[str], extra_env: dict | None = None,
+              replace_env: dict | None = None) -> subprocess.Popen:
+        """A server in the background: the stack's environment plus ``extra_env``, or ``replace_env`` alone."""
+        log = self.tmp / f"{name}.log"
+        self.logs.append(log)
+        env = replace_env if replace_env is not None else {**self.env, **(extra_env or {})}
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log.open("wb"),
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def prefect(self, *args: str, timeout: float = 180) -> str:
+        out = subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], cwd=REPO, env=self.env, timeout=timeout,
+                             capture_output=True, text=True)
+        log = self.tmp / "prefect-cli.log"
+        with log.open("a") as f:
+            f.write(f"$ prefect {' '.join(args)}\n{out.stdout}\n{out.stderr}\n")
+        if log not in self.logs:
+            self.logs.append(log)
+        assert out.returncode == 0, f"prefect {' '.join(args)}: {out.stdout[-2000:]}{out.stderr[-2000:]}"
+        return out.stdout
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):  # by PID: the process group each one leads (worker flow runs included)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
