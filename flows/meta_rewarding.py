@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.iteration import _opts, meta_rewarding_iteration
-from metareward import stages
+from metareward.pipeline import modelrefs
 from metareward.config import RunConfig
 from tasks import stages as T
 
@@ -17,12 +17,12 @@ def meta_rewarding(cfg: RunConfig) -> list[dict]:
     model = T.base_model(cfg)
     pool = _opts(T.prompt_pool, cfg)(cfg, 0, model) if cfg.prompt_pool.enabled else None
     if cfg.eft.enabled:
-        model = stages.model_of(_opts(T.eft, cfg)(cfg, 0, model))
+        model = modelrefs.model_of(_opts(T.eft, cfg)(cfg, 0, model))
     summaries = []
     for t in range(1, cfg.run.iterations + 1):
         s = meta_rewarding_iteration(cfg, t, model, pool)
         summaries.append(s)
-        model = stages.model_of(stages.train_manifest(cfg, t))
+        model = modelrefs.model_of(modelrefs.train_manifest(cfg, t))
     return summaries
 
 

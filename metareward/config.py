@@ -388,7 +388,7 @@ class EFTSection(_Section):
 
 
 class HealthSection(_Section):
-    """Judge health gates (metareward/health.py), checked after each judge and pairs stage."""
+    """Judge health gates (metareward/method/health.py), checked after each judge and pairs stage."""
 
     enabled: bool = Field(True, description="Check the gates below; a failed gate stops the iteration with "
                           "iter_<t>/health.json and an error naming the gate (finished stages are kept).")

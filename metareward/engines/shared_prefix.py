@@ -36,7 +36,7 @@ import torch
 from transformers import AttentionInterface, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from metareward.engines.transformers_engine import _common_prefix_len
+from metareward.engines.tokens import common_prefix_len
 
 NAME = "metareward_shared_prefix"
 # The CPU flash-attention kernel; unlike F.scaled_dot_product_attention it also returns the log-sum-exp, which the
@@ -71,7 +71,7 @@ def _split(seqs: list[list[int]], offset: list[int], members: list[int], thresho
         sub, length = [order[i]], len(first) - 1
         j = i + 1
         while j < len(order):  # sorted: the overlap with the first member only shrinks
-            cand = min(length, _common_prefix_len(first, rest[order[j]]), len(rest[order[j]]) - 1)
+            cand = min(length, common_prefix_len(first, rest[order[j]]), len(rest[order[j]]) - 1)
             if cand < threshold:
                 break
             length = cand

@@ -41,9 +41,7 @@ from typing import Any
 
 from metareward import progress
 from metareward.engines.base import Completion, Sampling
-
-# End-of-turn markers of common chat templates; those present in the vocabulary stop generation.
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_turn|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+from metareward.engines.tokens import END_OF_TURN_TOKENS, split_choices
 
 _DTYPES = {"float32", "bfloat16", "float16"}
 # While batches decode in worker threads, the progress bar is moved this often (seconds).
@@ -110,27 +108,6 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _common_prefix_len(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-def split_choices(ctx_ids: list[int], choice_seqs: list[list[int]]) -> tuple[int, list[list[int]]]:
-    """``k`` = the token prefix shared by the context and every ``context + choice``, and each choice's tokens
-    after it. Scoring log P(continuation | first k tokens) compares the choices on the natural tokenisation of
-    their text, whatever happens at the context/choice boundary. Shared by the transformers and vLLM engines."""
-    k = min([len(ctx_ids)] + [_common_prefix_len(ctx_ids, s) for s in choice_seqs])
-    if k == 0:
-        raise ValueError("context and choices share no leading token; cannot condition on the context")
-    conts = [s[k:] for s in choice_seqs]
-    if any(not c for c in conts):
-        raise ValueError("a choice adds no token after the context")
-    return k, conts
-
-
 class TransformersEngine:
     """A `metareward.engines.base.Engine` on ``AutoModelForCausalLM``; CUDA when available, else CPU."""
 
@@ -181,7 +158,7 @@ class TransformersEngine:
             tok.pad_token = tok.eos_token
         self.tokenizer = tok
 
-        from metareward.precision import inference_dtype
+        from metareward.engines.precision import inference_dtype
 
         self.dtype = inference_dtype(dtype, self.device.type)
         torch_dtype = "auto" if self.dtype == "auto" else getattr(torch, self.dtype)

@@ -25,7 +25,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 
-from metareward import store
+from metareward.runstore import store
 
 
 class JudgeError(RuntimeError):

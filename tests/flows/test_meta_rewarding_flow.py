@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from metareward import store
+from metareward.runstore import store
 from metareward.config import load_config
 from metareward.records import Judgment, MetaVerdict, PreferencePair, Response
 
@@ -21,7 +21,7 @@ def _mtimes(root):
 
 
 def test_two_iterations_then_cached_then_rekeyed(tmp_path, prefect_harness, fake_trainer):
-    from metareward.cli import run_pipeline
+    from flows.run import run_pipeline
 
     cfg = _cfg(tmp_path)
     summaries = run_pipeline(cfg)
@@ -62,13 +62,13 @@ def test_two_iterations_then_cached_then_rekeyed(tmp_path, prefect_harness, fake
 
 def test_collapsed_judge_gives_no_actor_pairs(tmp_path, prefect_harness, fake_trainer, monkeypatch):
     """Every score 5: no spread, so every prompt is skipped as a tie and training refuses to run."""
-    from metareward import stages
+    from metareward.pipeline import modelrefs, stages
     from metareward.engines.fake import FakeEngine
 
     cfg = _cfg(tmp_path, "run.iterations=1", "judge.scoring=parse", "meta_judge.scoring=parse",
                "meta_judge.sampling.max_new_tokens=16", "health.enabled=false")  # the gates: test_health_gates.py
-    monkeypatch.setattr(stages, "_engine", lambda cfg, model: FakeEngine(collapse=True))
-    from metareward.cli import run_pipeline
+    monkeypatch.setattr(modelrefs, "open_model_engine", lambda cfg, model: FakeEngine(collapse=True))
+    from flows.run import run_pipeline
 
     with pytest.raises(stages.StageError, match="no preference pair survived"):
         run_pipeline(cfg)

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from metareward import report, store
+from metareward.reporting import report
+from metareward.runstore import store
 from metareward.config import load_config
 from metareward.records import Judgment
 
@@ -11,7 +12,7 @@ def test_iteration_publishes_report_and_artifacts(tmp_path, prefect_harness, fak
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterName
 
-    from metareward.cli import run_pipeline
+    from flows.run import run_pipeline
 
     cfg = load_config("smoke", [f"storage.root={tmp_path}", "engine.backend=fake", "run.name=UI_Run.1"])
     run_pipeline(cfg, recipe="smoke")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from metareward import redact, store
+from metareward.runstore import redact, store
 from metareward.config import RunConfig, load_config, recipe_names
 from metareward.records import Manifest
 
@@ -38,10 +38,10 @@ def test_trust_remote_code_is_off_unless_the_config_turns_it_on():
     assert RunConfig().model.trust_remote_code is False
     assert all(load_config(name).model.trust_remote_code is False for name in recipe_names())
     assert load_config("smoke", ["model.trust_remote_code=true"]).model.trust_remote_code is True
-    from metareward import sft, train
+    from metareward.training import dpo, sft
     from metareward.engines import transformers_engine, vllm_engine
 
-    for fn in (transformers_engine.TransformersEngine.__init__, vllm_engine.VLLMEngine.__init__, train.train_dpo,
+    for fn in (transformers_engine.TransformersEngine.__init__, vllm_engine.VLLMEngine.__init__, dpo.train_dpo,
                sft.train_sft):
         assert inspect.signature(fn).parameters["trust_remote_code"].default is False, fn
 
@@ -103,7 +103,7 @@ def test_manifests_and_reports_are_redacted(tmp_path, monkeypatch):
 def test_cli_error_line_is_redacted(argv, monkeypatch, capsys, tmp_path):
     import sys
 
-    from metareward.cli import main
+    from flows.cli import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OPENAI_API_KEY", ENV["OPENAI_API_KEY"])

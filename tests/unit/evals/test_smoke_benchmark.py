@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from metareward import stages, store
+from metareward.pipeline import stages
+from metareward.runstore import store
 from metareward.config import load_config
 
 
