@@ -19,18 +19,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from flows.run import run_pipeline
+from flows.run import run_pipeline, summary_uri
 from metareward import cli as lib
-from metareward.config import config_from_dict, load_config
+from metareward.config import RunConfig, config_from_dict, load_config
 from metareward.runstore import store
 
 
-def _print_summaries(summaries: list[dict], root: str) -> None:
-    from metareward.reporting.summary import to_markdown
-
-    for s in summaries:
-        typer.echo(to_markdown(s))
-    typer.echo(f"run: {root}")
+def _print_summaries(cfg: RunConfig, folder: str) -> None:
+    for t in range(1, cfg.run.iterations + 1):
+        typer.echo(store.read_text(summary_uri(cfg, t, "md")))
+    typer.echo(f"run: {folder}")
 
 
 def run(
@@ -40,8 +38,8 @@ def run(
 ) -> None:
     """Run (or continue) a multi-iteration Meta-Rewarding run; finished stages are skipped."""
     cfg = load_config(config, overrides or [])
-    summaries = run_pipeline(cfg, recipe=Path(config).stem, bars=bars)
-    _print_summaries(summaries, store.run_uri(cfg.storage.root, cfg.run.name))
+    run_pipeline(cfg, recipe=Path(config).stem, bars=bars)
+    _print_summaries(cfg, store.run_uri(cfg.storage.root, cfg.run.name))
 
 
 def resume(
@@ -55,8 +53,8 @@ def resume(
     if not store.exists(uri):
         raise store.StoreError(f"{uri}: no such run (no config.json)")
     cfg = config_from_dict(store.read_json(uri), uri)
-    summaries = run_pipeline(cfg, bars=bars)
-    _print_summaries(summaries, folder)
+    run_pipeline(cfg, bars=bars)
+    _print_summaries(cfg, folder)
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=lib.app.info.help)

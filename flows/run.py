@@ -36,9 +36,9 @@ def quiet_env(cfg: RunConfig) -> None:
 
 
 def run_pipeline(cfg: RunConfig, recipe: str | None = None, bars: bool = False) -> list[dict]:
-    """Check the input files, store the config, then run the multi-iteration flow (Prefect, server or ephemeral).
-    The flow and task runs are tagged ``run:<name>`` and ``recipe:<recipe>``; ``bars``: rich progress bars on
-    stderr."""
+    """Check the input files, store the config, then run the multi-iteration flow (Prefect, server or ephemeral);
+    returns the iterations' summaries. The flow and task runs are tagged ``run:<name>`` and ``recipe:<recipe>``;
+    ``bars``: rich progress bars on stderr."""
     from metareward.pipeline import preflight
     from metareward.runstore import redact
 
@@ -68,4 +68,10 @@ def run_pipeline(cfg: RunConfig, recipe: str | None = None, bars: bool = False) 
             from metareward.reporting.console import RichBars
 
             stack.enter_context(progress.listening(stack.enter_context(RichBars())))
-        return flow(cfg)
+        flow(cfg)
+    return [store.read_json(summary_uri(cfg, t, "json")) for t in range(1, cfg.run.iterations + 1)]
+
+
+def summary_uri(cfg: RunConfig, t: int, ext: str) -> str:
+    """Where iteration t's summary is (``ext``: json or md), written by the flow's report step."""
+    return store.join(store.run_uri(cfg.storage.root, cfg.run.name), f"iter_{t}", f"summary.{ext}")

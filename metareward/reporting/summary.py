@@ -6,8 +6,29 @@ CLI, so nobody needs to open a JSONL file to see what an iteration did.
 
 from __future__ import annotations
 
-from metareward.runstore import store
+from metareward.config import RunConfig
 from metareward.records import Manifest
+from metareward.runstore import store
+
+
+def stored_manifests(cfg: RunConfig, t: int) -> dict[str, Manifest]:
+    """What iteration t's summary is drawn from, as the run store holds it: the manifests of the iteration's
+    stages (meta_judge only where the iteration runs it) and, at t = 1, those of the iteration-0 stages this run
+    ran (prompt pool, EFT). A stage without a manifest is a StoreError naming its folder."""
+    def read(it: int, stage: str) -> Manifest | None:
+        return store.read_manifest(store.stage_uri(cfg.storage.root, cfg.run.name, it, stage))
+
+    out = {}
+    for stage in ("prompts", "generate", "judge", "pairs", "train") + (("meta_judge",) if cfg.judge_pairs_at(t) else ()):
+        out[stage] = read(t, stage)
+        if out[stage] is None:
+            raise store.StoreError(f"{store.stage_uri(cfg.storage.root, cfg.run.name, t, stage)}: no manifest")
+    if t == 1:
+        for stage in ("prompt_pool", "eft"):
+            m = read(0, stage)
+            if getattr(cfg, stage).enabled and m is not None:
+                out[stage] = m
+    return out
 
 
 def iteration_summary(t: int, manifests: dict[str, Manifest], baseline: Manifest | None = None) -> dict:

@@ -74,3 +74,20 @@ def test_collapsed_judge_gives_no_actor_pairs(tmp_path, prefect_harness, fake_tr
         run_pipeline(cfg)
     m = store.read_manifest(store.stage_uri(str(tmp_path), "fake", 1, "pairs"))
     assert m.counts["actor_pairs"] == 0 and m.counts["actor_tie"] == 16
+
+
+def test_the_iteration_flow_is_its_six_stage_calls_and_the_loop_reads_no_store():
+    """The flow bodies read like the algorithm: the iteration calls the six stages (on `StageTasks`) and returns
+    M_t; the loop passes M_t on and never reads the run store."""
+    import ast
+    import inspect
+
+    from flows import iteration, meta_rewarding
+
+    [fn] = ast.parse(inspect.getsource(iteration.meta_rewarding_iteration.fn)).body
+    calls = sorted((n.lineno, n.col_offset, n.func.attr) for n in ast.walk(fn) if isinstance(n, ast.Call)
+                   and isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name) and n.func.value.id == "s")
+    assert [c[-1] for c in calls] == ["prompts", "generate", "judge", "meta_judge", "build_pairs", "train"]
+    assert isinstance(fn.body[-1], ast.Return)
+    names = {n.id for n in ast.walk(ast.parse(inspect.getsource(meta_rewarding))) if isinstance(n, ast.Name)}
+    assert not names & {"store", "read_manifest", "train_manifest"}
