@@ -13,13 +13,10 @@ mistaken for finished work.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
 import os
-import random
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -28,6 +25,7 @@ from typing import TypeVar
 import fsspec
 from pydantic import BaseModel, ValidationError
 
+from metareward import retry
 from metareward.records import Manifest
 
 T = TypeVar("T", bound=BaseModel)
@@ -37,16 +35,11 @@ MANIFEST = "manifest.json"
 log = logging.getLogger("metareward.runstore.store")
 
 # Transient store faults (a dropped connection, an S3 endpoint restarting) are retried with exponential backoff
-# and jitter: about 0.5 + 1 + 2 + 4 + 8 + 8 = 23.5 s over 7 attempts, then a StoreError naming the URI.
+# and jitter (metareward/retry.py says which faults): about 0.5 + 1 + 2 + 4 + 8 + 8 = 23.5 s over 7 attempts, then a
+# StoreError naming the URI.
 RETRY_ATTEMPTS = 7
 RETRY_FIRST_DELAY_S = 0.5
 RETRY_MAX_DELAY_S = 8.0
-_TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED,
-                     errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EPIPE}
-# botocore / aiohttp / s3fs classes, matched by name so this module imports none of them
-_TRANSIENT_NAMES = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
-                    "HTTPClientError", "ClientConnectorError", "ClientOSError", "ServerDisconnectedError",
-                    "ClientPayloadError", "FSTimeoutError", "IncompleteRead", "ProxyConnectionError"}
 
 
 class StoreError(ValueError):
@@ -54,35 +47,25 @@ class StoreError(ValueError):
 
 
 def is_transient(e: BaseException) -> bool:
-    """A fault worth retrying: network or endpoint trouble, not a missing file or a denied permission."""
-    if isinstance(e, (StoreError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
-                      FileExistsError)):
-        return False
-    if isinstance(e, (ConnectionError, TimeoutError)) or any(c.__name__ in _TRANSIENT_NAMES for c in type(e).__mro__):
-        return True
-    if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS:
-        return True
-    cause = e.__cause__ or e.__context__
-    return cause is not None and cause is not e and is_transient(cause)
+    """A fault worth retrying (`metareward.retry.network_fault`); never a StoreError, which already names its URI
+    (bad content, or retries already spent)."""
+    return not isinstance(e, StoreError) and retry.network_fault(e)
 
 
 def retrying(uri: str, what: str, fn: Callable[[], R]) -> R:
-    """``fn()`` with transient faults retried (exponential backoff, jitter); then a StoreError naming ``uri``."""
-    delay = RETRY_FIRST_DELAY_S
-    for attempt in range(1, RETRY_ATTEMPTS + 1):
-        try:
-            return fn()
-        except Exception as e:  # noqa: BLE001  (classified just below)
-            if not is_transient(e):
-                raise
-            if attempt == RETRY_ATTEMPTS:
-                raise StoreError(f"{uri}: {what} failed after {attempt} attempts: {type(e).__name__}: "
-                                 f"{str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")) from e
-            log.warning("%s %s: %s (attempt %d of %d), retrying in %.1f s", what, uri, type(e).__name__, attempt,
-                        RETRY_ATTEMPTS, delay)
-            time.sleep(delay * (0.75 + 0.5 * random.random()))
-            delay = min(delay * 2, RETRY_MAX_DELAY_S)
-    raise AssertionError("unreachable")
+    """``fn()`` with transient faults retried (`metareward.retry.retry`); then a StoreError naming ``uri``."""
+    def warn(e: BaseException, attempt: int, delay: float) -> None:
+        log.warning("%s %s: %s (attempt %d of %d), retrying in %.1f s", what, uri, type(e).__name__, attempt,
+                    RETRY_ATTEMPTS, delay)
+
+    try:
+        return retry.retry(fn, attempts=RETRY_ATTEMPTS, first_delay_s=RETRY_FIRST_DELAY_S,
+                           max_delay_s=RETRY_MAX_DELAY_S, jitter=0.25, transient=is_transient, on_retry=warn)
+    except Exception as e:  # noqa: BLE001  (a transient one here is the last of RETRY_ATTEMPTS)
+        if not is_transient(e):
+            raise
+        raise StoreError(f"{uri}: {what} failed after {RETRY_ATTEMPTS} attempts: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")) from e
 
 
 def join(*parts: str) -> str:
