@@ -141,86 +141,21 @@ def train_dpo(
     if not pairs:
         raise ValueError("train_dpo: no preference pairs to train on (0 actor and 0 judge pairs)")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
-
     scratch = work_dir or tempfile.mkdtemp(prefix="metareward-dpo-")
     try:
-        rows = preference_rows(pairs, seed)
-        seen = rows_seen(len(rows), dpo, int(os.environ.get("WORLD_SIZE", "1")))
-        # With max_steps, training sees only `seen` pairs: keep those (already a seeded shuffle), so the reference
-        # pass is not spent on pairs no step will read.
-        train_dataset = Dataset.from_list(rows[:seen])
-        training_args = DPOConfig(
-            **trainer_args(DPOConfig, dpo, output_dir=scratch, dtype=dtype, trust_remote_code=trust_remote_code,
-                           seed=seed),
-            beta=dpo.beta,
-            loss_type=["sigmoid"],
-            precompute_ref_log_probs=dpo.precompute_ref_logps,
-        )
-
-        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-        trainer_cls, extra = DPOTrainer, {}
-        if dpo.precompute_ref_logps and ref_logps_uri is not None:
-            trainer_cls, extra = _stored_ref_trainer(DPOTrainer), {"ref_logps_uri": ref_logps_uri}
-        if dpo.lora_r > 0:  # one-GPU option: a LoRA adapter (the reference is the base with the adapter off)
-            from peft import LoraConfig
-
-            extra["peft_config"] = LoraConfig(r=dpo.lora_r, lora_alpha=dpo.lora_alpha, target_modules="all-linear",
-                                              task_type="CAUSAL_LM")
-        trainer = trainer_cls(
-            **extra,
-            model=model_path,
-            ref_model=None,  # DPOTrainer loads a frozen copy from the policy's own path
-            args=training_args,
-            train_dataset=train_dataset,
-            processing_class=tokenizer,
-        )
-        trainer.add_callback(_progress_callback())
+        dataset = dpo_dataset(pairs, dpo, seed)
+        args = dpo_config(dpo, scratch, dtype=dtype, trust_remote_code=trust_remote_code, seed=seed)
+        trainer = dpo_trainer(model_path, args, dataset, dpo, trust_remote_code=trust_remote_code,
+                              ref_logps_uri=ref_logps_uri)
         n_used = len(trainer.train_dataset)
         if n_used == 0:
             raise ValueError(
                 f"train_dpo: all {len(pairs)} pairs were dropped because their prompt alone fills "
                 f"dpo.max_length={dpo.max_length} tokens; raise dpo.max_length"
             )
-
         result = trainer.train()
-        # Trainer switches the KV cache off for training (TrainingArguments.use_cache=False) and that flag would be
-        # saved into config.json; the saved model is for generation, so switch it back on.
-        trainer.model.config.use_cache = True
-        if dpo.lora_r > 0:  # the next iteration's engines load a plain model: merge the adapter into the weights
-            trainer.model = trainer.model.merge_and_unload()
-        trainer.save_model(output_dir)  # safetensors weights, config, generation config and tokenizer
-        # save_model also pickles the DPOConfig (with the scratch path) into the model folder: drop it so the folder
-        # holds only the model and its digest does not depend on where the scratch folder was.
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(output_dir, "training_args.bin"))
-        if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers / process group
-            trainer.end()
-
-        steps = int(trainer.state.global_step)
-        log_history = _jsonable_logs(trainer.state.log_history)
-        runtime = float(result.metrics.get("train_runtime", 0.0))
-        stats: dict[str, Any] = {
-            "steps": steps,
-            "train_loss": float(result.training_loss),
-            "train_runtime": runtime,
-            "sec_per_step": runtime / steps if steps else None,
-            "n_pairs": len(pairs),
-            "n_pairs_used": n_used,
-            "n_pairs_offered": seen,
-            "n_actor_pairs": sum(p.kind == "actor" for p in pairs),
-            "n_judge_pairs": sum(p.kind == "judge" for p in pairs),
-            "epochs": float(trainer.state.epoch or 0.0),
-            "ref_logps": getattr(trainer, "ref_logps_source", "precomputed" if dpo.precompute_ref_logps else "live"),
-        }
-        for name in FINAL_METRICS:
-            values = [e[name] for e in log_history if e.get(name) is not None]
-            stats["final_" + name.replace("/", "_")] = values[-1] if values else None
-        stats["log_history"] = log_history
-
+        save_policy(trainer, output_dir, merge_lora=dpo.lora_r > 0)
+        stats = train_stats(trainer, result, pairs, n_used=n_used, n_offered=len(dataset), dpo=dpo)
         del trainer
         import gc
 
@@ -229,6 +164,100 @@ def train_dpo(
     finally:
         if work_dir is None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def dpo_dataset(pairs: list[PreferencePair], dpo: DPOSection, seed: int):
+    """The pairs as TRL's prompt/chosen/rejected rows, a seeded shuffle; with ``max_steps``, only the rows training
+    will see (`rows_seen`), so the reference pass is not spent on pairs no step reads."""
+    from datasets import Dataset
+
+    rows = preference_rows(pairs, seed)
+    return Dataset.from_list(rows[:rows_seen(len(rows), dpo, int(os.environ.get("WORLD_SIZE", "1")))])
+
+
+def dpo_config(dpo: DPOSection, scratch: str, *, dtype: str, trust_remote_code: bool, seed: int):
+    """TRL's DPOConfig from the ``dpo`` section: the shared trainer arguments, beta, the sigmoid loss, and whether
+    the reference log-probs are computed once before training."""
+    from trl import DPOConfig
+
+    return DPOConfig(
+        **trainer_args(DPOConfig, dpo, output_dir=scratch, dtype=dtype, trust_remote_code=trust_remote_code, seed=seed),
+        beta=dpo.beta,
+        loss_type=["sigmoid"],
+        precompute_ref_log_probs=dpo.precompute_ref_logps,
+    )
+
+
+def dpo_trainer(model_path: str, args, dataset, dpo: DPOSection, *, trust_remote_code: bool,
+                ref_logps_uri: str | None):
+    """The DPOTrainer on ``model_path`` (the reference: a frozen copy from the same path, or the base with the LoRA
+    adapter off), storing its reference log-probs at ``ref_logps_uri`` when given, reporting progress."""
+    from transformers import AutoTokenizer
+    from trl import DPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    trainer_cls, extra = DPOTrainer, {}
+    if dpo.precompute_ref_logps and ref_logps_uri is not None:
+        trainer_cls, extra = _stored_ref_trainer(DPOTrainer), {"ref_logps_uri": ref_logps_uri}
+    if dpo.lora_r > 0:  # one-GPU option: a LoRA adapter (the reference is the base with the adapter off)
+        from peft import LoraConfig
+
+        extra["peft_config"] = LoraConfig(r=dpo.lora_r, lora_alpha=dpo.lora_alpha, target_modules="all-linear",
+                                          task_type="CAUSAL_LM")
+    trainer = trainer_cls(
+        **extra,
+        model=model_path,
+        ref_model=None,  # DPOTrainer loads a frozen copy from the policy's own path
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    trainer.add_callback(_progress_callback())
+    return trainer
+
+
+def save_policy(trainer, output_dir: str, *, merge_lora: bool) -> None:
+    """The trained policy, for generation, into ``output_dir``: safetensors weights, config, generation config and
+    tokenizer, and nothing that depends on where training ran."""
+    # Trainer switches the KV cache off for training (TrainingArguments.use_cache=False) and that flag would be
+    # saved into config.json; the saved model is for generation, so switch it back on.
+    trainer.model.config.use_cache = True
+    if merge_lora:  # the next iteration's engines load a plain model: merge the adapter into the weights
+        trainer.model = trainer.model.merge_and_unload()
+    trainer.save_model(output_dir)
+    # save_model also pickles the DPOConfig (with the scratch path) into the model folder: drop it so the folder
+    # holds only the model and its digest does not depend on where the scratch folder was.
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(output_dir, "training_args.bin"))
+    if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers / process group
+        trainer.end()
+
+
+def train_stats(trainer, result, pairs: list[PreferencePair], *, n_used: int, n_offered: int,
+                dpo: DPOSection) -> dict[str, Any]:
+    """What `train_dpo` returns: steps, losses and rewards (the last logged value of each), timing, pair counts,
+    where the reference log-probs came from, and the full log history."""
+    steps = int(trainer.state.global_step)
+    log_history = _jsonable_logs(trainer.state.log_history)
+    runtime = float(result.metrics.get("train_runtime", 0.0))
+    stats: dict[str, Any] = {
+        "steps": steps,
+        "train_loss": float(result.training_loss),
+        "train_runtime": runtime,
+        "sec_per_step": runtime / steps if steps else None,
+        "n_pairs": len(pairs),
+        "n_pairs_used": n_used,
+        "n_pairs_offered": n_offered,
+        "n_actor_pairs": sum(p.kind == "actor" for p in pairs),
+        "n_judge_pairs": sum(p.kind == "judge" for p in pairs),
+        "epochs": float(trainer.state.epoch or 0.0),
+        "ref_logps": getattr(trainer, "ref_logps_source", "precomputed" if dpo.precompute_ref_logps else "live"),
+    }
+    for name in FINAL_METRICS:
+        values = [e[name] for e in log_history if e.get(name) is not None]
+        stats["final_" + name.replace("/", "_")] = values[-1] if values else None
+    stats["log_history"] = log_history
+    return stats
 
 
 def _progress_callback():
