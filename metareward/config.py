@@ -8,6 +8,9 @@ overrides::
 Values that change per iteration (rho, the judge-length cap, ...) are *schedules*: a list indexed by iteration
 (1-based); the last entry repeats, so ``[0.0, 0.32]`` means 0.0 in iteration 1 and 0.32 from then on.
 Unknown keys and bad values raise `ConfigError` naming the field's dotted path.
+
+One module over the usual ~400 lines on purpose: every section with its fields' help texts in one place, as
+TRL's DPOConfig keeps its own (the README's configuration table is generated from these).
 """
 
 from __future__ import annotations

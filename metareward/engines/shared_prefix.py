@@ -22,7 +22,8 @@ How, in the way of cascade inference (Juravsky et al. 2024, "Hydragen") and vLLM
 - ``TreeCache`` is the KV cache: the levels plus each row's own ``GrowingLayer``; dropping finished rows
   re-indexes the levels instead of copying them.
 
-Imports torch and transformers at module level: only the decode loop imports this module, lazily.
+Imports torch and transformers at module level: only the decode loop imports this module, lazily. One module
+over the usual ~400 lines on purpose: the tree, its cache and the attention that reads it change together.
 """
 
 from __future__ import annotations

@@ -45,8 +45,8 @@ SECTIONS = {
 # affects. The engines include the CPU engine's decode loop and attention: they decide the sampled texts as much
 # as the engine does. The pipeline's own modules (PIPELINE) are part of every key.
 PIPELINE = ("pipeline.contract", "pipeline.modelrefs", "pipeline.roles", "pipeline.stages")
-ENGINES = ("engines.transformers_engine", "engines.decoding", "engines.shared_prefix", "engines.tokens",
-           "engines.vllm_engine", "engines.fake")
+ENGINES = ("engines.transformers_engine", "engines.choice_scoring", "engines.decoding", "engines.shared_prefix",
+           "engines.tokens", "engines.vllm_engine", "engines.fake")
 CODE = {
     "prompts": ("inputs.prompt_sets", "inputs.prompt_sources", "inputs.dedupe", "inputs.decontam"),
     "prompt_pool": ("pipeline.bootstrap", "inputs.prompt_pool", "inputs.prompt_sets", "inputs.prompt_sources",
