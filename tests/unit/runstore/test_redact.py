@@ -1,4 +1,4 @@
-"""Secret masking (the log, manifest and report cases are in tests/unit/test_security.py)."""
+"""Secret masking (the log, manifest and report cases are in tests/test_security.py)."""
 
 import doctest
 

@@ -14,7 +14,7 @@ from metareward.runstore import redact, store
 from metareward.config import RunConfig, load_config, recipe_names
 from metareward.records import Manifest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 UNSAFE = re.compile(r"\bimport (c?pickle|dill|cloudpickle|joblib)\b|\bpickle\.loads?\(|\bjoblib\.load\(|"
                     r"\btorch\.load\((?![^)]*weights_only\s*=\s*True)")
 
