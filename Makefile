@@ -26,8 +26,9 @@ run: setup  ## one Meta-Rewarding iteration of the smoke recipe on the embedded 
 	$(VENV)/bin/metareward run smoke
 
 # Two pytest-xdist workers, one compute thread each (tests/conftest.py), whole files per worker (a module's
-# servers stay in one process), the longest tests first: 12.5 min for the suite on the 2-core machine, against
-# ~23 min in one process (much of a test's time is waiting on servers and subprocesses). TEST_WORKERS=0: one process.
+# servers stay in one process), the longest tests first: about half the time of one process on the 2-core machine
+# (much of a test's time is waiting on servers and subprocesses; the suite's time: README, Tests). TEST_WORKERS=0:
+# one process.
 TEST_WORKERS ?= 2
 PYTEST := $(VENV)/bin/pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
