@@ -62,20 +62,14 @@ def generate(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Ma
 
     def body(folder: str) -> Output:
         rows = store.read_jsonl(prompts_m.files["prompts"], Prompt)
-        engine = LazyEngine(cfg, model)
 
-        def work(chunk: list[Prompt], seed: int) -> list[Response]:
-            chunk = fits_context(engine.get(), chunk, [p.prompt for p in chunk], cfg.actor.sampling.max_new_tokens)
-            outs = engine.get().generate([p.prompt for p in chunk], cfg.actor.k, to_sampling(cfg.actor.sampling), seed)
+        def work(engine, chunk: list[Prompt], seed: int) -> list[Response]:
+            chunk = fits_context(engine, chunk, [p.prompt for p in chunk], cfg.actor.sampling.max_new_tokens)
+            outs = engine.generate([p.prompt for p in chunk], cfg.actor.k, to_sampling(cfg.actor.sampling), seed)
             return [Response(id=f"{p.id}-r{k}", prompt_id=p.id, prompt=p.prompt, text=c.text, n_tokens=c.n_tokens,
                              finish_reason=c.finish_reason) for p, cs in zip(chunk, outs) for k, c in enumerate(cs)]
 
-        try:
-            start = time.perf_counter()
-            responses, shard_counts = sharded(cfg, t, "generate", inputs, folder, rows, work, Response)
-            secs = time.perf_counter() - start
-        finally:
-            engine.close()
+        responses, shard_counts, secs = _on_engine(cfg, t, "generate", inputs, folder, model, rows, work, Response)
         out = Output(counts={"prompts": len(rows), "responses": len(responses),
                              # skipped in `work`, so counted from what is missing (finished shards included)
                              "too_long_for_context": len(rows) - len({r.prompt_id for r in responses}),
@@ -86,6 +80,21 @@ def generate(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Ma
         return out
 
     return execute("generate", cfg, t, inputs, body)
+
+
+def _on_engine(cfg: RunConfig, t: int, stage: str, inputs: dict[str, str], folder: str, model: ModelRef, items,
+               work, record) -> tuple[list, dict, float]:
+    """``work(engine, chunk, seed)`` over ``items`` in the stage's shards (`contract.sharded`), on an engine of
+    ``model`` opened at the first chunk that needs it (a resumed stage whose shards are all done loads no model)
+    and closed after: the rows, the shard counts and the seconds it took."""
+    engine = LazyEngine(cfg, model)
+    try:
+        start = time.perf_counter()
+        rows, counts = sharded(cfg, t, stage, inputs, folder, items,
+                               lambda chunk, seed: work(engine.get(), chunk, seed), record)
+        return rows, counts, time.perf_counter() - start
+    finally:
+        engine.close()
 
 
 def _gen_stats(responses: list[Response], secs: float) -> dict:
@@ -101,17 +110,11 @@ def judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest) -> Mani
 
     def body(folder: str) -> Output:
         responses = store.read_jsonl(generate_m.files["responses"], Response)
-        engine = LazyEngine(cfg, model)
 
-        def work(chunk: list[Response], seed: int) -> list[Judgment]:
-            return judge_responses(engine.get(), cfg, judgeable(engine.get(), cfg, chunk), cfg.judge.n, seed)
+        def work(engine, chunk: list[Response], seed: int) -> list[Judgment]:
+            return judge_responses(engine, cfg, judgeable(engine, cfg, chunk), cfg.judge.n, seed)
 
-        try:
-            start = time.perf_counter()
-            rows, shard_counts = sharded(cfg, t, "judge", inputs, folder, responses, work, Judgment)
-            secs = time.perf_counter() - start
-        finally:
-            engine.close()
+        rows, shard_counts, secs = _on_engine(cfg, t, "judge", inputs, folder, model, responses, work, Judgment)
         out = Output(counts={**score_counts(rows),
                              "too_long_for_context": len(responses) - len({j.response_id for j in rows})},
                      stats={**score_stats(rows), "seconds": round(secs, 2), **shard_counts})
@@ -161,15 +164,9 @@ def meta_judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest, ju
         judgments = store.read_jsonl(judge_m.files["judgments"], Judgment)
         targets, skipped = P.meta_targets(responses, judgments, cfg.run.seed)
         requests = meta_requests(cfg, targets, responses, judgments)
-        engine = LazyEngine(cfg, model)
-        try:
-            start = time.perf_counter()
-            verdicts, shard_counts = sharded(cfg, t, "meta_judge", inputs, folder, requests,
-                                              lambda chunk, seed: run_meta(engine.get(), cfg, chunk, seed),
-                                              MetaVerdict)
-            secs = time.perf_counter() - start
-        finally:
-            engine.close()
+        verdicts, shard_counts, secs = _on_engine(cfg, t, "meta_judge", inputs, folder, model, requests,
+                                                  lambda engine, chunk, seed: run_meta(engine, cfg, chunk, seed),
+                                                  MetaVerdict)
         decided = sum(v.winner is not None for v in verdicts)
         out = Output(counts={"targets": len(targets), "calls": len(verdicts), "decided": decided,
                              "undecided": len(verdicts) - decided, **{f"skip_{k}": v for k, v in skipped.items()}},
