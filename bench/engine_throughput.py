@@ -29,7 +29,7 @@ def run_case(case: str) -> dict:
 
     from metareward.engines.base import Sampling
     from metareward.engines.transformers_engine import TransformersEngine
-    from metareward.models import embedded_model_path
+    from metareward.engines.models import embedded_model_path
 
     bs, dtype = case.split(":")
     rows = resources.files("metareward.data").joinpath("smoke_prompts.jsonl").read_text().splitlines()

@@ -53,7 +53,7 @@ def backend_for(choice: str) -> str:
 
 def smoke_stages(model_path: str | None, backend: str, root: str, report: dict) -> None:
     """The smoke recipe's iteration 1, stage by stage, on the GPU."""
-    from metareward import stages
+    from metareward.pipeline import stages
     from metareward.config import load_config
 
     overrides = [f"storage.root={root}", f"engine.backend={backend}", "engine.batch_size=256",
@@ -187,7 +187,7 @@ def main() -> int:
 
 
 def _embedded() -> str:
-    from metareward.models import embedded_model_path
+    from metareward.engines.models import embedded_model_path
 
     return embedded_model_path()
 

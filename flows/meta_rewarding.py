@@ -1,33 +1,33 @@
-"""The Meta-Rewarding loop: M_0 -> M_1 -> ... -> M_T, each iteration its own sub-flow run."""
+"""The Meta-Rewarding loop: M_0 -> M_1 -> ... -> M_T, each iteration its own sub-flow run, then its report."""
 
 from __future__ import annotations
 
 from prefect import flow
 
-from flows.iteration import _opts, meta_rewarding_iteration
-from metareward import stages
+from flows.iteration import StageTasks, iteration_report, meta_rewarding_iteration
 from metareward.config import RunConfig
+from metareward.pipeline.modelrefs import model_of
+from metareward.records import ModelRef
 from tasks import stages as T
 
 
 @flow(name="meta-rewarding", flow_run_name="{cfg.run.name}")
-def meta_rewarding(cfg: RunConfig) -> list[dict]:
+def meta_rewarding(cfg: RunConfig) -> list[ModelRef]:
     """T iterations; iteration t trains M_t from M_{t-1} with pairs M_{t-1} made and judged itself. Before
-    them, optionally: the seed model writes the prompt pool, and EFT turns the seed model into M_0."""
-    model = T.base_model(cfg)
-    pool = _opts(T.prompt_pool, cfg)(cfg, 0, model) if cfg.prompt_pool.enabled else None
-    if cfg.eft.enabled:
-        model = stages.model_of(_opts(T.eft, cfg)(cfg, 0, model))
-    summaries = []
+    them, optionally: the seed model writes the prompt pool, and EFT turns the seed model into M_0. Returns
+    M_1 .. M_T; each iteration's summary is in the store (``iter_<t>/summary.json``)."""
+    s = StageTasks(cfg)
+    seed = T.base_model(cfg)
+    pool = s.prompt_pool(cfg, 0, seed) if cfg.prompt_pool.enabled else None
+    models = [model_of(s.eft(cfg, 0, seed)) if cfg.eft.enabled else seed]
     for t in range(1, cfg.run.iterations + 1):
-        s = meta_rewarding_iteration(cfg, t, model, pool)
-        summaries.append(s)
-        model = stages.model_of(stages.train_manifest(cfg, t))
-    return summaries
+        models.append(meta_rewarding_iteration(cfg, t, models[-1], pool))
+        iteration_report(cfg, t, models[-1], models[0])
+    return models[1:]
 
 
 @flow(name="meta-rewarding-recipe", flow_run_name="{recipe}")
-def meta_rewarding_recipe(recipe: str = "smoke", overrides: list[str] | None = None) -> list[dict]:
+def meta_rewarding_recipe(recipe: str = "smoke", overrides: list[str] | None = None) -> list[ModelRef]:
     """The same loop, parameterised by a recipe name (or YAML path) and key=value overrides: what deployments
     and schedules use, so the Prefect UI form stays two fields."""
     from flows.stages import result_storage

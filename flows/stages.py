@@ -22,7 +22,8 @@ from pathlib import Path
 
 from prefect import flow
 
-from metareward import remote, stages, store
+from metareward.runstore import remote, store
+from metareward.pipeline import stages
 from metareward.config import RunConfig
 from metareward.records import Manifest, ModelRef
 from tasks import stages as T

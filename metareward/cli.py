@@ -1,12 +1,12 @@
-"""The ``metareward`` command.
+"""The library's commands of ``metareward``: the ones that read a run store or score files, without Prefect.
 
-    metareward run smoke                       # one iteration on the embedded SmolLM2, CPU
-    metareward run smoke dpo.beta=0.2          # recomputes training and what follows
-    metareward run my.yaml run.iterations=4
     metareward status smoke                    # iterations x stages, from the manifests
-    metareward resume smoke                    # continue a run from its stored config
     metareward report smoke                    # runs/smoke/report/report.html (+ .md, PNGs)
     metareward eval mt-bench --judgments FILE  # score benchmark files as the official harnesses do
+
+``run`` and ``resume`` start the Prefect flows, so they live above the library, in flows/cli.py: the installed
+``metareward`` command is `flows.cli.main` (this app's commands plus those two). ``python -m metareward`` runs
+this app alone; ``python -m flows`` is the whole command.
 """
 
 from __future__ import annotations
@@ -15,118 +15,25 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from metareward import store
-from metareward.config import RunConfig, config_from_dict, load_config
+from metareward.runstore import store
+from metareward.config import config_from_dict
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Meta-Rewarding: actor, judge and meta-judge.")
 
 STAGES = ("prompts", "generate", "judge", "meta_judge", "pairs", "train", "benchmark")
 
-# No network at run time: no hub downloads, no telemetry, no analytics.
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PREFECT_LOGGING_EXTRA_LOGGERS": "metareward",
-    # Prefect waits 20 s for its ephemeral API (the server-less mode of `make run`) and then fails the run; on a
-    # slow 2-core host its start-up took 20.5 s, and one bench run timed out. Waiting longer costs nothing.
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-}
-
-
-def _quiet_env(cfg: RunConfig) -> None:
-    for k, v in OFFLINE_ENV.items():
-        os.environ.setdefault(k, v)
-    named = [cfg.model.path, cfg.prompts.dataset, cfg.prompt_pool.model_path]
-    if any(p is not None and not Path(p).expanduser().exists() for p in named):
-        os.environ["HF_HUB_OFFLINE"] = "0"  # the user named a hub id: downloading is their choice
-
-
-def _run_dir(run: str, root: str) -> str:
+def run_dir(run: str, root: str) -> str:
     """A run given by name (under --root) or by its folder/URI."""
     if "://" in run:
         return run.rstrip("/")
     if os.sep in run or Path(run, "config.json").is_file():
         return str(Path(run).resolve())
     return store.run_uri(root, run)
-
-
-def run_pipeline(cfg: RunConfig, recipe: str | None = None, bars: bool = False) -> list[dict]:
-    """Check the input files, store the config, then run the multi-iteration flow (Prefect, server or ephemeral).
-    The flow and task runs are tagged ``run:<name>`` and ``recipe:<recipe>``; ``bars``: rich progress bars on
-    stderr."""
-    from metareward import preflight, redact
-
-    preflight.check(cfg)  # bad input fails here, before the store is touched or Prefect starts
-    redact.install()
-    _quiet_env(cfg)
-    root = store.run_uri(cfg.storage.root, cfg.run.name)
-    from metareward.redact import redact_obj
-
-    store.write_json(store.join(root, "config.json"), redact_obj(cfg.model_dump(mode="json")))
-    from prefect.filesystems import LocalFileSystem  # noqa: F401  (fail early if prefect is broken)
-
-    from flows.meta_rewarding import meta_rewarding
-
-    from flows.stages import result_storage
-
-    # Prefect's cache records live beside the data they describe (a folder, or the s3:// store)
-    flow = meta_rewarding.with_options(result_storage=result_storage(cfg))
-    from contextlib import ExitStack
-
-    from prefect import tags
-
-    with ExitStack() as stack:
-        stack.enter_context(tags(f"run:{cfg.run.name}", *([f"recipe:{recipe}"] if recipe else [])))
-        if bars:
-            from metareward import progress
-            from metareward.console import RichBars
-
-            stack.enter_context(progress.listening(stack.enter_context(RichBars())))
-        return flow(cfg)
-
-
-def _print_summaries(summaries: list[dict], root: str) -> None:
-    from metareward.summary import to_markdown
-
-    for s in summaries:
-        typer.echo(to_markdown(s))
-    typer.echo(f"run: {root}")
-
-
-@app.command()
-def run(
-    config: Annotated[str, typer.Argument(help="Recipe name (smoke, llama3-8b) or a YAML file.")],
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. dpo.beta=0.2")] = None,
-    bars: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")] = True,
-) -> None:
-    """Run (or continue) a multi-iteration Meta-Rewarding run; finished stages are skipped."""
-    cfg = load_config(config, overrides or [])
-    summaries = run_pipeline(cfg, recipe=Path(config).stem, bars=bars)
-    _print_summaries(summaries, store.run_uri(cfg.storage.root, cfg.run.name))
-
-
-@app.command()
-def resume(
-    run_name: Annotated[str, typer.Argument(metavar="RUN", help="Run name under --root, or the run folder.")],
-    root: Annotated[str, typer.Option(help="Store root holding the run.")] = "runs",
-    bars: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")] = True,
-) -> None:
-    """Continue a run from its stored config.json; every finished stage is reused."""
-    folder = _run_dir(run_name, root)
-    uri = store.join(folder, "config.json")
-    if not store.exists(uri):
-        raise store.StoreError(f"{uri}: no such run (no config.json)")
-    cfg = config_from_dict(store.read_json(uri), uri)
-    summaries = run_pipeline(cfg, bars=bars)
-    _print_summaries(summaries, folder)
 
 
 @app.command()
@@ -141,7 +48,7 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
-    folder = _run_dir(run_name, root)
+    folder = run_dir(run_name, root)
     uri = store.join(folder, "config.json")
     if not store.exists(uri):
         raise store.StoreError(f"{uri}: no such run (no config.json)")
@@ -167,9 +74,9 @@ def report(
 
     Into <run>/report/: report.html (self-contained, PNGs embedded), report.md and the PNGs (judge score density
     per iteration, response lengths, benchmarks, judge agreement, meta-judge position and score bias)."""
-    from metareward.report import write_report
+    from metareward.reporting.report import write_report
 
-    folder = _run_dir(run_name, root)
+    folder = run_dir(run_name, root)
     for name, uri in write_report(folder).items():
         typer.echo(f"{name}: {uri}")
 
@@ -179,15 +86,17 @@ from metareward.evals.cli import app as _eval_app  # noqa: E402  (typer and the 
 app.add_typer(_eval_app, name="eval")
 
 
-def main() -> None:
+def main(cli: typer.Typer | None = None) -> None:
+    """Run ``cli`` (this module's app when None) with one-line errors (exit code 2) for bad input; ``--debug``
+    anywhere on the command line shows the traceback instead."""
     from metareward.config import ConfigError
     from metareward.evals.io import EvalFileError
     from metareward.evals.judges import JudgeError
-    from metareward.models import ModelNotFound
-    from metareward.prompt_sets import PromptFileError
-    from metareward.stages import StageError
+    from metareward.engines.models import ModelNotFound
+    from metareward.inputs.prompt_sets import PromptFileError
+    from metareward.pipeline.contract import StageError
 
-    from metareward import redact
+    from metareward.runstore import redact
 
     redact.install()  # secret env values are masked in every log line (Prefect's included)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -196,7 +105,7 @@ def main() -> None:
     if debug:
         sys.argv.remove("--debug")
     try:
-        app()
+        (cli or app)()
     except (ConfigError, PromptFileError, store.StoreError, ModelNotFound, StageError, EvalFileError, JudgeError,
             OSError) as e:
         if debug:

@@ -8,6 +8,9 @@ overrides::
 Values that change per iteration (rho, the judge-length cap, ...) are *schedules*: a list indexed by iteration
 (1-based); the last entry repeats, so ``[0.0, 0.32]`` means 0.0 in iteration 1 and 0.32 from then on.
 Unknown keys and bad values raise `ConfigError` naming the field's dotted path.
+
+One module over the usual ~400 lines on purpose: every section with its fields' help texts in one place, as
+TRL's DPOConfig keeps its own (the README's configuration table is generated from these).
 """
 
 from __future__ import annotations
@@ -388,7 +391,7 @@ class EFTSection(_Section):
 
 
 class HealthSection(_Section):
-    """Judge health gates (metareward/health.py), checked after each judge and pairs stage."""
+    """Judge health gates (metareward/method/health.py), checked after each judge and pairs stage."""
 
     enabled: bool = Field(True, description="Check the gates below; a failed gate stops the iteration with "
                           "iter_<t>/health.json and an error naming the gate (finished stages are kept).")

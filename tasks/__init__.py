@@ -1,1 +1,1 @@
-"""Thin Prefect tasks, one per stage: they call `metareward.stages` and return small Manifests."""
+"""Thin Prefect tasks, one per stage: they call `metareward.pipeline.stages` and return small Manifests."""

@@ -1,4 +1,4 @@
-"""One thin Prefect task per stage. The algorithm lives in `metareward.stages`; a task adds only Prefect's
+"""One thin Prefect task per stage. The algorithm lives in `metareward.pipeline.stages`; a task adds only Prefect's
 concerns: names, tags, retries, and a cache key.
 
 The cache key mirrors the run store: it is the stage's key *plus the digest of the manifest now in the stage
@@ -15,7 +15,8 @@ from typing import Any
 from prefect import task
 from prefect.context import TaskRunContext
 
-from metareward import stages, store
+from metareward.pipeline import contract, modelrefs, stages
+from metareward.runstore import store
 from metareward.config import RunConfig
 from metareward.records import Manifest, ModelRef
 from tasks.ui import progress_artifacts
@@ -29,11 +30,11 @@ def _file_digests(stage: str, cfg: RunConfig) -> dict[str, str]:
     """Inputs a stage reads from files named in the config (prompt source, benchmark questions, ranked
     replies): their content is part of the key, so an edited file with the same path is not a cache hit."""
     if stage in ("prompts", "prompt_pool"):
-        from metareward import prompt_sources
+        from metareward.inputs import prompt_sources
 
         return {"source": prompt_sources.source_digest(prompt_sources.read_source(cfg.prompts)[0], cfg.prompts)}
     if stage == "eft":
-        from metareward import eft
+        from metareward.inputs import eft
 
         groups, _, _ = eft.read_ranked_file(cfg.eft.path, cfg.eft.lang)
         return {"ranked": eft.groups_digest(groups)}
@@ -44,7 +45,7 @@ def manifest_cache_key(ctx: TaskRunContext, params: dict[str, Any]) -> str | Non
     stage = ctx.task.name
     cfg: RunConfig = params["cfg"]
     t: int = params["t"]
-    key = stages.stage_key(stage, cfg, t, {**_input_digests(params), **_file_digests(stage, cfg)})
+    key = contract.stage_key(stage, cfg, t, {**_input_digests(params), **_file_digests(stage, cfg)})
     done = store.read_manifest(store.stage_uri(cfg.storage.root, cfg.run.name, t, stage))
     if done is None:
         return None
@@ -55,11 +56,11 @@ def retry_worthwhile(task, task_run, state) -> bool:
     """Prefect retries only what may pass next time: not bad input, a failed health gate or an out-of-memory
     (a StageError names the setting to change; retrying with the same settings would fail the same way)."""
     from metareward.config import ConfigError
-    from metareward.models import ModelNotFound
-    from metareward.prompt_sets import PromptFileError
+    from metareward.engines.models import ModelNotFound
+    from metareward.inputs.prompt_sets import PromptFileError
 
     exc = state.data if isinstance(getattr(state, "data", None), BaseException) else None
-    return not isinstance(exc, (stages.StageError, ConfigError, PromptFileError, ModelNotFound))
+    return not isinstance(exc, (contract.StageError, ConfigError, PromptFileError, ModelNotFound))
 
 
 def file_under_next_key(task, task_run, state) -> None:
@@ -92,14 +93,14 @@ def prompts(cfg: RunConfig, t: int, pool_m: Manifest | None = None) -> Manifest:
 
 @task(name="prompt_pool", tags=["gpu"], task_run_name=_name("prompt_pool"), **COMMON)
 def prompt_pool(cfg: RunConfig, t: int, model: ModelRef) -> Manifest:
-    from metareward import bootstrap
+    from metareward.pipeline import bootstrap
 
     return bootstrap.prompt_pool(cfg, t, model)
 
 
 @task(name="eft", tags=["gpu"], task_run_name=_name("eft"), **COMMON)
 def eft(cfg: RunConfig, t: int, model: ModelRef) -> Manifest:
-    from metareward import bootstrap
+    from metareward.pipeline import bootstrap
 
     return bootstrap.eft(cfg, t, model)
 
@@ -141,4 +142,4 @@ def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> M
 
 @task(name="base_model", tags=["cpu"], retries=1)
 def base_model(cfg: RunConfig) -> ModelRef:
-    return stages.base_model(cfg)
+    return modelrefs.base_model(cfg)

@@ -1,6 +1,6 @@
 """What the Prefect UI shows of a run, beyond flow and task runs: artifacts.
 
-- after each iteration, the `report` task writes ``<run>/report/`` (HTML, Markdown, PNGs; metareward.report)
+- after each iteration, the `report` task writes ``<run>/report/`` (HTML, Markdown, PNGs; metareward.reporting.report)
   and publishes the iteration as a markdown artifact (key ``<run>-iter<t>``) and one table artifact per table
   (key ``<run>-iter<t>-<table>``), with links to the store URIs;
 - during long stages, `progress_artifacts` turns the engines' and trainer's trackers (metareward.progress)
@@ -20,7 +20,9 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.artifacts import update_progress_artifact
 from prefect.context import TaskRunContext
 
-from metareward import progress, report, store
+from metareward import progress
+from metareward.reporting import report
+from metareward.runstore import store
 from metareward.config import RunConfig
 
 

@@ -3,11 +3,11 @@
 import subprocess
 import sys
 
-PURE = ["metareward", "metareward.config", "metareward.records", "metareward.prompts", "metareward.parsing",
-        "metareward.scoring", "metareward.pairs", "metareward.store", "metareward.stages", "metareward.summary",
-        "metareward.prompt_sets", "metareward.models", "metareward.engines", "metareward.train",
-        "metareward.dedupe", "metareward.decontam", "metareward.prompt_sources", "metareward.prompt_pool",
-        "metareward.eft", "metareward.sft", "metareward.bootstrap"]
+PURE = ["metareward", "metareward.config", "metareward.records", "metareward.method.prompts", "metareward.method.parsing",
+        "metareward.method.scoring", "metareward.method.pairs", "metareward.runstore.store", "metareward.pipeline.stages", "metareward.reporting.summary",
+        "metareward.inputs.prompt_sets", "metareward.engines.models", "metareward.engines", "metareward.training.dpo",
+        "metareward.inputs.dedupe", "metareward.inputs.decontam", "metareward.inputs.prompt_sources", "metareward.inputs.prompt_pool",
+        "metareward.inputs.eft", "metareward.training.sft", "metareward.pipeline.bootstrap"]
 
 
 def test_pure_modules_import_neither_prefect_nor_torch():

@@ -12,7 +12,7 @@ import re
 
 from metareward import progress
 from metareward.engines.base import Completion, Sampling
-from metareward.prompts import JUDGE_HEAD, META_JUDGE_HEAD
+from metareward.method.prompts import JUDGE_HEAD, META_JUDGE_HEAD
 
 
 def _h(*parts) -> int:

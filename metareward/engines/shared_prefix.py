@@ -22,7 +22,8 @@ How, in the way of cascade inference (Juravsky et al. 2024, "Hydragen") and vLLM
 - ``TreeCache`` is the KV cache: the levels plus each row's own ``GrowingLayer``; dropping finished rows
   re-indexes the levels instead of copying them.
 
-Imports torch and transformers at module level: only the decode loop imports this module, lazily.
+Imports torch and transformers at module level: only the decode loop imports this module, lazily. One module
+over the usual ~400 lines on purpose: the tree, its cache and the attention that reads it change together.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import torch
 from transformers import AttentionInterface, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from metareward.engines.transformers_engine import _common_prefix_len
+from metareward.engines.tokens import common_prefix_len
 
 NAME = "metareward_shared_prefix"
 # The CPU flash-attention kernel; unlike F.scaled_dot_product_attention it also returns the log-sum-exp, which the
@@ -71,7 +72,7 @@ def _split(seqs: list[list[int]], offset: list[int], members: list[int], thresho
         sub, length = [order[i]], len(first) - 1
         j = i + 1
         while j < len(order):  # sorted: the overlap with the first member only shrinks
-            cand = min(length, _common_prefix_len(first, rest[order[j]]), len(rest[order[j]]) - 1)
+            cand = min(length, common_prefix_len(first, rest[order[j]]), len(rest[order[j]]) - 1)
             if cand < threshold:
                 break
             length = cand

@@ -14,7 +14,8 @@ Two operations (see `metareward.engines.base`):
   (prompts, n, sampling, seed, batch_size) on the same machine gives the same texts. Generation stops
   at the chat template's end-of-turn token (``<|im_end|>`` for ChatML models such as SmolLM2, where it is also
   pad and eos).
-- ``choice_probs``: P(choice | chat prompt + assistant prefix), renormalised over the choices. The context and
+- ``choice_probs`` (`metareward.engines.choice_scoring`, mixed in): P(choice | chat prompt + assistant prefix),
+  renormalised over the choices. The context and
   every ``context + choice`` are tokenised; ``k`` is the longest token prefix shared by all of them (usually the
   whole context). When each choice adds exactly one token after those ``k`` tokens, one forward pass over the
   first ``k`` tokens gives all the answers (the next-token softmax read at the choice tokens). Otherwise each
@@ -41,9 +42,8 @@ from typing import Any
 
 from metareward import progress
 from metareward.engines.base import Completion, Sampling
-
-# End-of-turn markers of common chat templates; those present in the vocabulary stop generation.
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_turn|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+from metareward.engines.choice_scoring import ChoiceScoring
+from metareward.engines.tokens import END_OF_TURN_TOKENS
 
 _DTYPES = {"float32", "bfloat16", "float16"}
 # While batches decode in worker threads, the progress bar is moved this often (seconds).
@@ -110,28 +110,7 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _common_prefix_len(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-def split_choices(ctx_ids: list[int], choice_seqs: list[list[int]]) -> tuple[int, list[list[int]]]:
-    """``k`` = the token prefix shared by the context and every ``context + choice``, and each choice's tokens
-    after it. Scoring log P(continuation | first k tokens) compares the choices on the natural tokenisation of
-    their text, whatever happens at the context/choice boundary. Shared by the transformers and vLLM engines."""
-    k = min([len(ctx_ids)] + [_common_prefix_len(ctx_ids, s) for s in choice_seqs])
-    if k == 0:
-        raise ValueError("context and choices share no leading token; cannot condition on the context")
-    conts = [s[k:] for s in choice_seqs]
-    if any(not c for c in conts):
-        raise ValueError("a choice adds no token after the context")
-    return k, conts
-
-
-class TransformersEngine:
+class TransformersEngine(ChoiceScoring):
     """A `metareward.engines.base.Engine` on ``AutoModelForCausalLM``; CUDA when available, else CPU."""
 
     def __init__(
@@ -181,7 +160,7 @@ class TransformersEngine:
             tok.pad_token = tok.eos_token
         self.tokenizer = tok
 
-        from metareward.precision import inference_dtype
+        from metareward.engines.precision import inference_dtype
 
         self.dtype = inference_dtype(dtype, self.device.type)
         torch_dtype = "auto" if self.dtype == "auto" else getattr(torch, self.dtype)
@@ -397,101 +376,6 @@ class TransformersEngine:
         return Completion(text=text, n_tokens=len(body), finish_reason="length" if body is toks else "stop")
 
     # ------------------------------------------------------------------------------------------ choice_probs
-
-    def choice_probs(self, prompts: list[str], prefixes: list[str], choices: list[str]) -> list[list[float]]:
-        return self._choice_probs(prompts, prefixes, choices, method="auto")
-
-    def _choice_probs(
-        self, prompts: list[str], prefixes: list[str], choices: list[str], *, method: str = "auto"
-    ) -> list[list[float]]:
-        """``method="auto"``: one forward pass when every choice is one token after the shared prefix, else the
-        continuation log-likelihood. ``method="full"`` always scores full sequences (kept for tests)."""
-        import math
-
-        self._check()
-        if len(prompts) != len(prefixes):
-            raise ValueError(f"{len(prompts)} prompts but {len(prefixes)} prefixes")
-        if not choices or any(c == "" for c in choices):
-            raise ValueError("choices must be a non-empty list of non-empty strings")
-        if method not in ("auto", "full"):
-            raise ValueError(f"method must be 'auto' or 'full', got {method!r}")
-
-        logp = [[0.0] * len(choices) for _ in prompts]
-        single: list[tuple[int, list[int], list[int]]] = []  # (prompt index, context ids[:k], choice token ids)
-        full: list[tuple[int, int, list[int], int]] = []  # (prompt index, choice index, ids, k)
-        for pi, (p, pre) in enumerate(zip(prompts, prefixes)):
-            ctx = self.render(p) + pre
-            ctx_ids = self._encode(ctx)
-            seqs = [self._encode(ctx + c) for c in choices]
-            k, conts = split_choices(ctx_ids, seqs)
-            if method == "auto" and all(len(c) == 1 for c in conts):
-                single.append((pi, ctx_ids[:k], [c[0] for c in conts]))
-            else:
-                full.extend((pi, ci, s, k) for ci, s in enumerate(seqs))
-
-        for pi, vals in self._next_token_logprobs(single):
-            logp[pi] = vals
-        for pi, ci, val in self._continuation_logprobs(full):
-            logp[pi][ci] = val
-
-        out = []
-        for row in logp:
-            top = max(row)
-            w = [math.exp(x - top) for x in row]
-            total = sum(w)
-            out.append([x / total for x in w])
-        return out
-
-    def _forward(self, seqs: list[list[int]], keep: int):
-        """Log-softmax (float32) of the last ``keep`` positions of the left-padded batch: [B, keep, V]."""
-        import torch
-
-        input_ids, mask, pos = self._left_pad(seqs)
-        kwargs: dict[str, Any] = dict(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=False)
-        if self._has_logits_to_keep:
-            kwargs["logits_to_keep"] = keep
-        logits = self.model(**kwargs).logits[:, -keep:, :]
-        return torch.log_softmax(logits.float(), dim=-1)
-
-    def _next_token_logprobs(self, items: list[tuple[int, list[int], list[int]]]):
-        import torch
-
-        from metareward.engines.decoding import prefill
-
-        order = sorted(range(len(items)), key=lambda r: (items[r][1], r))  # sharers together, as in _decode
-        bar = progress.tracker(len(items), "score")
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                chunk = [items[r] for r in order[start:start + self.batch_size]]
-                seqs = [ctx for _, ctx, _ in chunk]
-                if self.own_decoder:  # CPU: shared stretches (the judge's rubric) encoded once (shared_prefix.py)
-                    _, logits, _, _ = prefill(self.model, seqs, self.tokenizer.pad_token_id, 0)
-                    lp = torch.log_softmax(logits.float(), dim=-1)
-                else:  # GPU: the CPU flash kernel the shared-prefix attention uses is not there; a plain batch
-                    lp = self._forward(seqs, keep=1)[:, -1]
-                bar.advance(len(chunk))
-                for r, (pi, _, tok_ids) in enumerate(chunk):
-                    yield pi, lp[r, tok_ids].tolist()
-
-    def _continuation_logprobs(self, items: list[tuple[int, int, list[int], int]]):
-        """Sum of log P(ids[t] | ids[:t]) for t >= k, per (prompt, choice)."""
-        import torch
-
-        order = sorted(range(len(items)), key=lambda r: len(items[r][2]))
-        bar = progress.tracker(len(items), "score")
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                chunk = [items[r] for r in order[start:start + self.batch_size]]
-                # Left padding puts every continuation at the end: the logits predicting the m continuation
-                # tokens of a row are its m positions before the last one.
-                keep = max(len(ids) - k for _, _, ids, k in chunk) + 1
-                lp = self._forward([ids for _, _, ids, _ in chunk], keep=keep)
-                bar.advance(len(chunk))
-                for r, (pi, ci, ids, k) in enumerate(chunk):
-                    m = len(ids) - k
-                    targets = torch.tensor(ids[k:], device=lp.device)
-                    rows = lp[r, keep - 1 - m: keep - 1, :]
-                    yield pi, ci, float(rows.gather(-1, targets[:, None]).sum())
 
     @property
     def context_length(self) -> int | None:

@@ -11,7 +11,7 @@ and a CUDA device are present and is skipped elsewhere.
   ``n`` samples and its own seed (``seed + prompt index``), so the same call gives the same texts.
 - ``choice_probs``: the context (chat prompt + assistant prefix) and every ``context + choice`` are tokenised
   with the model's tokenizer, and the shared prefix ``k`` is found exactly as in the transformers engine
-  (`metareward.engines.transformers_engine.split_choices`), so a prefix ending in a space ("Winner: Judgment ")
+  (`metareward.engines.tokens.split_choices`), so a prefix ending in a space ("Winner: Judgment ")
   is handled. Each continuation token's log-probability comes from a one-token request (``max_tokens=1``) on
   the tokens before it; requests with the same tokens are merged, and prefix caching makes the rest cheap. The
   usual single-token choice sets cost one request per prompt.
@@ -33,7 +33,7 @@ import logging
 import math
 
 from metareward.engines.base import Completion, Sampling
-from metareward.engines.transformers_engine import END_OF_TURN_TOKENS, split_choices
+from metareward.engines.tokens import END_OF_TURN_TOKENS, split_choices
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from metareward.evals.io import EvalFileError, need, read_jsonl, write_jsonl
-from metareward.scoring import bradley_terry, elo
+from metareward.method.scoring import bradley_terry, elo
 
 BASELINE = "gpt-4-0314"
 WEIGHT = 3

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from metareward import store
+from metareward.runstore import store
 
 
 class EvalFileError(ValueError):
@@ -16,7 +16,7 @@ class EvalFileError(ValueError):
 
 def read_jsonl(path: str) -> list[tuple[int, dict]]:
     """(line number, object) for every non-blank line; a line that is not a JSON object is an error."""
-    from metareward.jsonl import json_lines
+    from metareward.inputs.jsonl import json_lines
 
     return json_lines(_text(path), path, EvalFileError)
 

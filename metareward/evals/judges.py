@@ -19,13 +19,13 @@ import hashlib
 import json
 import math
 import os
-import time
 import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
 
-from metareward import store
+from metareward import retry
+from metareward.runstore import store
 
 
 class JudgeError(RuntimeError):
@@ -101,19 +101,20 @@ class OpenAIJudge:
     def _post(self, body: dict) -> dict:
         req = urllib.request.Request(f"{self.base_url}/chat/completions", data=json.dumps(body).encode(),
                                      headers=self._headers(), method="POST")
-        for attempt in range(self.max_retries + 1):
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    return json.loads(resp.read().decode())
-            except urllib.error.HTTPError as e:
-                detail = e.read().decode(errors="replace")[:200]
-                if e.code not in (408, 429) and e.code < 500 or attempt == self.max_retries:
-                    raise JudgeError(f"{self.identity}: HTTP {e.code}: {detail}") from None
-            except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as e:
-                if attempt == self.max_retries:
-                    raise JudgeError(f"{self.identity}: {type(e).__name__}: {e}") from None
-            time.sleep(self.retry_sleep_s * 2 ** attempt)  # rate limits and restarts pass; back off and retry
-        raise AssertionError("unreachable")
+
+        def once() -> dict:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                return json.loads(resp.read().decode())
+
+        # rate limits and restarts pass: back off and retry (metareward/retry.py says which failures)
+        try:
+            return retry.retry(once, attempts=self.max_retries + 1, first_delay_s=self.retry_sleep_s,
+                               transient=retry.http_fault)
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")[:200]
+            raise JudgeError(f"{self.identity}: HTTP {e.code}: {detail}") from None
+        except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as e:
+            raise JudgeError(f"{self.identity}: {type(e).__name__}: {e}") from None
 
     def generate(self, chats: list[Chat], max_tokens: int) -> list[str]:
         out = []

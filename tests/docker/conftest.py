@@ -48,7 +48,7 @@ def pytest_collection_modifyitems(config, items):
 def docker_stack(tmp_path_factory, request):
     """moto_server + prefect server + the pools and deployments + a process worker and a docker worker, and Docker's
     record of containers; all stopped at the end (stage containers are removed by Docker as they exit)."""
-    from metareward.models import EMBEDDED_NAME, embedded_model_path
+    from metareward.engines.models import EMBEDDED_NAME, embedded_model_path
 
     # the host's model volume starts empty, so what the test finds in it was put there by this run's containers
     subprocess.run(["docker", "volume", "rm", "-f", MODEL_VOLUME], capture_output=True)

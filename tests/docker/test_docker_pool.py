@@ -130,7 +130,7 @@ def test_every_manifest_and_m1_are_in_the_bucket_and_m1_loads_in_a_fresh_process
         assert fs.exists(f"{run}/iter_{t}/{stage}/manifest.json"), (t, stage)
     train = json.loads(fs.cat(f"{run}/iter_1/train/manifest.json"))
     assert train["files"]["model"] == f"s3://{run}/iter_1/train/model" and train["counts"]["steps"] == 1
-    code = ("import sys; from metareward.remote import local_model; from transformers import AutoModelForCausalLM; "
+    code = ("import sys; from metareward.runstore.remote import local_model; from transformers import AutoModelForCausalLM; "
             "p = local_model(sys.argv[1], sys.argv[2], sys.argv[3]); "
             "print(p, AutoModelForCausalLM.from_pretrained(p).num_parameters())")
     out = subprocess.run([sys.executable, "-c", code, train["files"]["model"], "m1", str(tmp_path / "fresh")],
@@ -141,13 +141,13 @@ def test_every_manifest_and_m1_are_in_the_bucket_and_m1_loads_in_a_fresh_process
 
 def test_a_second_container_reuses_the_model_a_stage_container_pulled(docker_stack, first_run):
     """benchmark-iter1 pulled M_1 into the host's model volume, under its digest; a new container on the same
-    volume finds that copy complete and downloads nothing (no 'pulled into' line from metareward.remote)."""
+    volume finds that copy complete and downloads nothing (no 'pulled into' line from metareward.runstore.remote)."""
     from metareward.records import Manifest
 
     train = Manifest.model_validate_json(
         docker_stack.fs.cat(f"{docker_stack.bucket}/runs/{RUN}/iter_1/train/manifest.json"))
-    uri, digest = train.files["model"], train.digest  # M_1's ModelRef (metareward.stages.model_of)
-    code = ("import logging, sys; logging.basicConfig(level=logging.INFO); from metareward.remote import local_model;"
+    uri, digest = train.files["model"], train.digest  # M_1's ModelRef (metareward.pipeline.modelrefs.model_of)
+    code = ("import logging, sys; logging.basicConfig(level=logging.INFO); from metareward.runstore.remote import local_model;"
             " print('PATH', local_model(sys.argv[1], sys.argv[2]))")
     out = subprocess.run(["docker", "run", "--rm", "--network", "host",
                           "-v", "metareward-models:/home/metareward/.cache/metareward",

@@ -16,7 +16,7 @@ def fake_trainer(monkeypatch):
     import json
     from pathlib import Path
 
-    import metareward.train
+    import metareward.training.dpo
 
     calls = []
 
@@ -27,5 +27,5 @@ def fake_trainer(monkeypatch):
                                                                "parent": model_path}))
         return {"steps": 1, "train_loss": 0.69, "n_pairs": len(pairs), "log_history": [{"loss": 0.69}]}
 
-    monkeypatch.setattr(metareward.train, "train_dpo", train_dpo)
+    monkeypatch.setattr(metareward.training.dpo, "train_dpo", train_dpo)
     return calls

@@ -1,6 +1,6 @@
 """`python tests/flows/crash_driver.py run|resume ...`: the `metareward` CLI entry point as the crash test runs it.
 
-Three test-only changes, installed before `metareward.cli.main()` runs:
+Three test-only changes, installed before `flows.cli.main()` (the `metareward` command) runs:
 - DPO training is a stand-in (TRL on a real model would take minutes): it writes a tiny model folder whose
   content depends on the pairs, beta and the parent model, after a short sleep;
 - every fake-engine call sleeps CRASH_DELAY seconds, so the kills land inside stages and between shards;
@@ -28,8 +28,8 @@ def _event(line: str) -> None:
 
 
 def install() -> None:
-    import metareward.train
-    from metareward import store
+    import metareward.training.dpo
+    from metareward.runstore import store
     from metareward.engines.fake import FakeEngine
 
     delay = float(os.environ.get("CRASH_DELAY", "0"))
@@ -42,7 +42,7 @@ def install() -> None:
             "pairs": hashlib.sha256(data.encode()).hexdigest(), "parent": hashlib.sha256(parent).hexdigest()})
         return {"steps": 1, "train_loss": 0.69, "n_pairs": len(pairs), "log_history": [{"loss": 0.69}]}
 
-    metareward.train.train_dpo = train_dpo
+    metareward.training.dpo.train_dpo = train_dpo
 
     for name in ("generate", "choice_probs"):
         def slow(self, *a, _orig=getattr(FakeEngine, name), **kw):
@@ -72,7 +72,7 @@ def install() -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     install()
-    from metareward.cli import main
+    from flows.cli import main
 
     sys.argv = ["metareward", *sys.argv[1:]]
     main()

@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from metareward import store
+from metareward.runstore import store
 from metareward.config import load_config
 from metareward.records import Prompt
 
 
 @pytest.fixture
 def fake_sft(monkeypatch):
-    import metareward.sft
+    import metareward.training.sft
 
     calls = []
 
@@ -22,7 +22,7 @@ def fake_sft(monkeypatch):
         Path(output_dir, "config.json").write_text(json.dumps({"examples": len(rows), "parent": model_path}))
         return {"steps": 1, "train_loss": 1.0, "n_examples": len(rows), "log_history": [{"loss": 1.0}]}
 
-    monkeypatch.setattr(metareward.sft, "train_sft", train_sft)
+    monkeypatch.setattr(metareward.training.sft, "train_sft", train_sft)
     return calls
 
 
@@ -31,7 +31,7 @@ def _mtimes(root):
 
 
 def test_prompt_pool_and_eft_then_iteration_1_from_m0(tmp_path, prefect_harness, fake_trainer, fake_sft):
-    from metareward.cli import run_pipeline
+    from flows.run import run_pipeline
 
     # smoke-eft with the fake engine; parse=lines turns the fake engine's plain answers into prompts
     cfg = load_config("smoke-eft", [f"storage.root={tmp_path}", "engine.backend=fake", "run.name=boot",

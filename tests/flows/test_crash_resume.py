@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from metareward import store
+from metareward.runstore import store
 from metareward.records import Manifest
 
 DRIVER = Path(__file__).with_name("crash_driver.py")

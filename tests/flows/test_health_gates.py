@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from metareward import stages, store
+from metareward.pipeline import modelrefs, stages
+from metareward.runstore import store
 from metareward.config import load_config
 
 
@@ -21,10 +22,10 @@ def _mtimes(run: Path):
 
 
 def test_judge_collapse_stops_the_iteration_at_the_gate(tmp_path, prefect_harness, fake_trainer, monkeypatch):
-    from metareward.cli import run_pipeline
+    from flows.run import run_pipeline
     from metareward.engines.fake import FakeEngine
 
-    monkeypatch.setattr(stages, "_engine", lambda cfg, model: FakeEngine(collapse=True))
+    monkeypatch.setattr(modelrefs, "open_model_engine", lambda cfg, model: FakeEngine(collapse=True))
     with pytest.raises(stages.StageError) as e:
         run_pipeline(_cfg(tmp_path))
     run = Path(store.run_uri(str(tmp_path), "collapse"))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from metareward import store
+from metareward.runstore import store
 from metareward.config import load_config
 from metareward.records import Judgment, MetaVerdict, PreferencePair, Response
 
@@ -21,7 +21,7 @@ def _mtimes(root):
 
 
 def test_two_iterations_then_cached_then_rekeyed(tmp_path, prefect_harness, fake_trainer):
-    from metareward.cli import run_pipeline
+    from flows.run import run_pipeline
 
     cfg = _cfg(tmp_path)
     summaries = run_pipeline(cfg)
@@ -62,15 +62,32 @@ def test_two_iterations_then_cached_then_rekeyed(tmp_path, prefect_harness, fake
 
 def test_collapsed_judge_gives_no_actor_pairs(tmp_path, prefect_harness, fake_trainer, monkeypatch):
     """Every score 5: no spread, so every prompt is skipped as a tie and training refuses to run."""
-    from metareward import stages
+    from metareward.pipeline import modelrefs, stages
     from metareward.engines.fake import FakeEngine
 
     cfg = _cfg(tmp_path, "run.iterations=1", "judge.scoring=parse", "meta_judge.scoring=parse",
                "meta_judge.sampling.max_new_tokens=16", "health.enabled=false")  # the gates: test_health_gates.py
-    monkeypatch.setattr(stages, "_engine", lambda cfg, model: FakeEngine(collapse=True))
-    from metareward.cli import run_pipeline
+    monkeypatch.setattr(modelrefs, "open_model_engine", lambda cfg, model: FakeEngine(collapse=True))
+    from flows.run import run_pipeline
 
     with pytest.raises(stages.StageError, match="no preference pair survived"):
         run_pipeline(cfg)
     m = store.read_manifest(store.stage_uri(str(tmp_path), "fake", 1, "pairs"))
     assert m.counts["actor_pairs"] == 0 and m.counts["actor_tie"] == 16
+
+
+def test_the_iteration_flow_is_its_six_stage_calls_and_the_loop_reads_no_store():
+    """The flow bodies read like the algorithm: the iteration calls the six stages (on `StageTasks`) and returns
+    M_t; the loop passes M_t on and never reads the run store."""
+    import ast
+    import inspect
+
+    from flows import iteration, meta_rewarding
+
+    [fn] = ast.parse(inspect.getsource(iteration.meta_rewarding_iteration.fn)).body
+    calls = sorted((n.lineno, n.col_offset, n.func.attr) for n in ast.walk(fn) if isinstance(n, ast.Call)
+                   and isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name) and n.func.value.id == "s")
+    assert [c[-1] for c in calls] == ["prompts", "generate", "judge", "meta_judge", "build_pairs", "train"]
+    assert isinstance(fn.body[-1], ast.Return)
+    names = {n.id for n in ast.walk(ast.parse(inspect.getsource(meta_rewarding))) if isinstance(n, ast.Name)}
+    assert not names & {"store", "read_manifest", "train_manifest"}

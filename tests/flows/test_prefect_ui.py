@@ -1,7 +1,7 @@
 """Acceptance: the Prefect UI shows an iteration's report.
 
 A real `prefect server start` on 127.0.0.1 (own PREFECT_HOME), `metareward run smoke` on the fake engine against
-it (PREFECT_API_URL), then headless Chromium (Debian's, driven by playwright) opens the iteration's flow run,
+it (PREFECT_API_URL), then headless Chromium (Debian's, driven by playwright) opens the iteration's report flow run,
 its Artifacts tab and the markdown artifact: the report's tables are on the page. Screenshots are saved in the
 test's tmp folder (printed at the end; pytest keeps the last few runs' folders).
 
@@ -92,14 +92,14 @@ def test_iteration_markdown_artifact_is_visible_in_the_ui(tmp_path, chromium, pr
     api = f"{prefect_server}/api"
     env = _env(tmp_path / "client-home", PREFECT_API_URL=api)
     # The smoke recipe with the fake engine (canned actor/judge/meta-judge text) and real DPO on the embedded model
-    cmd = [sys.executable, "-m", "metareward", "run", "smoke", f"storage.root={tmp_path / 'runs'}", "run.name=ui",
+    cmd = [sys.executable, "-m", "flows", "run", "smoke", f"storage.root={tmp_path / 'runs'}", "run.name=ui",
            "engine.backend=fake", "dpo.max_steps=1", "dpo.gradient_accumulation_steps=1", "--no-progress"]
     start = time.monotonic()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     print(f"pipeline: {time.monotonic() - start:.1f} s")
     assert p.returncode == 0, p.stderr[-3000:]
 
-    query = json.dumps({"flow_runs": {"name": {"any_": ["ui-iter1"]}}}).encode()
+    query = json.dumps({"flow_runs": {"name": {"any_": ["ui-iter1-report"]}}}).encode()  # iteration 1's report
     req = urllib.request.Request(f"{api}/flow_runs/filter", data=query, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
         [flow_run] = json.load(r)

@@ -8,7 +8,7 @@ import fsspec
 import pytest
 from typer.testing import CliRunner
 
-from metareward import store
+from metareward.runstore import store
 from metareward.records import Response
 
 STAGES = ["prompts", "generate", "judge", "meta_judge", "pairs", "train", "benchmark"]
@@ -23,8 +23,8 @@ def _task_runs():
 
 @pytest.mark.slow
 def test_cli_run_on_s3(s3_bucket, prefect_harness, fake_trainer, tmp_path, s3_server):
-    from metareward.cli import app
-    from metareward.models import EMBEDDED_NAME, embedded_model_path
+    from flows.cli import app
+    from metareward.engines.models import EMBEDDED_NAME, embedded_model_path
 
     (tmp_path / "cache").mkdir()  # the converted embedded model, shared (not converted again: about 30 s)
     (tmp_path / "cache" / EMBEDDED_NAME).symlink_to(embedded_model_path())

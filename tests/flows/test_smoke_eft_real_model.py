@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from metareward import store
+from metareward.runstore import store
 from metareward.config import load_config
 from metareward.records import Prompt
 
 
 @pytest.mark.slow
 def test_smoke_eft_recipe_on_the_real_model(tmp_path, prefect_harness):
-    from metareward.cli import run_pipeline
+    from flows.run import run_pipeline
 
     cfg = load_config("smoke-eft", [
         f"storage.root={tmp_path}", "run.name=real-eft",

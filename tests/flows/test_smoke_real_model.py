@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from metareward import store
+from metareward.runstore import store
 from metareward.config import load_config
 from metareward.records import Judgment, MetaVerdict, PreferencePair
 
 
 @pytest.mark.slow
 def test_smoke_recipe_on_the_real_model(tmp_path, prefect_harness):
-    from metareward.cli import run_pipeline
+    from flows.run import run_pipeline
 
     cfg = load_config("smoke", [
         f"storage.root={tmp_path}", "run.name=real", "prompts.per_iteration=4", "prompts.eval_count=2",

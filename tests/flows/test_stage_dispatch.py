@@ -10,7 +10,7 @@ import pytest
 from prefect.states import Completed, Crashed, Failed
 
 from flows import stages as F
-from metareward import stages
+from metareward.pipeline import contract as stages
 from metareward.config import load_config
 from metareward.records import Manifest, ModelRef
 

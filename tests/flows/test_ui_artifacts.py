@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from metareward import report, store
+from metareward.reporting import report
+from metareward.runstore import store
 from metareward.config import load_config
 from metareward.records import Judgment
 
@@ -11,7 +12,7 @@ def test_iteration_publishes_report_and_artifacts(tmp_path, prefect_harness, fak
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterName
 
-    from metareward.cli import run_pipeline
+    from flows.run import run_pipeline
 
     cfg = load_config("smoke", [f"storage.root={tmp_path}", "engine.backend=fake", "run.name=UI_Run.1"])
     run_pipeline(cfg, recipe="smoke")
@@ -38,6 +39,12 @@ def test_iteration_publishes_report_and_artifacts(tmp_path, prefect_harness, fak
         task_runs = {tr.name: tr for tr in client.read_task_runs(flow_run_filter=FlowRunFilter(
             name=FlowRunFilterName(any_=["UI_Run.1-iter1"])))}
         assert "gpu" in task_runs["judge-iter1"].tags and "cpu" in task_runs["pairs-iter1"].tags
-        assert "recipe:smoke" in task_runs["judge-iter1"].tags and "report-iter1" in task_runs
+        assert "recipe:smoke" in task_runs["judge-iter1"].tags and "train-iter1" in task_runs
+        assert set(task_runs) == {f"{s}-iter1" for s in ("prompts", "generate", "judge", "meta_judge", "pairs",
+                                                          "train")}  # the iteration is its six stages
+        # ... then the report, a flow run of its own: M_1's and M_0's benchmark, the summary, the report task
+        report_runs = {tr.name for tr in client.read_task_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=["UI_Run.1-iter1-report"])))}
+        assert report_runs == {"benchmark-iter1", "benchmark-iter0", "report-iter1"}
     rep = report.load_run(str(run))
     assert rep.iterations[1].manifests["judge"].counts["judgments"] == len(judgments)

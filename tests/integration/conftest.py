@@ -17,7 +17,7 @@ SITECUSTOMIZE = '''
 import os
 _spec = os.environ.get("METAREWARD_TEST_FAIL_ONCE")
 if _spec:
-    import metareward.stages as _stages
+    import metareward.pipeline.stages as _stages
     _stage, _marker = _spec.split(":", 1)
     _orig = getattr(_stages, _stage)
 
@@ -35,7 +35,7 @@ if _spec:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, request):
     """moto_server + prefect server (+ pools, deployments, a worker) on 127.0.0.1; all stopped by PID at the end."""
-    from metareward.models import EMBEDDED_NAME, embedded_model_path
+    from metareward.engines.models import EMBEDDED_NAME, embedded_model_path
 
     tmp = tmp_path_factory.mktemp("stack")
     s = Stack(tmp)

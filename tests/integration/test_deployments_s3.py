@@ -90,7 +90,7 @@ def test_run_completes_with_every_manifest_and_the_model_in_the_bucket(stack, fi
 
 def test_a_fresh_process_loads_m1_from_the_bucket(stack, first_run, tmp_path):
     train = json.loads(stack.fs.cat(f"{_run_folder(stack)}/iter_1/train/manifest.json"))
-    code = ("import sys; from metareward.remote import local_model; from transformers import AutoModelForCausalLM; "
+    code = ("import sys; from metareward.runstore.remote import local_model; from transformers import AutoModelForCausalLM; "
             "p = local_model(sys.argv[1], sys.argv[2], sys.argv[3]); "
             "print(p, AutoModelForCausalLM.from_pretrained(p).num_parameters())")
     out = subprocess.run([sys.executable, "-c", code, train["files"]["model"], "m1", str(tmp_path / "fresh")],

@@ -5,7 +5,7 @@ import sys
 
 
 def _run(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "metareward", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "flows", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_bad_override_is_one_line(tmp_path):
@@ -29,8 +29,25 @@ def test_prefect_reads_our_ephemeral_start_up_timeout(monkeypatch):
     # A misspelt name would leave Prefect's 20 s, which a slow 2-core host exceeded (the run then fails).
     from prefect.settings import Settings
 
-    from metareward.cli import OFFLINE_ENV
+    from flows.run import OFFLINE_ENV
 
     key = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
     monkeypatch.setenv(key, OFFLINE_ENV[key])
     assert Settings().server.ephemeral.startup_timeout_seconds == 120
+
+
+def test_the_metareward_command_is_the_flows_cli():
+    """The console script is flows/cli.py's app (run and resume start Prefect, so they live above the library);
+    its commands are the library's plus those two, in the order the help lists them."""
+    from importlib.metadata import entry_points
+
+    import typer
+
+    from flows.cli import app
+    from metareward import cli as lib
+
+    [script] = [e for e in entry_points(group="console_scripts") if e.name == "metareward"]
+    assert script.value == "flows.cli:main"
+    names = list(typer.main.get_command(app).commands)
+    assert names == ["run", "resume", "status", "report", "eval"]
+    assert list(typer.main.get_command(lib.app).commands) == ["status", "report", "eval"]

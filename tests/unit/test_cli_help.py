@@ -4,10 +4,10 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from metareward import store
-from metareward.cli import app
+from metareward.runstore import store
+from flows.cli import app
 from metareward.config import load_config
-from metareward.console import RichBars
+from metareward.reporting.console import RichBars
 from metareward.records import Manifest
 
 runner = CliRunner()

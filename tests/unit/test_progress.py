@@ -6,7 +6,8 @@ from metareward import progress
 
 
 def test_doctests():
-    assert doctest.testmod(progress).failed == 0
+    result = doctest.testmod(progress)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def test_listeners_nest_and_end_with_their_block():

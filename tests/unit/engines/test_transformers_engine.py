@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from metareward.engines.base import Sampling
-from metareward.prompts import SCORE_PREFIX, VERDICT_PREFIX
+from metareward.method.prompts import SCORE_PREFIX, VERDICT_PREFIX
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -27,7 +27,7 @@ JUDGE = "Review the user's question and the response.\n<question>What is 2+2?</q
 def engine():
     pytest.importorskip("torch")
     from metareward.engines.transformers_engine import TransformersEngine
-    from metareward.models import ModelNotFound, embedded_model_path
+    from metareward.engines.models import ModelNotFound, embedded_model_path
 
     try:
         path = embedded_model_path()
@@ -49,7 +49,7 @@ def reference_logprob(engine, ids: list[int], k: int) -> float:
 
 
 def reference_probs(engine, prompt: str, prefix: str, choices: list[str]) -> list[float]:
-    from metareward.engines.transformers_engine import split_choices
+    from metareward.engines.tokens import split_choices
 
     ctx = engine.render(prompt) + prefix
     seqs = [engine._encode(ctx + c) for c in choices]
@@ -217,7 +217,7 @@ def test_samples_of_a_prompt_share_one_prefill(engine, monkeypatch):
 
 
 def test_score_prefix_takes_the_one_token_path_and_matches_full(engine):
-    from metareward.engines.transformers_engine import split_choices
+    from metareward.engines.tokens import split_choices
 
     ctx = engine.render(JUDGE) + "The response is correct.\n" + SCORE_PREFIX
     ctx_ids = engine._encode(ctx)
@@ -239,7 +239,7 @@ def test_score_prefix_takes_the_one_token_path_and_matches_full(engine):
 def test_verdict_prefix_trailing_space_is_handled(engine):
     """'Winner: Judgment ' + 'A' tokenises as 'Judgment', ' A' (the space merges into the letter): the engine
     backs off one token and still answers with one forward pass; reading P('A' | ... ' ') would be wrong."""
-    from metareward.engines.transformers_engine import split_choices
+    from metareward.engines.tokens import split_choices
 
     ctx = engine.render(JUDGE) + VERDICT_PREFIX
     ctx_ids = engine._encode(ctx)
@@ -268,7 +268,7 @@ def test_multi_token_choices_use_the_likelihood_path(engine):
 def test_closed_engine_refuses():
     pytest.importorskip("torch")
     from metareward.engines.transformers_engine import TransformersEngine
-    from metareward.models import ModelNotFound, embedded_model_path
+    from metareward.engines.models import ModelNotFound, embedded_model_path
 
     try:
         path = embedded_model_path()

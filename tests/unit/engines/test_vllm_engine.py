@@ -13,7 +13,7 @@ import os
 import pytest
 
 from metareward.engines.base import Sampling
-from metareward.prompts import SCORE_PREFIX, VERDICT_PREFIX
+from metareward.method.prompts import SCORE_PREFIX, VERDICT_PREFIX
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -45,7 +45,7 @@ JUDGE = "Review the user's question and the response.\n<question>What is 2+2?</q
 def engines():
     from metareward.engines.transformers_engine import TransformersEngine
     from metareward.engines.vllm_engine import VLLMEngine
-    from metareward.models import embedded_model_path
+    from metareward.engines.models import embedded_model_path
 
     path = embedded_model_path()
     ref = TransformersEngine(path, dtype="float32")
@@ -97,7 +97,7 @@ def test_close_frees_gpu_memory():
     import torch
 
     from metareward.engines.vllm_engine import VLLMEngine
-    from metareward.models import embedded_model_path
+    from metareward.engines.models import embedded_model_path
 
     eng = VLLMEngine(embedded_model_path(), dtype="bfloat16", max_model_len=1024, gpu_memory_utilization=0.3)
     free_open = torch.cuda.mem_get_info()[0]

@@ -80,3 +80,12 @@ def test_import_mt_bench_human(tmp_path):
     src.write_text(json.dumps(votes))
     with pytest.raises(EvalFileError, match=r"human_judgments.json: entry 1: winner must be"):
         agreement.import_mt_bench_human(str(src))
+
+
+def test_doctests():
+    import doctest
+
+    from metareward.evals import agreement
+
+    result = doctest.testmod(agreement)
+    assert result.attempted > 0 and result.failed == 0

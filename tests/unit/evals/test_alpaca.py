@@ -96,3 +96,12 @@ def test_bad_annotation_names_entry(tmp_path):
     ann.write_text(json.dumps([{"instruction": "i", "output_1": "a", "output_2": "b", "preference": "2"}]))
     with pytest.raises(EvalFileError, match=r"a.json: entry 1: field 'preference' must be a number or null"):
         alpaca.read_annotations(str(ann))
+
+
+def test_doctests():
+    import doctest
+
+    from metareward.evals import alpaca
+
+    result = doctest.testmod(alpaca)
+    assert result.attempted > 0 and result.failed == 0

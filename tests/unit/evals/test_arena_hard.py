@@ -92,3 +92,12 @@ def test_prompt_layout():
     assert "[[A>>B]]" in system and system.endswith('"My final verdict is tie: [[A=B]]".')
     assert user == ("<|User Prompt|>\nQ\n\n<|The Start of Assistant A's Answer|>\nBASE\n<|The End of Assistant A's "
                     "Answer|>\n\n<|The Start of Assistant B's Answer|>\nMINE\n<|The End of Assistant B's Answer|>")
+
+
+def test_doctests():
+    import doctest
+
+    from metareward.evals import arena_hard
+
+    result = doctest.testmod(arena_hard)
+    assert result.attempted > 0 and result.failed == 0

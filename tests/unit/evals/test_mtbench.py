@@ -92,3 +92,12 @@ def test_bad_rows_name_file_and_line(tmp_path):
     j.write_text('{"question_id": 1}\nnot json\n')
     with pytest.raises(EvalFileError, match=r"j.jsonl: line 2: invalid JSON"):
         mtbench.read_judgments(str(j))
+
+
+def test_doctests():
+    import doctest
+
+    from metareward.evals import mtbench
+
+    result = doctest.testmod(mtbench)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,0 +1,151 @@
+"""The iteration summary: counts, judge health, pair statistics and the benchmark, from the manifests alone.
+
+Written to ``<run>/iter_<t>/summary.json`` and ``summary.md`` at the end of each iteration, and printed by the
+CLI, so nobody needs to open a JSONL file to see what an iteration did.
+"""
+
+from __future__ import annotations
+
+from metareward.config import RunConfig
+from metareward.records import Manifest
+from metareward.runstore import store
+
+
+def stored_manifests(cfg: RunConfig, t: int) -> dict[str, Manifest]:
+    """What iteration t's summary is drawn from, as the run store holds it: the manifests of the iteration's
+    stages (meta_judge only where the iteration runs it) and, at t = 1, those of the iteration-0 stages this run
+    ran (prompt pool, EFT). A stage without a manifest is a StoreError naming its folder."""
+    def read(it: int, stage: str) -> Manifest | None:
+        return store.read_manifest(store.stage_uri(cfg.storage.root, cfg.run.name, it, stage))
+
+    out = {}
+    for stage in ("prompts", "generate", "judge", "pairs", "train") + (("meta_judge",) if cfg.judge_pairs_at(t) else ()):
+        out[stage] = read(t, stage)
+        if out[stage] is None:
+            raise store.StoreError(f"{store.stage_uri(cfg.storage.root, cfg.run.name, t, stage)}: no manifest")
+    if t == 1:
+        for stage in ("prompt_pool", "eft"):
+            m = read(0, stage)
+            if getattr(cfg, stage).enabled and m is not None:
+                out[stage] = m
+    return out
+
+
+def iteration_summary(t: int, manifests: dict[str, Manifest], baseline: Manifest | None = None) -> dict:
+    """One dict per iteration; ``manifests`` maps stage name -> manifest (meta_judge may be absent)."""
+    g, j, p = manifests["generate"], manifests["judge"], manifests["pairs"]
+    meta = manifests.get("meta_judge")
+    out = {
+        "iteration": t,
+        "prompts": manifests["prompts"].counts.get("prompts"),
+        "responses": g.counts.get("responses"),
+        "response_mean_chars": g.stats.get("mean_chars"),
+        "judgments": j.counts.get("judgments"),
+        "judge_parse_rate": j.stats.get("parse_rate"),
+        "judge_mean_score": j.stats.get("mean_score"),
+        "score_histogram": j.stats.get("score_histogram"),
+        "meta_judge_calls": meta.counts.get("calls") if meta else 0,
+        "meta_judge_decided": meta.counts.get("decided") if meta else 0,
+        "actor_pairs": p.counts.get("actor_pairs"),
+        "judge_pairs": p.counts.get("judge_pairs"),
+        "pair_skips": {k: v for k, v in p.counts.items() if "_" in k and k.split("_", 1)[0] in ("actor", "judge")
+                       and not k.endswith("_pairs")},
+        "actor_chosen_mean_chars": p.stats.get("actor_chosen_mean_chars"),
+        "actor_rejected_mean_chars": p.stats.get("actor_rejected_mean_chars"),
+        "position_weights": {k: p.stats.get("meta_judge", {}).get(k) for k in ("w1", "w2")},
+        "durations_s": {name: m.duration_s for name, m in manifests.items()},
+        "model": manifests["train"].files.get("model") if "train" in manifests else None,
+    }
+    if "train" in manifests:
+        tr = manifests["train"]
+        out["train"] = {k: tr.stats.get(k) for k in ("steps", "train_loss", "final_rewards_accuracies", "final_rewards_margins",
+                                                    "sec_per_step")}
+    if "benchmark" in manifests:
+        out["benchmark"] = _bench(manifests["benchmark"])
+    out.update(_before_iteration_1(manifests))
+    if baseline is not None:
+        out["benchmark_baseline"] = _bench(baseline)
+    return out
+
+
+def _before_iteration_1(manifests: dict[str, Manifest]) -> dict:
+    """Prompt cleaning, and in iteration 1 the iteration-0 stages when they ran (prompt pool, EFT)."""
+    out = {"prompts_contaminated": manifests["prompts"].counts.get("contaminated")}
+    if "prompt_pool" in manifests:
+        out["prompt_pool"] = {k: manifests["prompt_pool"].counts.get(k)
+                              for k in ("requests", "parsed", "generated_kept", "generated_contaminated", "pool")}
+    if "eft" in manifests:
+        e = manifests["eft"]
+        out["eft"] = {"examples": e.counts.get("examples"), "steps": e.counts.get("steps"),
+                      **{f"agreement_{when}": (e.stats.get(f"agreement_{when}") or {}).get("agreement")
+                         for when in ("before", "after")}}
+    return out
+
+
+def _bench(m: Manifest) -> dict:
+    out = {k: m.stats.get(k) for k in ("model_iteration", "mean_chars", "mean_score", "parse_rate", "judge")}
+    for name, keys in _PUBLIC.items():  # each result with the judge that produced it and its comparability
+        if name in m.stats:
+            out[name] = {k: m.stats[name].get(k) for k in keys + ("judge", "label") if k in m.stats[name]}
+    return out
+
+
+_PUBLIC = {"mt_bench": ("score", "turn_1", "turn_2", "n", "n_failed"),
+           "alpaca_eval": ("win_rate", "standard_error", "lc_win_rate", "lc_win_rate_approx", "n_total"),
+           "arena_hard": ("score", "ci_low", "ci_high", "display"),
+           "judge_quality": ("agreement", "agreement_without_ties", "spearman", "kendall_tau", "n")}
+
+
+def _fmt(v) -> str:
+    """A value for the terminal and summary.md: floats to 4 significant digits (the manifests keep full ones)."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _pairs(d: dict) -> str:
+    return ", ".join(f"{k} {_fmt(v)}" for k, v in d.items())
+
+
+def _bench_table(s: dict) -> list[str]:
+    """The run report's benchmark table (`metareward.reporting.tables.benchmark_table`: M_0 beside M_t, each result with
+    its judge and label) for this summary, and the benchmark answers' mean length."""
+    from metareward.reporting.tables import Table, bench_rows, table_markdown
+
+    cols = [s[label] for label in ("benchmark_baseline", "benchmark") if label in s]
+    if not cols:
+        return []
+    tab = Table(f"Iteration {s['iteration']}: benchmark", ["model", "metric", "value", "judge", "label"])
+    for b in cols:
+        tab.rows += bench_rows(b)
+    chars = ", ".join(f"M_{b.get('model_iteration')} {_fmt(b.get('mean_chars'))}" for b in cols)
+    return ["", table_markdown(tab).rstrip("\n"), "", f"Benchmark answers, mean chars: {chars}"]
+
+
+def to_markdown(s: dict) -> str:
+    lines = [f"# Iteration {s['iteration']}", "", "| quantity | value |", "|---|---|"]
+    for key in ("prompts", "responses", "response_mean_chars", "judgments", "judge_parse_rate", "judge_mean_score",
+                "meta_judge_calls", "meta_judge_decided", "actor_pairs", "judge_pairs",
+                "actor_chosen_mean_chars", "actor_rejected_mean_chars"):
+        lines.append(f"| {key} | {_fmt(s.get(key))} |")
+    lines += ["", "Score histogram (rounded points): " + ", ".join(f"{k}: {v}" for k, v in
+                                                                   (s.get("score_histogram") or {}).items())]
+    lines.append("Pairs skipped: " + (", ".join(f"{k}: {v}" for k, v in s["pair_skips"].items()) or "none"))
+    if "train" in s:
+        lines.append("Training: " + _pairs(s["train"]))
+    for label in ("prompt_pool", "eft"):
+        if label in s:
+            lines.append(f"{label}: " + _pairs(s[label]))
+    lines += _bench_table(s)
+    lines += ["", "Stage seconds: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {_fmt(v)}"
+                                                for k, v in s["durations_s"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(root: str, run: str, s: dict) -> str:
+    folder = store.join(store.run_uri(root, run), f"iter_{s['iteration']}")
+    store.write_json(store.join(folder, "summary.json"), s)
+    store.write_bytes(store.join(folder, "summary.md"), to_markdown(s).encode())
+    return store.join(folder, "summary.md")

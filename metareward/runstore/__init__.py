@@ -1,0 +1,6 @@
+"""The run store: fsspec URIs (a folder or ``s3://``), atomic writes, JSONL and manifests (written last), model
+folders copied between an ``s3://`` store and the local cache, sharded stages that resume after a crash, secret
+redaction for everything written or logged, and the code digests that stage keys are built on.
+
+May import `metareward.records` and `metareward.engines.models` (the local model cache); nothing that computes.
+"""

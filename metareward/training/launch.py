@@ -1,0 +1,102 @@
+"""How the train stage and the vLLM engine use a worker's GPUs.
+
+* One GPU (or none): DPO runs in the stage's own process; ``dpo.lora_r > 0`` trains a LoRA adapter through peft
+  (merged into the saved model), the one-GPU option for models whose full fine-tuning does not fit.
+* More than one GPU: the stage runs DPO through ``accelerate launch`` with a configuration shipped in
+  ``metareward/configs/accelerate/`` (FSDP, or DeepSpeed ZeRO-3 with ``dpo.distributed=zero3``), one process per
+  GPU; rank 0 saves the model and writes the statistics the stage records.
+* vLLM: ``engine.tensor_parallel_size=0`` shards the engine over every GPU of the worker.
+
+The command for a worker with 8 GPUs::
+
+    >>> cmd = train_command(8, "fsdp", "/tmp/args.json", python="/opt/venv/bin/python")
+    >>> cmd[:3], cmd[cmd.index("--num_processes") + 1], cmd[-4:]
+    (['/opt/venv/bin/accelerate', 'launch', '--config_file'], '8', ['-m', 'metareward.training.launch', 'train', '/tmp/args.json'])
+
+Run by hand (what the stage does): ``accelerate launch --config_file metareward/configs/accelerate/fsdp.yaml
+--num_processes 8 -m metareward.training.launch train ARGS.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).parents[1] / "configs" / "accelerate"
+STRATEGIES = {"fsdp": "fsdp.yaml", "zero3": "deepspeed_zero3.yaml"}
+
+
+def visible_gpus(env: dict[str, str] | None = None) -> int:
+    """GPUs this process may use: CUDA_VISIBLE_DEVICES when set, else what torch sees (0 without CUDA)."""
+    env = os.environ if env is None else env
+    if "CUDA_VISIBLE_DEVICES" in env:
+        ids = [d for d in env["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
+        return 0 if ids[:1] == ["-1"] else len(ids)
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def tensor_parallel_size(configured: int, gpus: int) -> int:
+    """vLLM's tensor_parallel_size: the configured value, or every GPU of the worker when it is 0."""
+    return configured if configured > 0 else max(gpus, 1)
+
+
+def accelerate_config(strategy: str) -> Path:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"dpo.distributed={strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    return CONFIG_DIR / STRATEGIES[strategy]
+
+
+def needs_launch(gpus: int, env: dict[str, str] | None = None) -> bool:
+    """Several GPUs, and not already one of accelerate's processes."""
+    env = os.environ if env is None else env
+    return gpus > 1 and "LOCAL_RANK" not in env
+
+
+def train_command(gpus: int, strategy: str, args_file: str, python: str = sys.executable) -> list[str]:
+    """``accelerate launch`` of ``python -m metareward.training.launch train ARGS`` with one process per GPU."""
+    return [str(Path(python).parent / "accelerate"), "launch", "--config_file", str(accelerate_config(strategy)),
+            "--num_processes", str(gpus), "--num_machines", "1", "-m", "metareward.training.launch", "train", args_file]
+
+
+def train_dpo(pairs, model_path: str, output_dir: str, dpo, *, gpus: int | None = None, **kwargs) -> dict:
+    """``metareward.training.dpo.train_dpo`` in this process on one GPU (or CPU), else through ``accelerate launch``."""
+    from metareward.training import dpo as dpo_module  # `dpo` is the DPOSection argument
+
+    gpus = visible_gpus() if gpus is None else gpus
+    if not needs_launch(gpus):
+        return dpo_module.train_dpo(pairs, model_path, output_dir, dpo, **kwargs)
+    with tempfile.TemporaryDirectory(prefix="metareward-launch-") as tmp:
+        args = {"pairs": [p.model_dump(mode="json") for p in pairs], "model_path": model_path,
+                "output_dir": output_dir, "dpo": dpo.model_dump(mode="json"), "kwargs": kwargs,
+                "stats": str(Path(tmp, "stats.json"))}
+        Path(tmp, "args.json").write_text(json.dumps(args))
+        subprocess.run(train_command(gpus, dpo.distributed, str(Path(tmp, "args.json"))), check=True)
+        return json.loads(Path(tmp, "stats.json").read_text())
+
+
+def _train_main(args_file: str) -> None:
+    """One of accelerate's processes: train, and on rank 0 write the statistics for the stage."""
+    from metareward.training import dpo
+    from metareward.config import DPOSection
+    from metareward.records import PreferencePair
+
+    args = json.loads(Path(args_file).read_text())
+    pairs = [PreferencePair.model_validate(p) for p in args["pairs"]]
+    stats = dpo.train_dpo(pairs, args["model_path"], args["output_dir"], DPOSection.model_validate(args["dpo"]),
+                            **args["kwargs"])
+    if int(os.environ.get("RANK", "0")) == 0:
+        Path(args["stats"]).write_text(json.dumps(stats))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["train"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m metareward.training.launch train ARGS.json   (started by accelerate launch)")
+    _train_main(sys.argv[2])

@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import pytest
+
+from metareward.pipeline import contract
+from metareward.config import load_config
+from metareward.pipeline.contract import stage_key
+
+
+def test_stage_keys_follow_what_each_stage_reads():
+    """meta_judge.l2 is read when building pairs, so it re-keys `pairs` but not the costly `meta_judge` stage."""
+    a, b = load_config("smoke"), load_config("smoke", ["meta_judge.l2=0.5"])
+    inputs = {"model": "m", "responses": "r", "judgments": "j"}
+    assert stage_key("meta_judge", a, 1, inputs) == stage_key("meta_judge", b, 1, inputs)
+    assert stage_key("pairs", a, 1, inputs) != stage_key("pairs", b, 1, inputs)
+    c = load_config("smoke", ["meta_judge.strip_score=true"])
+    assert stage_key("meta_judge", a, 1, inputs) != stage_key("meta_judge", c, 1, inputs)
+
+
+def test_initial_model_is_the_eft_model_when_eft_is_on(tmp_path):
+    from metareward.pipeline import stages
+    from metareward.runstore import store
+    from metareward.config import load_config
+    from metareward.records import Manifest
+
+    cfg = load_config("smoke", [f"storage.root={tmp_path}", "eft.enabled=true"])
+    with pytest.raises(stages.StageError, match="eft iter 0"):
+        stages.initial_model(cfg)
+    folder = store.stage_uri(cfg.storage.root, cfg.run.name, 0, "eft")
+    store.write_manifest(Manifest(stage="eft", iteration=0, run=cfg.run.name, key="k", uri=folder,
+                                  files={"model": f"{folder}/model"}))
+    m0 = stages.initial_model(cfg)
+    assert m0.uri == f"{folder}/model" and m0.iteration == 0
+
+
+def test_health_check_names_a_judge_manifest_without_judgments(tmp_path):
+    """A judge manifest with no judgments file gets an error naming the manifest, not a KeyError."""
+    from metareward.pipeline import stages
+    from metareward.runstore import store
+    from metareward.records import Manifest
+
+    cfg = load_config("smoke", [f"storage.root={tmp_path}"])
+    folder = store.stage_uri(cfg.storage.root, cfg.run.name, 1, "judge")
+    m = Manifest(stage="judge", iteration=1, run=cfg.run.name, key="k", uri=folder, files={"model": folder})
+    with pytest.raises(stages.StageError, match=r"judge iter 1: the manifest at .* lists no judgments file"):
+        stages.check_health(cfg, 1, m)
+    stages.check_health(load_config("smoke", [f"storage.root={tmp_path}", "health.enabled=false"]), 1, m)
+
+
+def test_every_module_in_a_stage_key_exists():
+    """A renamed module must not drop out of the keys silently: each name resolves to a source file."""
+    from metareward.runstore.code import module_file
+
+    for stage, mods in contract.CODE.items():
+        for mod in (*contract.PIPELINE, *mods):
+            assert module_file(f"metareward.{mod}").is_file(), (stage, mod)
+        assert contract.code_digest(stage)
+
+
+def test_a_change_in_the_decode_loop_rekeys_the_stages_that_generate(monkeypatch):
+    before = {s: contract.code_digest(s) for s in contract.CODE}
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text",
+                        lambda self, *a, **k: real(self, *a, **k) + ("\n_x = 1\n" if self.name == "decoding.py" else ""))
+    changed = {s for s in contract.CODE if contract.code_digest(s) != before[s]}
+    assert changed == {"prompt_pool", "eft", "generate", "judge", "meta_judge", "benchmark"}
+
+
+def test_a_comment_or_docstring_edit_keeps_every_key(monkeypatch):
+    before = {s: contract.code_digest(s) for s in contract.CODE}
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text",
+                        lambda self, *a, **k: "# edited\n" + real(self, *a, **k).replace('"""', '"""Edited. ', 1))
+    assert {s: contract.code_digest(s) for s in contract.CODE} == before

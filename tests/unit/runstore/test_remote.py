@@ -1,0 +1,80 @@
+"""Model folders between an s3:// run store (a real S3 API: moto's server) and the local cache."""
+
+import json
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from metareward.runstore import remote, store
+from metareward.records import Manifest
+
+
+def _model(folder: Path) -> Path:
+    (folder / "sub").mkdir(parents=True)
+    (folder / "config.json").write_text('{"layers": 2}')
+    (folder / "model.safetensors").write_bytes(bytes(range(256)) * 40)
+    (folder / "sub" / "tokenizer.json").write_text("{}")
+    return folder
+
+
+def test_store_round_trip_on_s3(s3_bucket):
+    folder = store.join(s3_bucket, "runs/smoke/iter_1/judge")
+    digest = store.write_jsonl(store.join(folder, "rows.jsonl"), [{"a": 1}, {"a": 2}])
+    m = Manifest(stage="judge", iteration=1, run="smoke", key="k", uri=folder, files={}, digests={"rows": digest})
+    store.write_manifest(m)
+    assert store.read_manifest(folder) == m
+    assert store.read_text(store.join(folder, "rows.jsonl")) == '{"a": 1}\n{"a": 2}\n'
+    # atomic writes leave no temporary object behind
+    assert sorted(p.rsplit("/", 1)[1] for p in fsspec.filesystem("s3").find(folder)) == ["manifest.json", "rows.jsonl"]
+    store.invalidate(folder)
+    assert store.read_manifest(folder) is None
+
+
+def test_model_output_pushes_on_success_only(s3_bucket, tmp_path):
+    uri = store.join(s3_bucket, "run/iter_1/train/model")
+    with remote.model_output(uri, str(tmp_path / "cache")) as save_dir:
+        assert not remote.is_remote(save_dir)
+        _model(Path(save_dir))
+        local_digest = store.folder_digest(save_dir)
+    assert store.exists(store.join(uri, "sub/tokenizer.json"))
+    assert store.folder_digest(uri) == local_digest  # same names and bytes in the store
+    assert not list((tmp_path / "cache" / "scratch").iterdir())  # scratch removed
+
+    failed = store.join(s3_bucket, "run/iter_2/train/model")
+    with pytest.raises(RuntimeError):
+        with remote.model_output(failed, str(tmp_path / "cache")) as save_dir:
+            _model(Path(save_dir))
+            raise RuntimeError("trainer crashed")
+    assert not store.exists(failed)
+
+
+def test_local_model_pulls_once_by_digest(s3_bucket, tmp_path):
+    src = _model(tmp_path / "src")
+    uri = store.join(s3_bucket, "run/iter_1/train/model")
+    remote.upload_folder(src, uri)
+    got = Path(remote.local_model(uri, "abc123", str(tmp_path / "cache")))
+    assert got == tmp_path / "cache" / "store" / "abc123"
+    assert json.loads((got / "config.json").read_text()) == {"layers": 2}
+    assert (got / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
+    # a second call uses the finished copy: the store is not read again
+    fsspec.filesystem("s3").rm(uri, recursive=True)
+    assert remote.local_model(uri, "abc123", str(tmp_path / "cache")) == str(got)
+    with pytest.raises(FileNotFoundError, match="no model files"):
+        remote.local_model(uri, "other", str(tmp_path / "cache"))
+    assert not any(p.name.startswith("other") for p in (tmp_path / "cache" / "store").iterdir())
+
+
+def test_local_paths_are_used_in_place(tmp_path):
+    assert remote.local_model(str(tmp_path), "d") == str(tmp_path)
+    with remote.model_output(str(tmp_path / "m")) as d:
+        assert d == str(tmp_path / "m")
+
+
+def test_doctests():
+    import doctest
+
+    from metareward.runstore import remote
+
+    result = doctest.testmod(remote)
+    assert result.attempted > 0 and result.failed == 0
