@@ -59,6 +59,7 @@ def stack(tmp_path_factory, request):
     s.fs.mkdir(s.bucket)
     s.prefect("work-pool", "create", "local", "--type", "process")
     s.prefect("work-pool", "create", "gpu", "--type", "docker")
+    s.prefect("work-pool", "create", "docker-cpu", "--type", "docker")  # deployments/prefect.yaml deploys to it too
     s.prefect("deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
 
     inject = tmp / "inject"
