@@ -101,6 +101,44 @@ class Stack:
         assert out.returncode == 0, f"prefect {' '.join(args)}: {out.stdout[-2000:]}{out.stderr[-2000:]}"
         return out.stdout
 
+    def start_store_and_api(self) -> None:
+        """moto_server (an S3 API) and `prefect server start` on free ports of 127.0.0.1, both answering on return;
+        the stack's environment points s3fs and Prefect at them (``self.endpoint``, ``self.api``)."""
+        s3_port, api_port = free_port(), free_port()
+        self.start("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)])
+        self.env["AWS_ENDPOINT_URL"] = self.endpoint = f"http://127.0.0.1:{s3_port}"
+        self.start("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                                      "--port", str(api_port)])
+        self.env["PREFECT_API_URL"] = self.api = f"http://127.0.0.1:{api_port}/api"
+        wait_until(lambda: httpx.get(self.endpoint).status_code < 500, "moto_server", 60)
+        wait_until(lambda: httpx.get(f"{self.api}/health").status_code == 200, "prefect server", 120)
+
+    def wait_flow_run(self, run_id: str, timeout: float, logs: tuple[str, ...] = ("worker.log",)) -> dict:
+        """The flow run once it ends; a test failure with the named logs' tails unless it Completed."""
+        def done():
+            run = api("GET", f"{self.api}/flow_runs/{run_id}").json()
+            return run if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+        run = wait_until(done, f"flow run {run_id}", timeout, every=2)
+        if run["state"]["type"] != "COMPLETED":
+            import pytest
+
+            tails = "\n".join(f"--- {name}\n{(self.tmp / name).read_text(errors='replace')[-4000:]}" for name in logs)
+            pytest.fail(f"flow run ended {run['state']['name']}: {run['state'].get('message')}\n{tails}")
+        return run
+
+    def load_model_in_fresh_process(self, uri: str, cache: Path) -> tuple[str, int]:
+        """A model folder of the store pulled into ``cache`` (as "m1") and loaded by transformers, in a new Python
+        process with the stack's environment: (local path, parameter count)."""
+        code = ("import sys; from metareward.runstore.remote import local_model; "
+                "from transformers import AutoModelForCausalLM; p = local_model(sys.argv[1], 'm1', sys.argv[2]); "
+                "print(p, AutoModelForCausalLM.from_pretrained(p).num_parameters())")
+        out = subprocess.run([sys.executable, "-c", code, uri, str(cache)], env=self.env, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        path, n_params = out.stdout.split()[-2:]
+        return path, int(n_params)
+
     def stop(self) -> None:
         for proc in reversed(self.procs):  # by PID: the process group each one leads (worker flow runs included)
             if proc.poll() is None:

@@ -14,11 +14,10 @@ import os
 import shutil
 import subprocess
 
-import httpx
 import pytest
 
 from docker_record import IMAGE, DockerRecord, aws_folder
-from servers import BIN, Stack, free_port, wait_until
+from servers import BIN, Stack
 
 MODEL_VOLUME = "metareward-models"  # the docker pools' model cache (deployments/prefect.yaml)
 
@@ -58,13 +57,7 @@ def docker_stack(tmp_path_factory, request):
     (tmp / "cache" / "models").mkdir(parents=True)  # the orchestrator's M_0: the converted embedded model, linked
     (tmp / "cache" / "models" / EMBEDDED_NAME).symlink_to(embedded_model_path())
 
-    s3_port, api_port = free_port(), free_port()
-    s.start("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)])
-    s.env["AWS_ENDPOINT_URL"] = s.endpoint = f"http://127.0.0.1:{s3_port}"
-    s.start("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(api_port)])
-    s.env["PREFECT_API_URL"] = s.api = f"http://127.0.0.1:{api_port}/api"
-    wait_until(lambda: httpx.get(s.endpoint).status_code < 500, "moto_server", 60)
-    wait_until(lambda: httpx.get(f"{s.api}/health").status_code == 200, "prefect server", 120)
+    s.start_store_and_api()
 
     s.bucket = "metareward-docker"
     import fsspec

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 
@@ -41,16 +40,7 @@ def _trigger(stack) -> str:
 
 
 def _wait(stack, run_id: str, timeout: float = 1800) -> dict:
-    def done():
-        run = stack.call("GET", f"{stack.api}/flow_runs/{run_id}").json()
-        return run if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
-
-    run = stack.wait_until(done, f"flow run {run_id}", timeout, every=2)
-    if run["state"]["type"] != "COMPLETED":
-        tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in stack.logs
-                          if p.name in ("worker.log", "docker-worker.log"))
-        pytest.fail(f"flow run ended {run['state']['name']}: {run['state'].get('message')}\n{tails}")
-    return run
+    return stack.wait_flow_run(run_id, timeout, logs=("worker.log", "docker-worker.log"))
 
 
 def _paged(stack, what: str, body: dict | None = None) -> list[dict]:
@@ -130,13 +120,7 @@ def test_every_manifest_and_m1_are_in_the_bucket_and_m1_loads_in_a_fresh_process
         assert fs.exists(f"{run}/iter_{t}/{stage}/manifest.json"), (t, stage)
     train = json.loads(fs.cat(f"{run}/iter_1/train/manifest.json"))
     assert train["files"]["model"] == f"s3://{run}/iter_1/train/model" and train["counts"]["steps"] == 1
-    code = ("import sys; from metareward.runstore.remote import local_model; from transformers import AutoModelForCausalLM; "
-            "p = local_model(sys.argv[1], sys.argv[2], sys.argv[3]); "
-            "print(p, AutoModelForCausalLM.from_pretrained(p).num_parameters())")
-    out = subprocess.run([sys.executable, "-c", code, train["files"]["model"], "m1", str(tmp_path / "fresh")],
-                         env=docker_stack.env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert int(out.stdout.split()[-1]) > 100_000_000
+    assert docker_stack.load_model_in_fresh_process(train["files"]["model"], tmp_path / "fresh")[1] > 100_000_000
 
 
 def test_a_second_container_reuses_the_model_a_stage_container_pulled(docker_stack, first_run):

@@ -6,7 +6,6 @@ fails. Logs go to files under the test's temporary folder (the secret-grep test 
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from servers import BIN, Stack, api, free_port, wait_until  # noqa: F401 - tests/ is on sys.path (tests/conftest.py)
@@ -43,13 +42,7 @@ def stack(tmp_path_factory, request):
     (tmp / "cache" / "models").mkdir(parents=True)  # the converted embedded model, shared read-only (no 30 s conversion)
     (tmp / "cache" / "models" / EMBEDDED_NAME).symlink_to(embedded_model_path())
 
-    s3_port, api_port = free_port(), free_port()
-    s.start("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)])
-    s.env["AWS_ENDPOINT_URL"] = s.endpoint = f"http://127.0.0.1:{s3_port}"
-    s.start("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(api_port)])
-    s.env["PREFECT_API_URL"] = s.api = f"http://127.0.0.1:{api_port}/api"
-    wait_until(lambda: httpx.get(s.endpoint).status_code < 500, "moto_server", 60)
-    wait_until(lambda: httpx.get(f"{s.api}/health").status_code == 200, "prefect server", 120)
+    s.start_store_and_api()
 
     s.bucket = "metareward-it"
     import fsspec

@@ -10,8 +10,6 @@ retry makes the run complete anyway.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
@@ -33,15 +31,7 @@ def _trigger(stack) -> str:
 
 
 def _wait(stack, run_id: str, timeout: float = 900) -> dict:
-    def done():
-        run = stack.call("GET", f"{stack.api}/flow_runs/{run_id}").json()
-        return run if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
-
-    run = stack.wait_until(done, f"flow run {run_id}", timeout, every=2)
-    if run["state"]["type"] != "COMPLETED":
-        worker_log = (stack.tmp / "worker.log").read_text()[-6000:]
-        pytest.fail(f"flow run ended {run['state']['name']}: {run['state'].get('message')}\n{worker_log}")
-    return run
+    return stack.wait_flow_run(run_id, timeout)
 
 
 def _task_runs(stack) -> list[dict]:
@@ -90,14 +80,8 @@ def test_run_completes_with_every_manifest_and_the_model_in_the_bucket(stack, fi
 
 def test_a_fresh_process_loads_m1_from_the_bucket(stack, first_run, tmp_path):
     train = json.loads(stack.fs.cat(f"{_run_folder(stack)}/iter_1/train/manifest.json"))
-    code = ("import sys; from metareward.runstore.remote import local_model; from transformers import AutoModelForCausalLM; "
-            "p = local_model(sys.argv[1], sys.argv[2], sys.argv[3]); "
-            "print(p, AutoModelForCausalLM.from_pretrained(p).num_parameters())")
-    out = subprocess.run([sys.executable, "-c", code, train["files"]["model"], "m1", str(tmp_path / "fresh")],
-                         env=stack.env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    path, n_params = out.stdout.split()[-2:]
-    assert path == str(tmp_path / "fresh" / "store" / "m1") and int(n_params) > 100_000_000
+    path, n_params = stack.load_model_in_fresh_process(train["files"]["model"], tmp_path / "fresh")
+    assert path == str(tmp_path / "fresh" / "store" / "m1") and n_params > 100_000_000
 
 
 def test_the_injected_transient_failure_was_retried(stack, first_run):
