@@ -197,3 +197,16 @@ def test_trainer_args_resolve_bf16_auto_from_the_cpu(monkeypatch, native, expect
     assert args["bf16"] is expected and args["use_cpu"] is True
     assert trainer_args(DPOConfig, DPOSection(bf16=True), output_dir="o", dtype="float32",
                         trust_remote_code=False, seed=0)["bf16"] is True
+
+
+def test_the_overridden_trl_method_is_where_the_pinned_trl_has_it():
+    """training.dpo overrides DPOTrainer._precompute_ref_logps(dataset, name, batch_size), a private method: the
+    pinned TRL range (pyproject.toml) must still have it with that signature, and still call it from __init__ when
+    precompute_ref_log_probs is on (else stored log-probs would silently never be used)."""
+    import inspect
+
+    from trl import DPOTrainer
+
+    params = list(inspect.signature(DPOTrainer._precompute_ref_logps).parameters)
+    assert params == ["self", "dataset", "name", "batch_size"]
+    assert "self._precompute_ref_logps(" in inspect.getsource(DPOTrainer.__init__)
