@@ -502,7 +502,9 @@ def main(argv: list[str]) -> int:
                 _write(results)
                 continue
             python = str(VLLM_PYTHON)  # (not resolved: the venv's python is a link to the system one)
-        extra = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "4")} if name == "vllm_cpu" else {}
+        # vLLM's CPU build: 4 GiB of KV cache, its INFO log off the bench's output
+        extra = ({"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "4"),
+                  "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")} if name == "vllm_cpu" else {})
         returncode, lines, stderr = _section(python, name, {**env, **extra})
         if returncode or not lines:
             results[name] = {"error": stderr[-3000:]}
