@@ -42,8 +42,7 @@ every section holds ``load_avg_1m_before`` and ``load_avg_1m_after``):
   ``naive_tok_per_s``, ``ratio`` (ours / naive); ``batched.<rows>``: {``rows``, ``calls``, ``tokens``,
   ``seconds``, ``tok_per_s``} per batch size tried, ``batched_best_rows``, ``batched_tok_per_s`` (at the best).
 - ``vllm_cpu``: ``skipped`` (why), or ``dtype``, ``startup_s`` (engine start and one short untimed request),
-  ``stages.<stage>``: ``requests``, ``tokens``,
-  ``seconds``, ``tok_per_s``.
+  ``stages.<stage>``: ``requests``, ``tokens``, ``seconds``, ``tok_per_s``.
 - ``peers.<stage>``: ``ours``, ``naive``, ``batched_generate``, ``batched_generate_rows``, ``vllm_cpu`` (tok/s; null
   where not measured), ``best_peer`` (the fastest of naive, batched_generate, vllm_cpu), ``best_peer_tok_per_s``,
   ``ours_over_best_peer``, ``ours_over_naive``.
