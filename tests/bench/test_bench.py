@@ -78,8 +78,8 @@ def test_the_best_batch_and_the_ratio_to_the_best_peer():
     # a skipped vLLM section leaves the batched peer as the best
     c = b.compare({**results, "vllm_cpu": {"skipped": "no venv"}})
     assert c["judge"]["best_peer"] == "batched_generate" and c["judge"]["ours_over_best_peer"] == 3.75
-    text = b.table({**results, "vllm_cpu": {"skipped": "no venv"}, "machine": {"cpu": "x", "cores": 2, "load_avg_1m": 0.5,
-                                           "flags": {"avx2": True, "avx512_bf16": True, "amx_bf16": False}},
-                    "commit": "abc1234"})
+    machine = {"cpu": "x", "cores": 2, "load_avg_1m": 0.5,
+               "flags": {"avx2": True, "avx512_bf16": True, "amx_bf16": False}}
+    text = b.table({**results, "vllm_cpu": {"skipped": "no venv"}, "machine": machine, "commit": "abc1234"})
     assert "amx_bf16 no" in text and "commit abc1234" in text and "vllm_cpu: skipped (no venv)" in text
     assert "100.0 (64)" in text  # the batched peer's tok/s and its best batch size
