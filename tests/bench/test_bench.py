@@ -24,3 +24,62 @@ def test_prefect_section_runs_a_no_work_iteration_through_the_real_flow():
     assert res["tasks_one"] > 0 and res["tasks_three"] > res["tasks_one"]
     assert (res["three_iterations_s"] - res["one_iteration_s"]) / (res["tasks_three"] - res["tasks_one"]) == \
         pytest.approx(res["overhead_per_stage_s"], abs=1e-3)
+
+
+def _bench_module():
+    """bench/bench.py as a module (bench/ is no package); importing it loads no torch."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_under_test", ROOT / "bench" / "bench.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_batched_peer_runs_on_evenly_spaced_whole_prompts():
+    b = _bench_module()
+    assert b.peer_subset(16, 4, 64) == list(range(16))  # the generate stage: all of it
+    assert b.peer_subset(64, 3, 64) == list(range(0, 63, 3))  # the judge: 21 prompts x 3 samples = 63 rows
+    assert b.peer_subset(96, 1, 64) == [i * 96 // 64 for i in range(64)]  # the meta-judge: 0, 1, 3, 4, 6, ...
+    assert b.peer_subset(96, 1, 64)[:5] == [0, 1, 3, 4, 6]
+    assert b.peer_subset(2, 100, 64) == [0]  # at least one prompt
+
+
+def test_generate_calls_hold_at_most_the_batch_and_no_stray_remainder():
+    b = _bench_module()
+    assert b.call_chunks(21, 3, 64) == [(0, 21)]  # 63 rows in one call
+    assert b.call_chunks(21, 3, 32) == [(0, 7), (7, 14), (14, 21)]  # 10 prompts a call at most -> 7, 7, 7
+    assert b.call_chunks(21, 3, 16) == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 21)]  # 5 a call at most
+    assert b.call_chunks(16, 4, 16) == [(0, 4), (4, 8), (8, 12), (12, 16)]
+    assert b.call_chunks(3, 4, 2) == [(0, 1), (1, 2), (2, 3)]  # a prompt's samples never split
+
+
+def test_the_best_batch_and_the_ratio_to_the_best_peer():
+    b = _bench_module()
+    tried = {"16": {"tok_per_s": 65.0}, "32": {"tok_per_s": 88.5}, "64": {"tok_per_s": 101.0}}
+    assert b.best_batch(tried) == "64"
+    assert b.best_batch({"16": {"tok_per_s": 90.0}, "32": {"tok_per_s": 90.0}}) == "16"  # a tie: the smaller
+    results = {
+        "engine": {"dtype": "bfloat16", "batch_size": 128, "peer_batches": [16, 32, 64], "peer_rows": 64, "stages": {
+            "generate": {"tok_per_s": 220.0, "naive_tok_per_s": 10.0, "batched_tok_per_s": 100.0,
+                         "batched_best_rows": 64},
+            "judge": {"tok_per_s": 300.0, "naive_tok_per_s": 12.0, "batched_tok_per_s": 80.0,
+                      "batched_best_rows": 32}}},
+        "vllm_cpu": {"stages": {"judge": {"tok_per_s": 400.0}}},
+    }
+    c = b.compare(results)
+    # generate: batched generate is the best peer, 220 / 100 = 2.2x; 220 / 10 = 22x the naive loop
+    assert c["generate"] == {"ours": 220.0, "naive": 10.0, "batched_generate": 100.0, "vllm_cpu": None,
+                             "batched_generate_rows": 64, "best_peer": "batched_generate",
+                             "best_peer_tok_per_s": 100.0, "ours_over_best_peer": 2.2, "ours_over_naive": 22.0}
+    # judge: vLLM is faster than ours, 300 / 400 = 0.75x
+    assert c["judge"]["best_peer"] == "vllm_cpu" and c["judge"]["ours_over_best_peer"] == 0.75
+    assert c["judge"]["ours_over_naive"] == 25.0
+    # a skipped vLLM section leaves the batched peer as the best
+    c = b.compare({**results, "vllm_cpu": {"skipped": "no venv"}})
+    assert c["judge"]["best_peer"] == "batched_generate" and c["judge"]["ours_over_best_peer"] == 3.75
+    machine = {"cpu": "x", "cores": 2, "load_avg_1m": 0.5,
+               "flags": {"avx2": True, "avx512_bf16": True, "amx_bf16": False}}
+    text = b.table({**results, "vllm_cpu": {"skipped": "no venv"}, "machine": machine, "commit": "abc1234"})
+    assert "amx_bf16 no" in text and "commit abc1234" in text and "vllm_cpu: skipped (no venv)" in text
+    assert "100.0 (64)" in text  # the batched peer's tok/s and its best batch size
