@@ -115,7 +115,8 @@ test-docker: setup
 deploy: setup  ## every deployment of deployments/prefect.yaml to the Prefect server in PREFECT_API_URL
 	@test -n "$(PREFECT_API_URL)" || { echo "set PREFECT_API_URL (e.g. http://localhost:4200/api)"; exit 2; }
 	PREFECT_API_URL=$(PREFECT_API_URL) METAREWARD_HOME=$${METAREWARD_HOME:-$(CURDIR)} \
-		METAREWARD_AWS_DIR=$${METAREWARD_AWS_DIR:-/etc/metareward/aws} $(VENV)/bin/prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml
+		METAREWARD_AWS_DIR=$${METAREWARD_AWS_DIR:-/etc/metareward/aws} \
+		$(VENV)/bin/prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml
 
 clean:
 	rm -rf runs .pytest_cache

@@ -113,6 +113,17 @@ class Stack:
         wait_until(lambda: httpx.get(self.endpoint).status_code < 500, "moto_server", 60)
         wait_until(lambda: httpx.get(f"{self.api}/health").status_code == 200, "prefect server", 120)
 
+    def deploy_all(self) -> None:
+        """Every work pool deployments/prefect.yaml names (docker where its job variables name an image, else
+        process), then `prefect deploy --all` of that file: a pool added there needs nothing added here."""
+        import yaml
+
+        doc = yaml.safe_load((REPO / "deployments/prefect.yaml").read_text())
+        for pool in doc["definitions"]["pools"].values():
+            kind = "docker" if "image" in pool["job_variables"] else "process"
+            self.prefect("work-pool", "create", pool["name"], "--type", kind)
+        self.prefect("deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
+
     def wait_flow_run(self, run_id: str, timeout: float, logs: tuple[str, ...] = ("worker.log",)) -> dict:
         """The flow run once it ends; a test failure with the named logs' tails unless it Completed."""
         def done():

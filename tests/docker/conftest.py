@@ -67,11 +67,8 @@ def docker_stack(tmp_path_factory, request):
     s.fs.mkdir(s.bucket)
     s.aws_dir = aws_folder(s.env["AWS_ACCESS_KEY_ID"], s.secret, s.endpoint)
     request.addfinalizer(lambda: shutil.rmtree(s.aws_dir, ignore_errors=True))
-    s.prefect("work-pool", "create", "local", "--type", "process")
-    s.prefect("work-pool", "create", "docker-cpu", "--type", "docker")
-    s.prefect("work-pool", "create", "gpu", "--type", "docker")  # deployments/prefect.yaml deploys to it too
     s.env["METAREWARD_AWS_DIR"] = str(s.aws_dir)  # resolved into the pools' volume list at deploy time
-    s.prefect("deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
+    s.deploy_all()
 
     s.docker = DockerRecord(tmp / "docker-events.log")
     request.addfinalizer(s.docker.stop)

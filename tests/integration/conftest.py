@@ -50,10 +50,7 @@ def stack(tmp_path_factory, request):
     s.fs = fsspec.filesystem("s3", key="metareward-it", secret=s.secret, endpoint_url=s.endpoint,
                              skip_instance_cache=True)
     s.fs.mkdir(s.bucket)
-    s.prefect("work-pool", "create", "local", "--type", "process")
-    s.prefect("work-pool", "create", "gpu", "--type", "docker")
-    s.prefect("work-pool", "create", "docker-cpu", "--type", "docker")  # deployments/prefect.yaml deploys to it too
-    s.prefect("deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
+    s.deploy_all()
 
     inject = tmp / "inject"
     inject.mkdir()
