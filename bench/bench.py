@@ -19,8 +19,9 @@ Sections (each in its own process, so one cannot warm or slow the next):
   bench-vllm-cpu`` makes), run by that venv's python on the engine section's workload: one request per prompt with
   ``n`` completions, prefix caching on (`metareward.engines.vllm_engine.VLLMEngine`), the same dtype. Skipped,
   saying so, where that venv does not exist.
-- dpo: seconds per step of our train stage (`metareward.training.dpo.train_dpo`) against a bare TRL ``DPOTrainer`` with
-  the same settings (bench/dpo_step_time.py).
+- dpo: wall time and seconds per step of our train stage (`metareward.training.dpo.train_dpo`) against a bare TRL
+  ``DPOTrainer`` with the same settings (bench/dpo_step_time.py), each twice in fresh processes (ours, bare, bare,
+  ours), with where the time went (setup: model load and reference pass; the steps; the save).
 - prefect: orchestration overhead per stage task: the iteration flow run with stage bodies that do no work, for 1
   and for 3 iterations; the difference divided by the extra task runs. Start-up (the ephemeral API) is reported
   apart.
@@ -40,13 +41,19 @@ every section holds ``load_avg_1m_before``, ``load_avg_1m_after`` and the ``comm
   ``peer_batches``, ``peer_rows``, ``stages.<generate|judge|meta_judge>``: ``requests``, ``max_new_tokens``,
   ``tokens``, ``seconds``, ``tok_per_s`` (ours); ``naive_requests``, ``naive_tokens``, ``naive_seconds``,
   ``naive_tok_per_s``, ``ratio`` (ours / naive); ``batched.<rows>``: {``rows``, ``calls``, ``tokens``,
-  ``seconds``, ``tok_per_s``} per batch size tried, ``batched_best_rows``, ``batched_tok_per_s`` (at the best).
+  ``seconds``, ``tok_per_s``} per batch size tried, ``batched_best_rows``, ``batched_tok_per_s`` (at the best),
+  ``products``: {``gflops`` (ours: tok/s x flops_per_token), ``of_ceiling`` (of ``ceiling.best``)};
+  ``flops_per_token`` (of the model's matrix products), ``ceiling``: {``dtype``, ``threads``, ``shape``,
+  ``weights``, ``gflops.<rows>``, ``best``} (bench/ceiling.py: the products alone at 32, 64 and 128 rows).
 - ``vllm_cpu``: ``skipped`` (why), or ``dtype``, ``startup_s`` (engine start and one short untimed request),
   ``stages.<stage>``: ``requests``, ``tokens``, ``seconds``, ``tok_per_s``.
 - ``peers.<stage>``: ``ours``, ``naive``, ``batched_generate``, ``batched_generate_rows``, ``vllm_cpu`` (tok/s; null
   where not measured), ``best_peer`` (the fastest of naive, batched_generate, vllm_cpu), ``best_peer_tok_per_s``,
   ``ours_over_best_peer``, ``ours_over_naive``.
-- ``dpo``, ``prefect``, ``rerun``: as their functions return.
+- ``dpo``: ``ours_wall_s``, ``trl_wall_s``, ``wall_ratio`` (ours / bare TRL, wall time with model load and reference
+  pass), ``ours_sec_per_step``, ``trl_sec_per_step``, ``ratio`` (per step), ``ours_phase_seconds`` and
+  ``trl_phase_seconds`` ({setup, train, save}), ``steps``, ``order``, ``settings``, ``runs`` (each case's process).
+- ``prefect``, ``rerun``: as their functions return.
 
 The machine and its load average go into the results: on a shared 2-core machine other processes skew numbers.
 """
@@ -193,6 +200,9 @@ def bench_engine() -> dict:
     from metareward.engines.models import embedded_model_path
     from metareward.method.prompts import render_judge, render_meta_judge
 
+    sys.path.insert(0, str(ROOT / "bench"))
+    from ceiling import achieved, flops_per_token, matmul_ceiling
+
     rows = resources.files("metareward.data").joinpath("smoke_prompts.jsonl").read_text().splitlines()
     prompts = [json.loads(r)["prompt"] for r in rows[:N_PROMPTS]]
     from metareward.engines.precision import inference_dtype
@@ -201,8 +211,11 @@ def bench_engine() -> dict:
     batch, dtype = recipe.engine.batch_size, inference_dtype(recipe.engine.dtype, "cpu")
     model_path = embedded_model_path()
     engine = TransformersEngine(model_path, dtype=dtype, batch_size=batch)
+    flops = flops_per_token(engine.model)
+    ceiling = matmul_ceiling(dtype)  # the products' own rate, in this process, before the stages
     out: dict = {"model": "SmolLM2-135M-Instruct (embedded)", "dtype": dtype, "batch_size": batch,
-                 "peer_batches": list(PEER_BATCHES), "peer_rows": PEER_ROWS, "stages": {}}
+                 "peer_batches": list(PEER_BATCHES), "peer_rows": PEER_ROWS, "flops_per_token": flops,
+                 "ceiling": ceiling, "stages": {}}
     workload: dict = {"model_path": model_path, "dtype": dtype, "stages": {}}
 
     def stage(name: str, texts: list[str], n: int, max_new: int):
@@ -224,6 +237,7 @@ def bench_engine() -> dict:
             "tok_per_s": round(ours, 1), "naive_requests": len(subset), "naive_tokens": naive_tokens,
             "naive_seconds": round(naive_s, 2), "naive_tok_per_s": round(naive, 1), "ratio": round(ours / naive, 1),
             "batched": batched, "batched_best_rows": int(best), "batched_tok_per_s": batched[best]["tok_per_s"],
+            "products": achieved(ours, flops, ceiling["best"]),
         }
         print(json.dumps({name: out["stages"][name]}), flush=True)
         return outs
@@ -282,18 +296,61 @@ def bench_vllm_cpu() -> dict:
 # --------------------------------------------------------------------------------------------------- dpo
 
 
+# Ours, bare, bare, ours: each case twice, in fresh processes, in an order that cancels a steady drift of this
+# shared machine's speed (a case run first in a process once paid the imports and first-use kernels: 1.22x).
+DPO_ORDER = ("fn", "direct", "direct", "fn")
+
+
+def dpo_summary(runs: list[dict]) -> dict:
+    """Means over each case's runs: wall seconds (model load, tokenising, reference pass, steps, save), seconds per
+    step, and each phase; ours / bare for the wall time (the goal: within 10%) and for a step.
+
+    Ours precomputes the reference log-probs in its setup (one forward pass per batch, before the steps), a bare
+    DPOTrainer pays the same forwards inside every step, so the trade shows as more setup and cheaper steps.
+
+    >>> runs = [{"case": "fn-fp32", "wall_s": 120.0, "sec_per_step": 11.0, "steps": 8,
+    ...          "phase_seconds": {"setup": 28.0, "train": 90.0, "save": 2.0}},
+    ...         {"case": "direct-fp32", "wall_s": 140.0, "sec_per_step": 15.5, "steps": 8,
+    ...          "phase_seconds": {"setup": 3.0, "train": 126.0, "save": 1.0}},
+    ...         {"case": "fn-fp32", "wall_s": 130.0, "sec_per_step": 12.0, "steps": 8,
+    ...          "phase_seconds": {"setup": 30.0, "train": 98.0, "save": 2.0}}]
+    >>> s = dpo_summary(runs)
+    >>> s["ours_wall_s"], s["trl_wall_s"], s["wall_ratio"], s["ours_sec_per_step"], s["ratio"]
+    (125.0, 140.0, 0.893, 11.5, 0.742)
+    >>> s["ours_phase_seconds"]
+    {'setup': 29.0, 'train': 94.0, 'save': 2.0}
+    """
+    def mean(case: str, key: str, phase: str | None = None) -> float:
+        rows = [r for r in runs if r["case"].startswith(case + "-")]
+        vals = [r["phase_seconds"].get(phase, 0.0) if phase else r[key] for r in rows]
+        return round(sum(vals) / len(vals), 2)
+
+    out = {"ours_wall_s": mean("fn", "wall_s"), "trl_wall_s": mean("direct", "wall_s"),
+           "ours_sec_per_step": mean("fn", "sec_per_step"), "trl_sec_per_step": mean("direct", "sec_per_step")}
+    out["wall_ratio"] = round(out["ours_wall_s"] / out["trl_wall_s"], 3)
+    out["ratio"] = round(out["ours_sec_per_step"] / out["trl_sec_per_step"], 3)
+    for who, case in (("ours", "fn"), ("trl", "direct")):
+        out[f"{who}_phase_seconds"] = {p: mean(case, "", p) for p in ("setup", "train", "save")}
+    return out
+
+
 def bench_dpo() -> dict:
     sys.path.insert(0, str(ROOT / "bench"))
-    from dpo_step_time import run_case
+    from dpo_step_time import run_in_process
 
     from metareward.engines.precision import train_bf16
 
     precision = "bf16" if train_bf16(_recipe().dpo.bf16, on_gpu=False) else "fp32"
-    ours, bare = run_case(f"fn-{precision}"), run_case(f"direct-{precision}")
+    runs = []
+    for case in DPO_ORDER:
+        runs.append(run_in_process(f"{case}-{precision}"))
+        if "error" in runs[-1]:
+            raise RuntimeError(f"DPO case {runs[-1]['case']}: {runs[-1]['error']}")
+        print(json.dumps({k: runs[-1].get(k) for k in ("case", "wall_s", "sec_per_step", "phase_seconds")}),
+              flush=True)
     autocast = "bf16 autocast" if precision == "bf16" else "fp32"
-    return {"ours_sec_per_step": ours["sec_per_step"], "trl_sec_per_step": bare["sec_per_step"],
-            "ratio": round(ours["sec_per_step"] / bare["sec_per_step"], 3), "steps": ours["steps"],
-            "settings": f"16 pairs, batch 2, max_length 256, {autocast}, 1 epoch", "ours": ours, "trl": bare}
+    return {**dpo_summary(runs), "steps": runs[0]["steps"], "order": list(DPO_ORDER),
+            "settings": f"16 pairs, batch 2, max_length 256, {autocast}, 1 epoch", "runs": runs}
 
 
 # ------------------------------------------------------------------------------------------------ prefect
@@ -438,11 +495,17 @@ def table(results: dict) -> str:
             lines.append(f"{name:<12}{c['ours']:>8}{c['naive'] or '-':>8}{batched:>16}{c['vllm_cpu'] or '-':>10}"
                          f"{c['best_peer'] or '-':>18}{(c['ours_over_best_peer'] or '-'):>10}x"
                          f"{(c['ours_over_naive'] or '-'):>11}x")
+        lines += products_lines(e)
         lines.append("")
     d = results.get("dpo")
     if d and "ratio" in d:
         lines.append(f"DPO s/step: ours {d['ours_sec_per_step']}, bare TRL {d['trl_sec_per_step']} "
                      f"(ratio {d['ratio']}; {d.get('settings', '')})")
+        if "wall_ratio" in d:
+            ph = {w: ", ".join(f"{k} {v}" for k, v in d[f"{w}_phase_seconds"].items()) for w in ("ours", "trl")}
+            lines.append(f"DPO wall s (model load, reference pass, steps, save; mean of {len(d['runs']) // 2} fresh "
+                         f"processes each): ours {d['ours_wall_s']} ({ph['ours']}), bare TRL {d['trl_wall_s']} "
+                         f"({ph['trl']}); ours / bare {d['wall_ratio']}")
     p = results.get("prefect")
     if p and "overhead_per_stage_s" in p:
         lines.append(f"Prefect overhead per stage: {p['overhead_per_stage_s']} s (ephemeral API start-up "
@@ -454,6 +517,22 @@ def table(results: dict) -> str:
         if isinstance(results.get(name), dict) and "error" in results[name]:
             lines.append(f"{name}: FAILED: {results[name]['error'][-300:]}")
     return "\n".join(lines)
+
+
+def products_lines(e: dict) -> list[str]:
+    """The engine's decode rate as product GFLOP/s against the products' own rate on this CPU (bench/ceiling.py)."""
+    c = e.get("ceiling")
+    if not c or "flops_per_token" not in e:
+        return []
+    rates = " / ".join(f"{g} ({rows})" for rows, g in c["gflops"].items())
+    out = [f"products ceiling ({c['dtype']}, {c['threads']} threads, F.linear over {c['weights']} {c['shape']} "
+           f"weights): {rates} GFLOP/s at (rows); {e['flops_per_token'] / 1e6:.0f} MFLOP of products a token"]
+    for name, s in e["stages"].items():
+        if "products" in s:
+            p = s["products"]
+            out.append(f"  {name}: ours {s['tok_per_s']} tok/s = {p['gflops']} GFLOP/s of products, "
+                       f"{p['of_ceiling']:.0%} of the best")
+    return out
 
 
 def _section(python: str, name: str, env: dict) -> tuple[int, list[str], str]:

@@ -135,18 +135,20 @@ def train_dpo(
     ``work_dir`` is the trainer's scratch folder (its ``output_dir``; nothing is checkpointed there); None uses a
     temporary folder that is removed afterwards. Returns JSON-serializable statistics: ``steps``, ``train_loss``,
     ``final_loss`` / ``final_rewards_accuracies`` / ``final_rewards_margins`` / ... (the last logged value of each),
-    ``sec_per_step``, ``n_pairs``, ``n_pairs_used`` (after TRL drops pairs whose prompt alone fills ``max_length``)
-    and the full ``log_history``.
+    ``sec_per_step``, ``phase_seconds`` ({setup, train, save}: wall seconds), ``n_pairs``, ``n_pairs_used`` (after
+    TRL drops pairs whose prompt alone fills ``max_length``) and the full ``log_history``.
     """
     if not pairs:
         raise ValueError("train_dpo: no preference pairs to train on (0 actor and 0 judge pairs)")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     scratch = work_dir or tempfile.mkdtemp(prefix="metareward-dpo-")
+    clock = _PhaseClock()
     try:
         dataset = dpo_dataset(pairs, dpo, seed)
         args = dpo_config(dpo, scratch, dtype=dtype, trust_remote_code=trust_remote_code, seed=seed)
         trainer = dpo_trainer(model_path, args, dataset, dpo, trust_remote_code=trust_remote_code,
                               ref_logps_uri=ref_logps_uri)
+        clock.lap("setup")
         n_used = len(trainer.train_dataset)
         if n_used == 0:
             raise ValueError(
@@ -154,8 +156,11 @@ def train_dpo(
                 f"dpo.max_length={dpo.max_length} tokens; raise dpo.max_length"
             )
         result = trainer.train()
+        clock.lap("train")
         save_policy(trainer, output_dir, merge_lora=dpo.lora_r > 0)
+        clock.lap("save")
         stats = train_stats(trainer, result, pairs, n_used=n_used, n_offered=len(dataset), dpo=dpo)
+        stats["phase_seconds"] = clock.laps
         del trainer
         import gc
 
@@ -164,6 +169,25 @@ def train_dpo(
     finally:
         if work_dir is None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+class _PhaseClock:
+    """Wall seconds of each phase of a training, so a train stage's statistics say where its time went: ``setup``
+    (imports, tokenising, the model load(s) and the reference pass when it is precomputed), ``train`` (the steps)
+    and ``save``. The steps alone are TRL's ``train_runtime``; a bare DPOTrainer pays its reference forwards inside
+    the steps instead (bench/README.md compares the two)."""
+
+    def __init__(self):
+        import time
+
+        self._now = time.perf_counter
+        self._last = self._now()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = self._now()
+        self.laps[name] = round(now - self._last, 2)
+        self._last = now
 
 
 def dpo_dataset(pairs: list[PreferencePair], dpo: DPOSection, seed: int):

@@ -122,6 +122,9 @@ def test_train_dpo_updates_and_saves_the_model(tmp_path):
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
     assert losses[0] == pytest.approx(math.log(2), abs=1e-3)  # policy == reference at the first step
     assert math.isfinite(stats["train_loss"]) and stats["sec_per_step"] > 0
+    # where the wall time went: the steps' phase holds TRL's own step time (its train_runtime) and more
+    assert set(stats["phase_seconds"]) == {"setup", "train", "save"}
+    assert stats["phase_seconds"]["train"] >= stats["train_runtime"] - 0.01 and stats["phase_seconds"]["setup"] > 0
     assert stats["final_loss"] == losses[-1]
     assert stats["final_rewards_accuracies"] is not None and stats["final_rewards_margins"] is not None
     json.dumps(stats, allow_nan=False)
