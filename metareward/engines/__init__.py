@@ -40,6 +40,7 @@ def open_engine(
             model_path,
             dtype=engine_cfg.dtype,
             batch_size=engine_cfg.batch_size,
+            decoder=engine_cfg.decoder,
             trust_remote_code=model_cfg.trust_remote_code,
             seed=seed,
         )

@@ -1,4 +1,4 @@
-"""Which precision to run in, from the config's ``auto`` and what the hardware computes natively.
+"""Which precision (and which decode loop) to run, from the config's ``auto`` and what the hardware does best.
 
 Why: bf16 is only fast where the hardware has bf16 arithmetic. On this workplace's 2-core machines (same name,
 "AMD EPYC", two different hosts) a 64 x 576 @ 576 x 1536 bf16 matmul took 94 ms on a host with AVX2 only and
@@ -55,3 +55,28 @@ def train_bf16(requested: bool | str, on_gpu: bool) -> bool:
             return bool(torch.cuda.is_bf16_supported())
         return cpu_has_native_bf16()
     return bool(requested)
+
+
+# Why 'auto' picks each decode loop, as measured (bench/README.md), logged when an engine opens.
+_DECODER_WHY = {
+    "cpu": "ours measured 2.0-2.95x batched HF generate per stage on every CPU host class (bench/README.md)",
+    "cuda": "HF generate measured faster on a GPU (H200: 10.1k against 7.1k tok/s): a full-vocabulary sort is "
+            "cheap there and our loop's host syncs stall it",
+}
+
+
+def own_decoder(decoder: str, device_type: str) -> bool:
+    """Whether to decode with our own loop: 'own' or 'generate' as asked; 'auto' takes the one measured faster on
+    this kind of device (ours on a CPU, HF generate elsewhere) and logs why.
+
+    >>> own_decoder("auto", "cpu"), own_decoder("auto", "cuda"), own_decoder("generate", "cpu")
+    (True, False, False)
+    """
+    if decoder not in ("auto", "own", "generate"):
+        raise ValueError(f"decoder must be auto, own or generate, got {decoder!r}")
+    if decoder != "auto":
+        return decoder == "own"
+    mine = device_type == "cpu"
+    log.info("decoder auto -> %s on %s: %s", "own" if mine else "generate", device_type,
+             _DECODER_WHY.get(device_type, _DECODER_WHY["cuda"]))
+    return mine

@@ -119,6 +119,7 @@ class TransformersEngine(ChoiceScoring):
         *,
         dtype: str = "float32",
         batch_size: int = 16,
+        decoder: str = "auto",
         trust_remote_code: bool = False,
         seed: int = 0,
     ):
@@ -137,9 +138,9 @@ class TransformersEngine(ChoiceScoring):
         self.batch_size = batch_size
         self.seed = seed
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        # Ours wins on a CPU (2.0-5.4x batched HF generate per stage, Intel AMX, bench/README.md); on a GPU (cheap
-        # full-vocabulary sort, host syncs stall it) HF generate measured faster (H200: 10.1k vs 7.1k tok/s).
-        self.own_decoder = self.device.type == "cpu"
+        from metareward.engines.precision import inference_dtype, own_decoder
+
+        self.own_decoder = own_decoder(decoder, self.device.type)  # 'auto': ours on a CPU, HF generate on a GPU
         if self.device.type == "cpu":
             keep_freed_memory()
         # On a 2-core CPU, two batches decode at once, each in its own thread on one core: many ops of a decode
@@ -159,8 +160,6 @@ class TransformersEngine(ChoiceScoring):
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         self.tokenizer = tok
-
-        from metareward.engines.precision import inference_dtype
 
         self.dtype = inference_dtype(dtype, self.device.type)
         torch_dtype = "auto" if self.dtype == "auto" else getattr(torch, self.dtype)

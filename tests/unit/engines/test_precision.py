@@ -68,3 +68,16 @@ def test_the_smoke_recipes_ask_for_auto():
         assert cfg.engine.dtype == "auto" and cfg.dpo.bf16 == "auto"
     assert load_config("smoke-eft").eft.sft.bf16 == "auto"
     assert load_config("smoke", ["dpo.bf16=true"]).dpo.bf16 is True
+
+
+def test_the_decoder_is_ours_on_a_cpu_and_hf_generate_on_a_gpu_unless_one_is_asked_for(caplog):
+    from metareward.engines.precision import own_decoder
+
+    with caplog.at_level("INFO", logger="metareward.engines.precision"):
+        assert own_decoder("auto", "cpu") is True
+        assert own_decoder("auto", "cuda") is False
+    # 'auto' says which loop it took and why (the measured figures)
+    assert "auto -> own on cpu" in caplog.text and "auto -> generate on cuda" in caplog.text
+    assert own_decoder("own", "cuda") is True and own_decoder("generate", "cpu") is False
+    with pytest.raises(ValueError, match="decoder must be auto, own or generate"):
+        own_decoder("fast", "cpu")

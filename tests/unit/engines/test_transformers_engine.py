@@ -467,3 +467,19 @@ def test_the_progress_bar_moves_as_rows_end(engine, monkeypatch, workers):
     assert done == sorted(done) and done[-1] == 4 and {t for _, _, t in seen} == {4}
     if workers == 1:  # in this thread the bar moves at once: "Say hi." ended first, with its 2 copies
         assert 2 in done
+
+
+def test_the_config_picks_the_decode_loop(engine):
+    """engine.decoder reaches the engine: 'generate' runs HF generate on a CPU too, 'auto' keeps ours here."""
+    from metareward.config import EngineSection, ModelSection
+    from metareward.engines import open_engine
+
+    assert engine.own_decoder is True  # the fixture's engine: 'auto' on a CPU
+    hf = open_engine("transformers", engine.model_path, engine_cfg=EngineSection(decoder="generate"),
+                     model_cfg=ModelSection())
+    try:
+        assert hf.own_decoder is False and hf.workers == 1
+        greedy = Sampling(temperature=0.0, max_new_tokens=6)
+        assert hf.generate(["Say hi."], 1, greedy, seed=0) == engine.generate(["Say hi."], 1, greedy, seed=0)
+    finally:
+        hf.close()
