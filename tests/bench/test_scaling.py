@@ -153,7 +153,7 @@ def _section():
                      _run(16, 8, 6, (3.5, 1.8, 4.5))]}
 
 
-def test_the_table_lines(sc):
+def test_the_table_lines_and_bench_table(sc):
     section = {**_section(), "cost_trend": sc.cost_trend(_section()["runs"])}
     text = "\n".join(sc.table_lines(section))
     assert "dtype bfloat16, 128 rows a batch" in text
@@ -161,6 +161,10 @@ def test_the_table_lines(sc):
     # 64 prompts x 4 = 256 generate rows x 60 tokens x 3 ms = 46.08 s: the 64-prompt row
     assert re.search(r"^\s+64\s+4\s+3\s+46\.08 /\s+3\.0", text, re.M)
     assert "extrapolated to 256 prompts, K=4, N=3" in text
+    b = _module("bench")
+    machine = {"cpu": "x", "cores": 2, "load_avg_1m": 0.5, "flags": {"avx2": True}}
+    assert "extrapolated to 256 prompts" in b.table({"machine": machine, "scaling": section})
+    assert "scaling: FAILED: boom" in b.table({"machine": machine, "scaling": {"error": "boom"}})
 
 
 def test_plot_writes_a_png(sc, tmp_path):
