@@ -478,7 +478,7 @@ def table(results: dict) -> str:
         lines.append(f"cached rerun of an iteration: {r['seconds']} s, {r['stages_recomputed']} stages recomputed")
     sc = results.get("scaling")
     if sc and "runs" in sc:
-        lines += ["", *_scaling().table_lines(sc)]
+        lines += [""] * bool(lines[-1]) + _scaling().table_lines(sc)  # one blank line before it
     for name in SECTIONS + EXTRA_SECTIONS:
         if isinstance(results.get(name), dict) and "error" in results[name]:
             lines.append(f"{name}: FAILED: {results[name]['error'][-300:]}")

@@ -30,7 +30,7 @@ Results (the ``scaling`` key of bench/results.json; stable keys):
   ``ms_per_token_largest``, ``ratio`` (largest / smallest), ``flat_or_falling``} over the K=4, N=3 series:
   ``flat_or_falling`` is true when the largest size's ms per token is at most TOLERANCE (10%) above the
   smallest's: this shared machine's speed drifts by up to ~25% over minutes (bench/README.md), so a strict
-  "never higher" would fail on noise. Empty when that series did not run.
+  "never higher" would fail on noise. Empty when that series ran at fewer than two sizes.
 
 `plot` draws bench/scaling.png from them; `estimate_seconds` extrapolates a bigger run's seconds per stage.
 """
@@ -209,9 +209,10 @@ def run_figures(prompts: int, k: int, n: int, stages: dict) -> dict:
 
 def cost_trend(runs: list[dict], k: int = K, n: int = N_JUDGE, tolerance: float = TOLERANCE) -> dict:
     """Per stage, ms per token at the smallest and the largest size of the (k, n) series, and whether it stayed
-    within ``tolerance`` of flat or fell. Empty when that series has no run."""
+    within ``tolerance`` of flat or fell. Empty when that series ran at fewer than two sizes: one size says
+    nothing about a trend, and "flat" there would read as a finding."""
     series = sorted((r for r in runs if (r["k"], r["n"]) == (k, n)), key=lambda r: r["prompts"])
-    if not series:
+    if len(series) < 2:
         return {}
     small, large = series[0], series[-1]
     out = {}
@@ -326,7 +327,7 @@ def plot(results: dict, path: Path | str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullLocator
+    from matplotlib.ticker import LogFormatter, NullLocator
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
     colors = dict(zip((*STAGES, "total"), ("tab:blue", "tab:orange", "tab:green", "black")))
@@ -346,6 +347,9 @@ def plot(results: dict, path: Path | str) -> None:
     left.set(xscale="log", yscale="log", xlabel="prompts", ylabel="seconds", title="seconds per stage")
     right.set(xscale="log", xlabel="prompts", ylabel="ms per generated token", title="cost per generated token")
     right.set_ylim(bottom=0)
+    # plain seconds (30, 40, 60, 100), not 3 x 10^1: the figure is read by people pricing a run
+    left.yaxis.set_major_formatter(LogFormatter())
+    left.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
     for ax in (left, right):
         ticks = sorted({r["prompts"] for r in results["runs"]})
         ax.set_xticks(ticks, [str(t) for t in ticks])

@@ -131,7 +131,8 @@ def test_the_cost_trend_over_the_k4_n3_series(sc):
                              "ms_per_token_largest": 3.0, "ratio": 0.75, "flat_or_falling": True}
     assert (t["judge"]["ratio"], t["judge"]["flat_or_falling"]) == (1.05, True)
     assert (t["meta_judge"]["ratio"], t["meta_judge"]["flat_or_falling"]) == (1.2, False)
-    assert sc.cost_trend([_run(16, 8, 6, (1.0, 1.0, 1.0))]) == {}
+    assert sc.cost_trend([_run(16, 8, 6, (1.0, 1.0, 1.0))]) == {}  # no K=4, N=3 run
+    assert sc.cost_trend([_run(2, 4, 3, (1.0, 1.0, 1.0))]) == {}  # one size: no trend
 
 
 def test_estimate_seconds_from_the_largest_run(sc):
@@ -165,6 +166,7 @@ def test_the_table_lines_and_bench_table(sc):
     machine = {"cpu": "x", "cores": 2, "load_avg_1m": 0.5, "flags": {"avx2": True}}
     assert "extrapolated to 256 prompts" in b.table({"machine": machine, "scaling": section})
     assert "scaling: FAILED: boom" in b.table({"machine": machine, "scaling": {"error": "boom"}})
+    assert "\n\n\n" not in b.table({"machine": machine, "scaling": section})  # one blank line between parts
 
 
 def test_plot_writes_a_png(sc, tmp_path):
