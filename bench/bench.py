@@ -308,7 +308,8 @@ def bench_vllm_cpu() -> dict:
 
 
 # Ours, bare, bare, ours: each case twice, in fresh processes, in an order that cancels a steady drift of this
-# shared machine's speed (a case run first in a process once paid the imports and first-use kernels: 1.22x).
+# shared machine's speed. (Until 2026-12-04 both ran in one process, ours first: ours alone paid the imports and
+# first-use set-up both need, which the wall-time ratio then charged to our train stage.)
 DPO_ORDER = ("fn", "direct", "direct", "fn")
 
 
