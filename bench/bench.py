@@ -561,7 +561,8 @@ def products_lines(e: dict) -> list[str]:
         if "products" in s:
             p = s["products"]
             out.append(f"  {name}: ours {s['tok_per_s']} tok/s = {p['gflops']} GFLOP/s of products, "
-                       f"{p['of_ceiling']:.0%} of the best")
+                       f"{p['of_ceiling']:.0%} of the best (generated tokens only: prompt tokens, the judges' "
+                       f"bulk, are not counted)")
     return out
 
 
