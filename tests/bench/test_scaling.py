@@ -4,6 +4,7 @@ out by hand."""
 
 import doctest
 import importlib.util
+import json
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,7 +28,8 @@ def sc():
 
 
 def test_the_docstring_examples_hold(sc):
-    assert doctest.testmod(sc).failed == 0
+    result = doctest.testmod(sc)
+    assert result.attempted > 0 and result.failed == 0
 
 
 @pytest.mark.parametrize("n", [256, 512])
@@ -176,3 +178,16 @@ def test_plot_writes_a_png(sc, tmp_path):
     sc.plot(results, path)
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_a_stopped_run_keeps_the_sizes_it_measured(sc, tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"engine": {"dtype": "float32"}}))
+    run = {"prompts": 16, "k": 4, "n": 3, "total_seconds": 3.0, "total_tokens": 300,
+           "stages": {s: {"requests": 10, "tokens": 100, "seconds": 1.0, "tok_per_s": 100.0, "ms_per_token": 10.0}
+                      for s in sc.STAGES}}
+    sc.save_partial({"dtype": "float32", "runs": [run], "partial": True}, path)
+    saved = json.loads(path.read_text())
+    assert saved["engine"] == {"dtype": "float32"}  # the other sections are kept
+    assert saved["scaling"]["partial"] is True and saved["scaling"]["runs"] == [run]
+    assert saved["scaling"]["cost_trend"] == {}  # one size: no trend
