@@ -87,12 +87,11 @@ def keep_freed_memory() -> bool:
 
 
 def batch_chunks(n: int, per_batch: int, workers: int) -> list[tuple[int, int]]:
-    """[start, end) of each batch over ``n`` sorted prompts: at most ``per_batch`` each, at least ``workers``
-    batches (when there are that many prompts), sizes within one of each other so concurrent batches end together.
-
-    10 prompts, 4 per batch, 2 workers -> 3 batches (3, 3, 4); 6 prompts, 128 per batch, 2 workers -> (3, 3).
-    """
-    k = min(n, max(-(-n // per_batch), workers))
+    """[start, end) of each batch over ``n`` sorted prompts: at most ``per_batch`` each, a multiple of ``workers``
+    batches (where there are that many prompts: a third batch on 2 workers ran alone, a core idle), sizes within one
+    of each other so concurrent batches end together. 10 prompts, 4 per batch, 2 workers -> (2, 3, 2, 3)."""
+    batches = -(-n // per_batch)
+    k = min(n, -(-batches // workers) * workers)
     bounds = [n * i // k for i in range(k + 1)]
     return list(zip(bounds[:-1], bounds[1:]))
 

@@ -148,6 +148,11 @@ def test_batch_chunks_by_hand():
 
     assert batch_chunks(10, 4, 1) == [(0, 3), (3, 6), (6, 10)]  # ceil(10 / 4) = 3 batches, sizes within one
     assert batch_chunks(6, 128, 2) == [(0, 3), (3, 6)]  # one batch's worth, split for the two workers
+    # ceil(10 / 4) = 3 batches would leave one worker idle while the third runs: 4 of 2-3 prompts instead
+    assert batch_chunks(10, 4, 2) == [(0, 2), (2, 5), (5, 7), (7, 10)]
+    # the meta-judge of 64 prompts at 128 rows a batch: 384 rows in 4 batches of 96, not 3 of 128
+    assert batch_chunks(384, 128, 2) == [(0, 96), (96, 192), (192, 288), (288, 384)]
+    assert batch_chunks(3, 128, 2) == [(0, 1), (1, 3)]  # (fewer prompts than workers x 2: as many as workers)
     assert batch_chunks(1, 128, 2) == [(0, 1)]
 
 
