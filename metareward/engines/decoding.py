@@ -1,6 +1,6 @@
 """The CPU engine's own decode loop: what makes batched generation on a small CPU faster than batched
 ``model.generate`` (on the 2-core Intel AMX host, bf16, 2026-12-03: 2.0x on the generate stage, 5.4x on the
-judge's, 3.0x on the meta-judge's; on the AVX2-only AMD host, fp32, 2026-12-04: 1.46x, 4.8x, 3.5x; each against
+judge's, 3.0x on the meta-judge's; on the AVX2-only AMD host, fp32, 2026-12-04: 2.3x, 4.8x, 3.5x; each against
 ``generate`` at its best batch size; figures in bench/README.md).
 
 Profiling ``generate`` on SmolLM2-135M (2 cores, bf16, 64 sampled rows) showed half of each step outside the
