@@ -66,8 +66,10 @@ def run_case(case: str) -> dict:
     import trl  # noqa: F401
     from trl import DPOConfig, DPOTrainer  # noqa: F401
 
+    from metareward.training.dpo import PhaseClock
+
     t0 = time.perf_counter()
-    phases: dict = {}
+    clock = PhaseClock()  # the phases the train stage reports, timed the same way for the bare trainer
     with tempfile.TemporaryDirectory() as tmp:
         if case.startswith("fn"):
             from metareward.training.dpo import train_dpo
@@ -94,12 +96,12 @@ def run_case(case: str) -> dict:
                 model=model, args=args, train_dataset=Dataset.from_list(preference_rows(pairs, 0)),
                 processing_class=AutoTokenizer.from_pretrained(model),
             )
-            phases["setup"] = round(time.perf_counter() - t0, 2)
+            clock.lap("setup")
             result = trainer.train()
-            phases["train"] = round(time.perf_counter() - t0 - phases["setup"], 2)
+            clock.lap("train")
             trainer.save_model(f"{tmp}/out")
-            phases["save"] = round(time.perf_counter() - t0 - phases["setup"] - phases["train"], 2)
-            steps, runtime = trainer.state.global_step, result.metrics["train_runtime"]
+            clock.lap("save")
+            steps, runtime, phases = trainer.state.global_step, result.metrics["train_runtime"], clock.laps
     import torch
 
     return {

@@ -142,7 +142,7 @@ def train_dpo(
         raise ValueError("train_dpo: no preference pairs to train on (0 actor and 0 judge pairs)")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     scratch = work_dir or tempfile.mkdtemp(prefix="metareward-dpo-")
-    clock = _PhaseClock()
+    clock = PhaseClock()
     try:
         dataset = dpo_dataset(pairs, dpo, seed)
         args = dpo_config(dpo, scratch, dtype=dtype, trust_remote_code=trust_remote_code, seed=seed)
@@ -171,7 +171,7 @@ def train_dpo(
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-class _PhaseClock:
+class PhaseClock:
     """Wall seconds of each phase of a training, so a train stage's statistics say where its time went: ``setup``
     (imports, tokenising, the model load(s) and the reference pass when it is precomputed), ``train`` (the steps)
     and ``save``. The steps alone are TRL's ``train_runtime``; a bare DPOTrainer pays its reference forwards inside
