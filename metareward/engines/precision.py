@@ -59,7 +59,7 @@ def train_bf16(requested: bool | str, on_gpu: bool) -> bool:
 
 # Why 'auto' picks each decode loop, as measured (bench/README.md), logged when an engine opens.
 _DECODER_WHY = {
-    "cpu": "ours measured 2.0-5.4x batched HF generate per stage on the CPU host classes benched with it "
+    "cpu": "ours measured 1.8-5.8x batched HF generate per stage on the CPU host classes benched with it "
            "(Intel AMX bf16, AMD AVX2 fp32; bench/README.md)",
     "cuda": "HF generate measured faster on a GPU (H200: 10.1k against 7.1k tok/s): a full-vocabulary sort is "
             "cheap there and our loop's host syncs stall it",

@@ -43,6 +43,7 @@ from typing import Any
 from metareward import progress
 from metareward.engines.base import Completion, Sampling
 from metareward.engines.choice_scoring import ChoiceScoring
+from metareward.engines.memory import keep_freed_memory, release_freed_memory
 from metareward.engines.tokens import END_OF_TURN_TOKENS
 
 _DTYPES = {"float32", "bfloat16", "float16"}
@@ -57,33 +58,6 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
         return os.cpu_count() or 1
-
-
-def keep_freed_memory() -> bool:
-    """Let glibc reuse freed buffers up to 32 MiB instead of unmapping them (on Linux with glibc; elsewhere a
-    no-op, returning False).
-
-    By default glibc maps every buffer above a threshold that starts at 128 KiB with mmap and unmaps it on free,
-    so each forward pass page-faults its activations in again. The prefill of the bench's 96 meta-judge prompts
-    (fresh process, 2 cores) took 1.7-2.6M minor faults, 3.4-5.4 s of system time and 26-29 s; with the threshold
-    at glibc's ceiling (32 MiB), trimming from 1 GiB of free heap, and forward passes whose activations stay under
-    it (`metareward.engines.decoding.chunk_tokens`): 0.32-0.38M faults, 0.8-0.9 s and 24-25 s. This is the
-    effect that jemalloc or tcmalloc (which Intel recommends for PyTorch on CPU) get through LD_PRELOAD, without a
-    library to install. Process-wide: call it in the engine's own process.
-    """
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (e.g. musl)
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
 def batch_chunks(n: int, per_batch: int, workers: int) -> list[tuple[int, int]]:
@@ -276,6 +250,8 @@ class TransformersEngine(ChoiceScoring):
 
         from metareward.engines.decoding import decode
 
+        if self.device.type == "cpu":
+            release_freed_memory()
         greedy = sampling.temperature <= 0
         reps = 1 if greedy else n  # greedy samples are identical: decode once, copy
         per_batch = max(1, self.batch_size // reps)

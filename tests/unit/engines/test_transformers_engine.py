@@ -430,13 +430,6 @@ def test_non_finite_shortcut_scores_fall_back(engine):
     assert bad is None
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_keep_freed_memory_sets_glibc_thresholds():
-    from metareward.engines.transformers_engine import keep_freed_memory
-
-    assert keep_freed_memory() is True  # (the engine fixture already called it: setting it again is harmless)
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_progress_bar_moves_as_rows_end(engine, monkeypatch, workers):
     """The generate bar counts completions as their rows end inside a batch (greedy: a row stands for its n
