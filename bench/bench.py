@@ -50,8 +50,8 @@ every section holds ``load_avg_1m_before``, ``load_avg_1m_after`` and the ``comm
   ``prompt_tokens``, ``distinct_prompt_tokens`` (each shared prefix once), ``products_gflops_with_prompt``;
   ``bound``: {``seconds``, ``tok_per_s`` (every product at the ceiling, nothing else timed), ``ours_share``};
   ``flops_per_token`` (of the model's matrix products), ``ceiling``: {``dtype``, ``threads``, ``shape``,
-  ``weights``, ``gflops.<rows>``, ``best``, ``prefill_rows``, ``prefill``} (bench/ceiling.py: the products alone at 32, 64 and 128
-  rows, and at 1024, a prefill chunk's width).
+  ``weights``, ``gflops.<rows>``, ``best``, ``prefill_rows``, ``prefill``} (bench/ceiling.py: the products alone at
+  32, 64 and 128 rows, and at 1024, a prefill chunk's width).
 - ``vllm_cpu``: ``skipped`` (why), or ``dtype``, ``startup_s`` (engine start and one short untimed request),
   ``stages.<stage>``: ``requests``, ``tokens``, ``seconds``, ``tok_per_s``.
 - ``peers.<stage>``: ``ours``, ``naive``, ``batched_generate``, ``batched_generate_rows``, ``vllm_cpu`` (tok/s; null
@@ -532,12 +532,13 @@ def table(results: dict) -> str:
                          f"{v.get('load_avg_1m_after', 0):.2f} after")
         lines.append(f"{'stage':<12}{'ours':>8}{'naive':>8}{'batched (rows)':>16}{'vllm-cpu':>10}"
                      f"{'best peer':>18}{'ours/best':>11}{'ours/naive':>12}   (tok/s)")
-        for name, c in compare(results).items():
+        peers = compare(results)
+        for name, c in peers.items():
             batched = f"{c['batched_generate']} ({c['batched_generate_rows']})" if c["batched_generate"] else "-"
             lines.append(f"{name:<12}{c['ours']:>8}{c['naive'] or '-':>8}{batched:>16}{c['vllm_cpu'] or '-':>10}"
                          f"{c['best_peer'] or '-':>18}{(c['ours_over_best_peer'] or '-'):>10}x"
                          f"{(c['ours_over_naive'] or '-'):>11}x")
-        lines += products_lines(e, compare(results))
+        lines += products_lines(e, peers)
         lines.append("")
     d = results.get("dpo")
     if d and "ratio" in d:

@@ -12,11 +12,11 @@ products' own rate at the batch's row count is the ceiling for tokens per second
   dtype, with the process's torch threads, at 32, 64 and 128 rows (decode batches) and at 1024 (a prefill chunk's
   width). GFLOP/s per row count, the best of the decode widths (``best``) and the prefill one (``prefill``).
 - `distinct_prefix_tokens` and `stage_bound`: the tokens/s a stage would reach if every product ran at that ceiling
-  and nothing else took time: the generated tokens at the decode ceiling for the stage's rows plus the prompts' distinct tokens (each
-  shared prefix computed once, as prefix caching or our shared-prefix tree does) at the prefill one. A judge's or
-  meta-judge's prompts hold ten times the tokens it writes, so the generated tokens alone say little of what its
-  time buys; and the bound over a peer's rate is the most any engine could be faster than that peer on this CPU
-  (the 3x goal of issue 25 is out of reach where it is under 3).
+  and nothing else took time: the generated tokens at the decode ceiling for the stage's rows plus the prompts'
+  distinct tokens (each shared prefix computed once, as prefix caching or our shared-prefix tree does) at the
+  prefill one. The bench's meta-judge prompts hold 3.6x the distinct tokens it writes (19,759 against 5,456), so
+  the generated tokens alone say little of what its time buys; and the bound over a peer's rate is the most any
+  engine could be faster than that peer on this CPU (a 3x goal is out of reach where it is under 3).
 
 torch is imported inside the functions (bench.py imports this module in its parent process too).
 """
