@@ -4,6 +4,10 @@ A request is a single user turn (plain text); the engine applies the model's cha
 cover all three roles:
 
 - ``generate(prompts, n, sampling, seed)``: n sampled completions per prompt (actor, judge, meta-judge);
+  ``seed`` is one seed per prompt (or an int, expanded by `prompt_seeds`), and sample ``j`` of prompt ``i``
+  draws from its own random stream ``seed[i] + j`` (vLLM's own rule for the children of an n > 1 request).
+  Callers space the seeds at least ``n`` apart, so no two samples of a call share a stream, and a sample's
+  text depends on its own seed, not on which other prompts shared its call, batch or replica;
 - ``choice_probs(prompts, prefixes, choices)``: after the assistant has written ``prefix`` (e.g. a
   justification followed by ``"Score: "``), the probability of each choice string (``"0".."5"`` or
   ``"A"/"B"``), renormalised over the choices. This is the ``expected`` scoring mode.
@@ -11,8 +15,12 @@ cover all three roles:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
+
+Seeds = int | Sequence[int]
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -29,9 +37,24 @@ class Completion:
     finish_reason: str  # "stop" (end of turn) or "length" (hit max_new_tokens)
 
 
+def prompt_seeds(seed: Seeds, count: int, n: int) -> list[int]:
+    """One seed per prompt: a list is checked and returned as is; an int ``s`` gives ``s + i * n`` for prompt
+    ``i``, so sample ``j`` of prompt ``i`` draws from the stream ``s + i * n + j``, distinct within the call.
+
+    >>> prompt_seeds(10, 3, 2)
+    [10, 12, 14]
+    """
+    if isinstance(seed, int):
+        return [seed + i * n for i in range(count)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != count:
+        raise ValueError(f"{len(seeds)} seeds for {count} prompts")
+    return seeds
+
+
 @runtime_checkable
 class Engine(Protocol):
-    def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
+    def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: Seeds) -> list[list[Completion]]:
         """n completions for each prompt, in prompt order."""
         ...
 
@@ -42,3 +65,17 @@ class Engine(Protocol):
     def close(self) -> None:
         """Free the model (GPU memory) before the next stage."""
         ...
+
+
+def run_together(engine, jobs: Sequence[Callable[[], R]]) -> Iterator[tuple[int, R]]:
+    """Run ``jobs`` (each makes its own calls on ``engine``) and yield ``(job index, result)`` as each one ends.
+
+    An engine that schedules many callers' requests at once (vLLM: all of a replica's shards in one scheduler)
+    provides ``run_together`` itself; elsewhere the jobs run one after another, in order, each with the engine's
+    own batching (the CPU engine), so their results do not depend on what else ran."""
+    own = getattr(engine, "run_together", None)
+    if own is not None:
+        yield from own(jobs)
+        return
+    for i, job in enumerate(jobs):
+        yield i, job()
