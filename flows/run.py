@@ -45,10 +45,9 @@ def run_pipeline(cfg: RunConfig, recipe: str | None = None, bars: bool = False) 
     preflight.check(cfg)  # bad input fails here, before the store is touched or Prefect starts
     redact.install()
     quiet_env(cfg)
-    root = store.run_uri(cfg.storage.root, cfg.run.name)
-    from metareward.runstore.redact import redact_obj
+    from metareward.pipeline.calls import save_config
 
-    store.write_json(store.join(root, "config.json"), redact_obj(cfg.model_dump(mode="json")))
+    save_config(cfg)
     from prefect.filesystems import LocalFileSystem  # noqa: F401  (fail early if prefect is broken)
 
     from flows.meta_rewarding import meta_rewarding

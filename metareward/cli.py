@@ -11,21 +11,21 @@ this app alone; ``python -m flows`` is the whole command.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from metareward.runstore import store
 from metareward.config import config_from_dict
+from metareward.registry import BOOTSTRAP, ITERATION, STAGES, stage as spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Meta-Rewarding: actor, judge and meta-judge.")
-
-STAGES = ("prompts", "generate", "judge", "meta_judge", "pairs", "train", "benchmark")
 
 def run_dir(run: str, root: str) -> str:
     """A run given by name (under --root) or by its folder/URI."""
@@ -57,12 +57,62 @@ def status(
     for col in ("iter", "stage", "state", "counts", "seconds"):
         table.add_column(col)
     for t in range(0, cfg.run.iterations + 1):
-        for stage in STAGES if t else ("prompt_pool", "eft", "benchmark"):
+        for stage in ITERATION if t else (*BOOTSTRAP, "benchmark"):
             m = store.read_manifest(store.join(folder, f"iter_{t}", stage))
             counts = ", ".join(f"{k}={v}" for k, v in list(m.counts.items())[:4]) if m else ""
             state = "done" if m else "partial" if store.exists(store.join(folder, f"iter_{t}", stage)) else "-"
             table.add_row(str(t), stage, state, counts, f"{m.duration_s:.1f}" if m else "")
     Console(width=160).print(table)
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(metavar="STAGE", help="The stage: " + ", ".join(STAGES) + ".")],
+    run_name: Annotated[str, typer.Argument(metavar="RUN", help="Run name under --root, or the run folder/URI.")],
+    t: Annotated[int, typer.Option("--iter", help="The iteration (0: the seed-model stages).")] = 1,
+    root: Annotated[str, typer.Option(help="Store root holding the run.")] = "runs",
+    replica: Annotated[Optional[int], typer.Option(help="Compute only this replica's shards (0-based).")] = None,
+    replicas: Annotated[int, typer.Option(help="How many replicas share the stage's shards.")] = 1,
+    merge: Annotated[bool, typer.Option("--merge", help="Only read the replicas' shards and write the manifest.")] = False,
+    key: Annotated[Optional[str], typer.Option(help="Refuse to run unless the stage key is this one.")] = None,
+    progress_lines: Annotated[bool, typer.Option("--progress-lines", hidden=True)] = False,
+) -> None:
+    """Run one stage of a stored run, in this process, from the manifests in the run store.
+
+    What every stage process runs (a local replica, a deployment run in a container): `metareward stage judge
+    smoke --iter 1 --replica 0 --replicas 2` computes replica 0's shards of iteration 1's judge stage, then
+    `--merge` writes its manifest. Without --replica the whole stage runs and writes its manifest."""
+    from metareward.pipeline import calls
+    from metareward.pipeline.contract import launching
+    from metareward.runstore.shards import Part
+
+    spec(name)  # an unknown stage names the known ones
+    cfg = calls.stored_config(run_dir(run_name, root))
+    logging.getLogger("metareward").info("%s iter %d: stage process %d (%s)", name, t, os.getpid(),
+                                         "merge" if merge else f"replica {replica} of {replicas}"
+                                         if replica is not None else "whole stage")
+    mode = "merge" if merge else Part(replica, replicas) if replica is not None else None
+    with _progress_lines(progress_lines), launching(None, expected_key=key):
+        m = calls.run(cfg, name, t, mode)
+    typer.echo(f"{name} iter {t}: " + (f"manifest {m.uri}" if m else f"replica {replica} of {replicas} committed"))
+
+
+@contextlib.contextmanager
+def _progress_lines(on: bool):
+    """Progress as JSON lines on stdout, for the process that started this one (`metareward.pipeline.fanout`)."""
+    if not on:
+        yield
+        return
+    import json
+
+    from metareward import progress
+    from metareward.pipeline.fanout import PROGRESS_PREFIX
+
+    def emit(label: str, done: int, total: int) -> None:
+        print(PROGRESS_PREFIX + json.dumps({"label": label, "done": done, "total": total}), flush=True)
+
+    with progress.listening(emit):
+        yield
 
 
 @app.command()

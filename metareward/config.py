@@ -223,14 +223,22 @@ class EngineSection(_Section):
                             "64-128 is fastest.")
     shard_size: int = Field(
         128, ge=1, description="Work items per committed shard in generate (prompts), judge (responses) and meta-judge "
-        "(comparisons): each shard is written as soon as it is done, so a crash loses at most one shard. Shard i is "
-        "sampled with seed + i x 1000003, so a resumed stage equals an uninterrupted one.")
+        "(comparisons): the unit of commit and of fan-out (replica r of R computes shards r, r+R, ...), not of "
+        "batching: a replica hands all its shards to the engine at once and commits each as it ends, so a crash "
+        "loses only the shards in flight. Every sample has its own seed (from its item's place in the stage's "
+        "work list and its index), so rows depend neither on the shard size, nor on the replicas, nor on a resume.")
+    replicas: int = Field(
+        0, ge=0, description="Engine replicas a sharded stage (generate, judge, meta-judge) runs at once, each a "
+        "process with its own GPUs (tensor_parallel_size each) or its share of the CPU cores; on a pool, each a "
+        "deployment run. 0 = one per tensor_parallel_size GPUs of the worker, one on a CPU.")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
         "float32", description="Inference dtype. 'auto': on a CPU (transformers engine), bfloat16 where the CPU "
         "computes it natively (AVX512-BF16 or AMX) and float32 elsewhere; on a GPU, the checkpoint's dtype "
         "(vLLM: its own 'auto').")
     max_model_len: int = Field(4096, ge=128, description="Context length (vLLM).")
-    tensor_parallel_size: int = Field(1, ge=0, description="GPUs per vLLM engine (0 = every GPU of the worker).")
+    tensor_parallel_size: int = Field(1, ge=0, description="GPUs per vLLM engine replica (0 = every GPU of the "
+                                      "worker, one replica). A model that fits one GPU runs fastest as one replica per "
+                                      "GPU (1).")
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="vLLM GPU memory fraction.")
 
 
@@ -242,6 +250,11 @@ class StorageSection(_Section):
 
 
 class ExecutionSection(_Section):
+    stage_process: Literal["own", "inline"] = Field(
+        "own", description="local mode: 'own' runs each GPU stage (generate, judge, meta-judge, train, benchmark, "
+        "EFT, prompt pool) as processes of its own (`metareward stage`, engine.replicas of them for a sharded "
+        "stage), so its memory is free before the next; 'inline' runs it inside the flow's process (tests that "
+        "swap in stand-ins, debugging).")
     mode: Literal["local", "deployments"] = Field(
         "local", description="Where stages run: 'local' (this process) or 'deployments' (each GPU stage as its "
         "own Prefect deployment, run_deployment from the orchestrating flow; flows/stages.py).")

@@ -50,6 +50,15 @@ def stage(label: str) -> Iterator[None]:
         _stage.reset(token)
 
 
+def relay(label: str, done: int, total: int) -> None:
+    """Pass on a progress event that another process reported (a stage process's bar) to this block's listeners."""
+    for fn in _listeners.get():
+        try:
+            fn(label, done, total)
+        except Exception as e:  # noqa: BLE001
+            log.debug("progress listener failed: %s", e)
+
+
 def current_stage() -> str:
     return _stage.get()
 

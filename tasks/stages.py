@@ -10,6 +10,8 @@ Results are Manifests (a few KB of JSON), never models or datasets, serialised a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import task
@@ -82,6 +84,16 @@ COMMON = dict(cache_key_fn=manifest_cache_key, persist_result=True, result_seria
               retry_delay_seconds=5, retry_condition_fn=retry_worthwhile, on_completion=[file_under_next_key])
 
 
+@contextmanager
+def placed(cfg: RunConfig) -> Iterator[None]:
+    """GPU stages in processes of their own (``execution.stage_process=own``: `metareward.pipeline.fanout`, the
+    replicas of a sharded stage at once), else in this one."""
+    from metareward.pipeline import contract, fanout
+
+    with contract.launching(fanout.run_processes if cfg.execution.stage_process == "own" else None):
+        yield
+
+
 def _name(stage: str):
     return lambda: f"{stage}-iter{TaskRunContext.get().parameters['t']}"
 
@@ -95,31 +107,33 @@ def prompts(cfg: RunConfig, t: int, pool_m: Manifest | None = None) -> Manifest:
 def prompt_pool(cfg: RunConfig, t: int, model: ModelRef) -> Manifest:
     from metareward.pipeline import bootstrap
 
-    return bootstrap.prompt_pool(cfg, t, model)
+    with placed(cfg):
+        return bootstrap.prompt_pool(cfg, t, model)
 
 
 @task(name="eft", tags=["gpu"], task_run_name=_name("eft"), **COMMON)
 def eft(cfg: RunConfig, t: int, model: ModelRef) -> Manifest:
     from metareward.pipeline import bootstrap
 
-    return bootstrap.eft(cfg, t, model)
+    with placed(cfg):
+        return bootstrap.eft(cfg, t, model)
 
 
 @task(name="generate", tags=["gpu"], task_run_name=_name("generate"), **COMMON)
 def generate(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Manifest:
-    with progress_artifacts(cfg, t, "generate"):
+    with progress_artifacts(cfg, t, "generate"), placed(cfg):
         return stages.generate(cfg, t, model, prompts_m)
 
 
 @task(name="judge", tags=["gpu"], task_run_name=_name("judge"), **COMMON)
 def judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest) -> Manifest:
-    with progress_artifacts(cfg, t, "judge"):
+    with progress_artifacts(cfg, t, "judge"), placed(cfg):
         return stages.judge(cfg, t, model, generate_m)
 
 
 @task(name="meta_judge", tags=["gpu"], task_run_name=_name("meta_judge"), **COMMON)
 def meta_judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest, judge_m: Manifest) -> Manifest:
-    with progress_artifacts(cfg, t, "meta_judge"):
+    with progress_artifacts(cfg, t, "meta_judge"), placed(cfg):
         return stages.meta_judge(cfg, t, model, generate_m, judge_m)
 
 
@@ -130,13 +144,13 @@ def build_pairs(cfg: RunConfig, t: int, generate_m: Manifest, judge_m: Manifest,
 
 @task(name="train", tags=["gpu"], task_run_name=_name("train"), **COMMON)
 def train(cfg: RunConfig, t: int, model: ModelRef, pairs_m: Manifest) -> Manifest:
-    with progress_artifacts(cfg, t, "train"):
+    with progress_artifacts(cfg, t, "train"), placed(cfg):
         return stages.train(cfg, t, model, pairs_m)
 
 
 @task(name="benchmark", tags=["gpu"], task_run_name=_name("benchmark"), **COMMON)
 def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Manifest:
-    with progress_artifacts(cfg, t, "benchmark"):
+    with progress_artifacts(cfg, t, "benchmark"), placed(cfg):
         return stages.benchmark(cfg, t, model, prompts_m)
 
 

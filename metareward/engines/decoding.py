@@ -98,39 +98,65 @@ def cache_kwarg(model) -> str:
 # ------------------------------------------------------------------------------------------------ sampling
 
 
-def _pick(probs: torch.Tensor, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Index drawn from the nucleus of each row of ``probs`` (true probabilities, sorted descending).
+def _pick(probs: torch.Tensor, top_p: float, u: torch.Tensor) -> torch.Tensor:
+    """Index drawn from the nucleus of each row of ``probs`` (true probabilities, sorted descending), by inverse
+    CDF at the row's uniform ``u`` [B, 1] in [0, 1).
 
     The nucleus is the shortest head whose mass reaches ``top_p``: a token is kept when the mass before it is
     below ``top_p`` (so the token that crosses the threshold is kept, as in transformers' TopPLogitsWarper).
     """
     cum = probs.cumsum(-1)
     kept = torch.where(cum - probs < top_p, probs, torch.zeros_like(probs)).cumsum(-1)
-    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device) * kept[:, -1:]
-    return torch.searchsorted(kept, u).squeeze(1).clamp_(max=probs.shape[1] - 1)
+    return torch.searchsorted(kept, u * kept[:, -1:]).squeeze(1).clamp_(max=probs.shape[1] - 1)
 
 
-def nucleus_sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None,
+def nucleus_sample(logits: torch.Tensor, temperature: float, top_p: float, uniforms: torch.Tensor | None,
                    candidates: int = CANDIDATES) -> torch.Tensor:
-    """One token per row of ``logits`` [B, V]: greedy when ``temperature <= 0``, else temperature + top-p."""
+    """One token per row of ``logits`` [B, V]: greedy when ``temperature <= 0`` (``uniforms`` unused, may be
+    None), else temperature + top-p, row b drawn by inverse CDF at ``uniforms[b]`` ([B, 1], each in [0, 1)).
+
+    The caller supplies the uniforms so each row can draw from its own random stream (`row_uniforms`)."""
     if temperature <= 0:
         return logits.argmax(-1)
+    if uniforms is None:
+        raise ValueError("sampling (temperature > 0) needs one uniform per row")
+    u = uniforms.to(device=logits.device, dtype=torch.float32)
     x = logits.float() / temperature
     log_z = torch.logsumexp(x, -1, keepdim=True)
     if top_p >= 1.0:  # the whole vocabulary: inverse CDF, no sort needed
         probs = (x - log_z).exp()
-        u = torch.rand((x.shape[0], 1), generator=generator, device=x.device) * probs.sum(-1, keepdim=True)
-        return torch.searchsorted(probs.cumsum(-1), u).squeeze(1).clamp_(max=x.shape[1] - 1)
+        return torch.searchsorted(probs.cumsum(-1), u * probs.sum(-1, keepdim=True)).squeeze(1).clamp_(
+            max=x.shape[1] - 1)
     c = min(candidates, x.shape[-1])
     top_x, top_i = x.topk(c, dim=-1)  # sorted, most likely first
     top_p_probs = (top_x - log_z).exp()
-    tokens = top_i.gather(1, _pick(top_p_probs, top_p, generator)[:, None]).squeeze(1)
+    tokens = top_i.gather(1, _pick(top_p_probs, top_p, u)[:, None]).squeeze(1)
     wide = top_p_probs.sum(-1) < top_p  # the nucleus does not fit in the candidates: sort those rows fully
     if bool(wide.any()):
         rows = wide.nonzero().squeeze(1)
-        sx, si = x[rows].sort(-1, descending=True)
-        tokens[rows] = si.gather(1, _pick((sx - log_z[rows]).exp(), top_p, generator)[:, None]).squeeze(1)
+        sx, si = x[rows].sort(-1, descending=True)  # (the row's same uniform: its first pick is discarded)
+        tokens[rows] = si.gather(1, _pick((sx - log_z[rows]).exp(), top_p, u[rows])[:, None]).squeeze(1)
     return tokens
+
+
+def row_seeds(seeds: list[int], repeats: int) -> list[int]:
+    """The stream of each row: sample ``j`` of prompt ``r`` (row ``r * repeats + j``) draws from ``seeds[r] + j``
+    (vLLM's rule, `metareward.engines.base`).
+
+    >>> row_seeds([10, 20], 2)
+    [10, 11, 20, 21]
+    """
+    return [s + j for s in seeds for j in range(repeats)]
+
+
+def row_uniforms(seeds: list[int], steps: int, device=None) -> torch.Tensor:
+    """[len(seeds), steps]: row r's uniform at decode step t is the t-th draw of a CPU ``torch.Generator`` seeded
+    with ``seeds[r]``, so a row's randomness depends on its own seed and step only (not on its batch or the rows
+    beside it). Drawn up front: one table is cheaper than one generator call per row and step, and identical."""
+    table = torch.empty((len(seeds), steps))
+    for r, s in enumerate(seeds):
+        torch.rand(steps, generator=torch.Generator().manual_seed(s), out=table[r])
+    return table.to(device) if device is not None else table
 
 
 # ------------------------------------------------------------------------------------------------ decode
@@ -298,12 +324,16 @@ def _score_rows(model, cache: TreeCache, idx: torch.Tensor, feed: torch.Tensor, 
 
 @torch.inference_mode()
 def decode(model, prompts: list[list[int]], repeats: int, *, max_new_tokens: int, temperature: float,
-           top_p: float, stop_ids: list[int], pad_id: int, generator: torch.Generator | None,
+           top_p: float, stop_ids: list[int], pad_id: int, seeds: list[int] | None = None,
            score_suffix: list[int] | None = None, score_choices: list[int] | None = None,
            on_rows_done: Callable[[int], None] | None = None):
     """``repeats`` samples for each tokenised prompt; rows ``r*repeats .. r*repeats+repeats-1`` belong to prompt
     ``r``. Each row's tokens end before its first stop token (or after ``max_new_tokens``); the stop token is
     kept as the last token when one was produced, so callers can tell "stop" from "length".
+
+    ``seeds`` (one per prompt; needed when ``temperature > 0``): sample ``j`` of prompt ``r`` draws one uniform
+    per step from its own stream ``seeds[r] + j`` (`row_seeds`, `row_uniforms`); the draws follow the row when
+    finished rows are dropped. Greedy draws nothing.
 
     With ``score_suffix`` and ``score_choices`` (token ids), each row is also scored where it ends: the suffix
     (e.g. "\nScore: ") is fed after the row's own tokens, on the KV cache it already has, and the log-probs of
@@ -314,6 +344,9 @@ def decode(model, prompts: list[list[int]], repeats: int, *, max_new_tokens: int
     decodes; the calls add up to the number of rows."""
     device = next(model.parameters()).device
     scoring = score_suffix is not None and score_choices is not None
+    if temperature > 0 and (seeds is None or len(seeds) != len(prompts)):
+        raise ValueError(f"sampling needs one seed per prompt, got {seeds!r} for {len(prompts)} prompts")
+    draws = row_uniforms(row_seeds(seeds, repeats), max_new_tokens, device) if temperature > 0 else None
     extra = max_new_tokens + (len(score_suffix) + 1 if scoring else 0)
     cache, logits, mask, last = prefill(model, prompts, pad_id, extra)
     if repeats > 1:  # one prefill per prompt; its n samples read it as a shared level of the cache
@@ -341,7 +374,8 @@ def decode(model, prompts: list[list[int]], repeats: int, *, max_new_tokens: int
 
     with shared_prefix_attention(model), output_head_in_slices(model):
         for step in range(max_new_tokens):
-            tok = nucleus_sample(logits, temperature, top_p, generator)
+            u = None if draws is None else draws[rows, step].unsqueeze(1)  # each live row's own draw
+            tok = nucleus_sample(logits, temperature, top_p, u)
             out[rows, step] = tok
             ended = live & torch.isin(tok, stop)
             if scoring:  # score rows now, before their cache moves on: stopped rows, and all live rows at the end

@@ -1,7 +1,8 @@
 """A deterministic fake engine that writes canned actor, judge and meta-judge text.
 
-It lets the whole pipeline (stages, tasks, flows) run in a unit test in milliseconds. Every output is a pure
-function of (prompt, sample index, seed), so reruns are reproducible. Scores grow with the response length
+It lets the whole pipeline (stages, tasks, flows) run in a unit test in milliseconds. Sample ``j`` of prompt ``i``
+is a pure function of (prompt, ``seed[i] + j``), the stream a real engine would draw it from
+(`metareward.engines.base`), so reruns are reproducible and a sample does not depend on the other prompts. Scores grow with the response length
 and verdicts favour the judgment whose score is closer to that, so pairs come out non-degenerate.
 """
 
@@ -11,7 +12,7 @@ import hashlib
 import re
 
 from metareward import progress
-from metareward.engines.base import Completion, Sampling
+from metareward.engines.base import Completion, Sampling, Seeds, prompt_seeds
 from metareward.method.prompts import JUDGE_HEAD, META_JUDGE_HEAD
 
 
@@ -28,17 +29,18 @@ class FakeEngine:
         self.context_length = context_length  # None: no limit; else prompts are measured in words (prompt_tokens)
         self.calls: list[tuple[str, int]] = []
 
-    def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
+    def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: Seeds) -> list[list[Completion]]:
         self.calls.append(("generate", len(prompts) * n))
         bar = progress.tracker(len(prompts) * n, "generate")
         out = []
-        for p in prompts:
-            out.append([self._one(p, i, seed) for i in range(n)])
+        for p, s in zip(prompts, prompt_seeds(seed, len(prompts), n)):
+            out.append([self._one(p, s + j) for j in range(n)])
             bar.advance(n)
         return out
 
-    def _one(self, prompt: str, i: int, seed: int) -> Completion:
-        h = _h(prompt, i, seed)
+    def _one(self, prompt: str, stream: int) -> Completion:
+        """One sample, from the prompt and its stream's seed only."""
+        h = _h(prompt, stream)
         if prompt.startswith(META_JUDGE_HEAD):
             text = f"Judgment {'AB'[h % 2]} applies the rubric more carefully.\nWinner: Judgment {'AB'[h % 2]}"
         elif prompt.startswith(JUDGE_HEAD):

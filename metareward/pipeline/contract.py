@@ -14,52 +14,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 
 from metareward import progress
 from metareward.config import RunConfig, schedule
+from metareward.registry import PIPELINE, stage as spec
 from metareward.records import Manifest
 from metareward.runstore import shards, store
 from metareward.runstore.code import code_digest as _digest_of
 
 log = logging.getLogger("metareward")
 
-# The config sections each stage reads: changing dpo.beta re-keys train and what follows, nothing before it.
-SECTIONS = {
-    "prompts": ("prompts",),
-    "generate": ("actor", "engine", "model"),
-    "judge": ("judge", "engine", "model"),
-    # l2 and position_weights are read by the pairs stage only: changing them must not re-run the meta-judge
-    "meta_judge": ("meta_judge.sampling", "meta_judge.scoring", "meta_judge.strip_score", "engine", "model"),
-    "pairs": ("pairs", "meta_judge"),
-    "train": ("dpo", "model"),
-    "benchmark": ("eval", "judge", "engine", "model"),
-    # run once before iteration 1 (iteration-0 folder): see metareward/pipeline/bootstrap.py
-    "prompt_pool": ("prompt_pool", "prompts", "engine", "model"),
-    "eft": ("eft", "judge", "engine", "model"),
-}
-# The modules whose code is part of a stage's key (names under metareward.), so a code change recomputes what it
-# affects. The engines include the CPU engine's decode loop and attention: they decide the sampled texts as much
-# as the engine does. The pipeline's own modules (PIPELINE) are part of every key.
-PIPELINE = ("pipeline.contract", "pipeline.modelrefs", "pipeline.roles", "pipeline.stages")
-ENGINES = ("engines.transformers_engine", "engines.choice_scoring", "engines.decoding", "engines.shared_prefix",
-           "engines.tokens", "engines.vllm_engine", "engines.fake")
-CODE = {
-    "prompts": ("inputs.prompt_sets", "inputs.prompt_sources", "inputs.dedupe", "inputs.decontam"),
-    "prompt_pool": ("pipeline.bootstrap", "inputs.prompt_pool", "inputs.prompt_sets", "inputs.prompt_sources",
-                    "inputs.dedupe", "inputs.decontam", *ENGINES),
-    "eft": ("pipeline.bootstrap", "inputs.eft", "training.sft", "method.parsing", "method.prompts", *ENGINES),
-    "generate": ENGINES,
-    "judge": (*ENGINES, "method.parsing", "method.prompts"),
-    "meta_judge": (*ENGINES, "method.parsing", "method.prompts", "method.pairs"),
-    "pairs": ("method.pairs", "method.scoring", "method.prompts"),
-    "train": ("training.dpo",),
-    "benchmark": (*ENGINES, "method.parsing", "method.prompts", "pipeline.benchmark", "evals.bench", "evals.judges",
-                  "evals.mtbench", "evals.alpaca", "evals.arena_hard", "evals.agreement", "evals.io"),
-}
 VERSIONED = ("torch", "transformers", "trl", "vllm", "prefect", "pydantic")
 
 
@@ -90,13 +60,14 @@ class Output:
 
 
 def code_digest(stage: str) -> str:
-    """The digest of the code a stage runs: `PIPELINE` and the stage's `CODE` modules, by content."""
-    return _digest_of(f"metareward.{m}" for m in (*PIPELINE, *CODE[stage]))[:16]
+    """The digest of the code a stage runs: `PIPELINE` and the stage's own modules (`metareward.registry`), by
+    content."""
+    return _digest_of(f"metareward.{m}" for m in (*PIPELINE, *spec(stage).code))[:16]
 
 
 def stage_key(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str]) -> str:
     """The digest that decides whether a stage's stored output can be reused."""
-    parts = [stage, str(t), str(cfg.run.seed), cfg.digest(*SECTIONS[stage]), code_digest(stage)]
+    parts = [stage, str(t), str(cfg.run.seed), cfg.digest(*spec(stage).sections), code_digest(stage)]
     parts += [f"{k}={v}" for k, v in sorted(inputs.items())]
     if stage == "pairs":  # the per-iteration schedules are resolved here so other iterations don't re-key
         parts.append(repr(pair_settings(cfg, t)))
@@ -118,6 +89,27 @@ def _versions() -> dict[str, str]:
     return out
 
 
+# How `execute` runs a GPU stage's body. The task layer sets a launcher (`metareward.pipeline.fanout`): the stage
+# then runs in processes of its own, and a sharded stage is merged here. A stage process is told the key its
+# caller computed, and refuses another (its store or code differs).
+Launcher = Callable[[RunConfig, str, int, str], None]
+_launcher: ContextVar[Launcher | None] = ContextVar("stage_launcher", default=None)
+_expected_key: ContextVar[str | None] = ContextVar("expected_stage_key", default=None)
+_launched_at: ContextVar[float | None] = ContextVar("stage_launched_at", default=None)
+
+
+@contextmanager
+def launching(launcher: Launcher | None, expected_key: str | None = None) -> Iterator[None]:
+    """Inside, GPU stages run through ``launcher(cfg, stage, t, key)`` (None: in this process), and a stage whose
+    key is not ``expected_key`` (when given) is refused."""
+    tokens = (_launcher.set(launcher), _expected_key.set(expected_key))
+    try:
+        yield
+    finally:
+        _launcher.reset(tokens[0])
+        _expected_key.reset(tokens[1])
+
+
 def execute(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], body: Callable[[str], Output]) -> Manifest:
     """Run ``body(stage_folder)`` unless a manifest with the same key exists; write the manifest last."""
     folder = store.stage_uri(cfg.storage.root, cfg.run.name, t, stage)
@@ -126,10 +118,39 @@ def execute(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], body: Ca
     if done is not None and done.key == key:
         log.info("%s iter %d: done already (manifest %s), skipping", stage, t, key)
         return done
+    expected = _expected_key.get()
+    if expected is not None and expected != key:
+        raise StageError(f"{stage} iter {t}: this process computes the stage key {key}, its caller {expected}: "
+                         "the run store's config or the code differs from the caller's")
+    launch = _launcher.get()
+    if launch is not None and spec(stage).device == "gpu":
+        return _launched(launch, stage, cfg, t, inputs, key, folder, body)
+    return _run_body(stage, cfg, t, inputs, key, folder, body)
+
+
+def _launched(launch: Launcher, stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], key: str, folder: str,
+              body: Callable[[str], Output]) -> Manifest:
+    """The stage in processes of its own; a sharded one's shards merged here, any other's manifest read back."""
+    token = _launched_at.set(time.perf_counter())  # the stage's seconds count its processes too
+    try:
+        launch(cfg, stage, t, key)
+        if spec(stage).sharded:
+            with shards.computing("merge"):
+                return _run_body(stage, cfg, t, inputs, key, folder, body)
+    finally:
+        _launched_at.reset(token)
+    m = store.read_manifest(folder)
+    if m is None or m.key != key:
+        raise StageError(f"{stage} iter {t}: the stage process ended without writing its manifest ({folder})")
+    return m
+
+
+def _run_body(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], key: str, folder: str,
+              body: Callable[[str], Output]) -> Manifest:
     store.invalidate(folder)
     store.remove_temporaries(folder)  # half-written files of an interrupted attempt
     log.info("%s iter %d: running", stage, t)
-    start = time.perf_counter()
+    start = started(time.perf_counter())
     try:
         with progress.stage(f"{stage} iter {t}"):
             out = body(folder)
@@ -150,12 +171,30 @@ def execute(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], body: Ca
     return manifest
 
 
+def started(now: float) -> float:
+    """When the stage started (`time.perf_counter`): its launch, when it ran in processes of its own, else ``now``."""
+    at = _launched_at.get()
+    return now if at is None else at
+
+
 def write_rows(out: Output, folder: str, name: str, rows) -> None:
     uri = store.join(folder, f"{name}.jsonl")
     out.add(name, uri, store.write_jsonl(uri, rows))
 
 
-def sharded(cfg: RunConfig, t: int, stage: str, inputs: dict[str, str], folder: str, items, work, model):
-    """`shards.run_sharded` in this stage's key-named shard folder."""
+def sharded(cfg: RunConfig, t: int, stage: str, inputs: dict[str, str], folder: str, items, work, model,
+            together=None):
+    """`shards.run_sharded` in this stage's key-named shard folder, its seeds spaced by the stage's samples per
+    item (`metareward.registry`)."""
     where = shards.shard_dir(folder, stage_key(stage, cfg, t, inputs))
-    return shards.run_sharded(where, items, cfg.engine.shard_size, work, model, cfg.run.seed)
+    field = spec(stage).samples
+    samples = int(_pick_field(cfg, field)) if field else 1
+    return shards.run_sharded(where, items, cfg.engine.shard_size, work, model,
+                              shards.seed_base(cfg.run.seed, stage, t), samples, together)
+
+
+def _pick_field(cfg: RunConfig, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 _OOM_CLASSES = {"OutOfMemoryError", "MemoryError"}  # torch.OutOfMemoryError (CUDA), Python's MemoryError
 _OOM_TEXT = ("out of memory", "cuda error: out of memory", "no available memory for the cache blocks",
              "insufficient memory", "not enough memory", "defaultcpuallocator: can't allocate memory")
-ENGINE_STAGES = {"generate", "judge", "meta_judge", "benchmark", "prompt_pool"}
 
 
 def is_oom(e: BaseException) -> bool:

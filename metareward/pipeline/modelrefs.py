@@ -1,28 +1,79 @@
 """The models the stages pass one another (`ModelRef`: a URI and a digest) and the engines opened on them: M_0
 (the seed model, or its EFT'd version), M_t from a train manifest.
+
+M_0 travels like M_t. The orchestrator's `base_model` resolves ``model.path`` on its own machine (the embedded
+SmolLM2 converted once, a local folder, or a hub id downloaded once), names it by its content digest, copies it
+to an ``s3://`` store once (``<storage.root>/models/<digest>/``, shared by the runs of that store; on a local
+store the folder is used in place) and records the result in ``<run>/iter_0/seed_model.json``. A stage process
+elsewhere (a container, another host) calls `base_model` too and gets that record, so it never needs the folder
+or the hub; it pulls the store copy into its model cache (`open_model_engine`, `remote.local_model`).
+
+    <run>/iter_0/seed_model.json   {"made_from": "/models/m0", "model": {"uri": "s3://b/runs/models/3f2a...",
+                                    "digest": "3f2a...", "iteration": 0}}
 """
 
 from __future__ import annotations
 
-import hashlib
 from importlib import metadata
 
 from metareward.config import RunConfig
 from metareward.records import Manifest, ModelRef
 from metareward.pipeline.contract import StageError
-from metareward.runstore import store
+from metareward.runstore import remote, store
+
+SEED_RECORD = "seed_model.json"
 
 
-def base_model(cfg: RunConfig) -> ModelRef:
-    """M_0: the configured seed model, or the embedded SmolLM2 converted once into the cache."""
-    from metareward.engines.models import EMBEDDED_DIST, resolve_model
+def base_model(cfg: RunConfig, refresh: bool = False) -> ModelRef:
+    """M_0: the run store's record when it was made from the same ``model.path`` (so a stage process needs neither
+    the folder nor the hub), else the seed model imported into the store and recorded. ``refresh`` imports
+    again even over a matching record (a folder edited in place gets its new digest; an unchanged one is not
+    read again, `remote.cached_folder_digest`)."""
+    record, source = seed_record_uri(cfg), seed_source(cfg.model.path)
+    ref = None if refresh else recorded_model(record, source)
+    if ref is None:
+        ref = import_model(cfg, cfg.model.path)
+        if recorded_model(record, source) != ref:
+            store.write_json(record, {"made_from": source, "model": ref.model_dump(mode="json")})
+    return ref
 
-    uri = resolve_model(cfg.model.path, cfg.storage.model_cache)
-    if cfg.model.path is None:
-        ident = f"embedded:{EMBEDDED_DIST}=={metadata.version(EMBEDDED_DIST)}"
-    else:
-        ident = f"path:{cfg.model.path}"
-    return ModelRef(uri=uri, digest=hashlib.sha256(ident.encode()).hexdigest()[:16], iteration=0)
+
+def seed_record_uri(cfg: RunConfig) -> str:
+    return store.join(store.run_uri(cfg.storage.root, cfg.run.name), "iter_0", SEED_RECORD)
+
+
+def seed_source(path: str | None) -> str:
+    """What M_0 is made from: ``model.path`` as configured, or the embedded model's wheel and version."""
+    if path is not None:
+        return path
+    from metareward.engines.models import EMBEDDED_DIST
+
+    try:
+        return f"embedded:{EMBEDDED_DIST}=={metadata.version(EMBEDDED_DIST)}"
+    except metadata.PackageNotFoundError:  # matches no record; importing then says which wheel is missing
+        return f"embedded:{EMBEDDED_DIST}"
+
+
+def recorded_model(record: str, source: str) -> ModelRef | None:
+    """The recorded M_0 if it was made from ``source``, else None."""
+    if not store.exists(record):
+        return None
+    rec = store.read_json(record)
+    if not isinstance(rec, dict) or rec.get("made_from") != source:
+        return None
+    return ModelRef.model_validate(rec["model"])
+
+
+def import_model(cfg: RunConfig, path: str | None) -> ModelRef:
+    """The model at ``path`` as a folder of this machine, named by its content digest; on an ``s3://`` store its
+    URI is the store copy (uploaded once), on a local store the folder itself."""
+    from metareward.engines.models import model_folder
+
+    folder = model_folder(path, cfg.storage.model_cache)
+    digest = remote.cached_folder_digest(folder, cfg.storage.model_cache)
+    root = cfg.storage.root
+    uri = remote.store_model(folder, digest, root) if remote.is_remote(root) else folder
+    return ModelRef(uri=uri, digest=digest, iteration=0)
 
 
 def initial_model(cfg: RunConfig) -> ModelRef:
@@ -50,9 +101,7 @@ def train_manifest(cfg: RunConfig, t: int) -> Manifest:
 def open_model_engine(cfg: RunConfig, model: ModelRef):
     from metareward.engines import open_engine
 
-    from metareward.runstore.remote import local_model
-
-    path = local_model(model.uri, model.digest, cfg.storage.model_cache)  # an s3:// model is pulled once
+    path = remote.local_model(model.uri, model.digest, cfg.storage.model_cache)  # an s3:// model is pulled once
     return open_engine(cfg.engine.backend, path, engine_cfg=cfg.engine, model_cfg=cfg.model, seed=cfg.run.seed)
 
 

@@ -10,7 +10,7 @@ import math
 from collections import Counter
 
 from metareward.config import RunConfig
-from metareward.engines.base import Sampling
+from metareward.engines.base import Sampling, Seeds
 from metareward.records import Judgment, MetaVerdict, Response
 
 log = logging.getLogger("metareward")
@@ -34,7 +34,7 @@ def fits_context(engine, items: list, texts: list[str], max_new_tokens: int) -> 
 
 
 def judge_responses(engine, cfg: RunConfig, responses: list[Response], n: int,
-                     seed: int | None = None) -> list[Judgment]:
+                    seed: Seeds | None = None) -> list[Judgment]:
     """N judgments per response with the paper's prompt, scored by parsing or by expected value."""
     from metareward.method import parsing
     from metareward.method.prompts import SCORE_CHOICES, SCORE_PREFIX, render_judge
@@ -78,7 +78,7 @@ def judge_responses(engine, cfg: RunConfig, responses: list[Response], n: int,
     return rows
 
 
-def reason(engine, texts: list[str], n: int, sampling, seed: int):
+def reason(engine, texts: list[str], n: int, sampling, seed: Seeds):
     """The judge's or meta-judge's free text; with max_new_tokens=0 ('expected' mode) there is none."""
     if sampling.max_new_tokens == 0:
         from metareward.engines.base import Completion
@@ -91,13 +91,16 @@ def forced(reasoning: str, prefix: str) -> str:
     return f"{reasoning}\n{prefix}" if reasoning else prefix
 
 
-def judgeable(engine, cfg: RunConfig, responses: list[Response]) -> list[Response]:
-    """Responses whose judge prompt fits the context (the rest get no judgment: counted, then 'unscored')."""
+def judgeable(engine, cfg: RunConfig, responses: list[Response],
+              seeds: list[int]) -> tuple[list[Response], list[int]]:
+    """Responses whose judge prompt fits the context, with their seeds (the rest get no judgment: counted, then
+    'unscored')."""
     from metareward.method.prompts import render_judge
 
     extra = 2 if cfg.judge.scoring == "expected" else 0  # the forced "Score: " and the digit
-    return fits_context(engine, responses, [render_judge(r.prompt, r.text) for r in responses],
+    kept = fits_context(engine, list(zip(responses, seeds)), [render_judge(r.prompt, r.text) for r in responses],
                         cfg.judge.sampling.max_new_tokens + extra)
+    return [r for r, _ in kept], [s for _, s in kept]
 
 
 def meta_requests(cfg, targets, responses, judgments) -> list[tuple[Response, Judgment, Judgment, str]]:
@@ -118,7 +121,7 @@ def meta_requests(cfg, targets, responses, judgments) -> list[tuple[Response, Ju
     return requests
 
 
-def run_meta(engine, cfg: RunConfig, requests, seed: int | None = None) -> list[MetaVerdict]:
+def run_meta(engine, cfg: RunConfig, requests, seed: Seeds | None = None) -> list[MetaVerdict]:
     from metareward.method import parsing
     from metareward.method.prompts import VERDICT_CHOICES, VERDICT_PREFIX
 

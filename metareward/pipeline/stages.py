@@ -13,7 +13,8 @@ from collections import Counter
 from metareward.config import RunConfig
 from metareward.engines.base import Sampling
 from metareward.inputs import prompt_sets
-from metareward.pipeline.contract import Output, StageError, execute, pair_settings, sharded, stage_key, write_rows
+from metareward.pipeline.contract import (Output, StageError, execute, pair_settings, sharded, stage_key, started,
+                                          write_rows)
 from metareward.pipeline import modelrefs  # modelrefs.open_model_engine is looked up per call: tests swap it
 from metareward.pipeline.modelrefs import LazyEngine, base_model, initial_model, model_of
 from metareward.pipeline.roles import (fits_context, judge_responses, judgeable, mean, meta_requests, run_meta,
@@ -63,9 +64,12 @@ def generate(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Ma
     def body(folder: str) -> Output:
         rows = store.read_jsonl(prompts_m.files["prompts"], Prompt)
 
-        def work(engine, chunk: list[Prompt], seed: int) -> list[Response]:
-            chunk = fits_context(engine, chunk, [p.prompt for p in chunk], cfg.actor.sampling.max_new_tokens)
-            outs = engine.generate([p.prompt for p in chunk], cfg.actor.k, to_sampling(cfg.actor.sampling), seed)
+        def work(engine, chunk: list[Prompt], seeds: list[int]) -> list[Response]:
+            kept = fits_context(engine, list(zip(chunk, seeds)), [p.prompt for p in chunk],
+                                cfg.actor.sampling.max_new_tokens)
+            chunk = [p for p, _ in kept]
+            outs = engine.generate([p.prompt for p in chunk], cfg.actor.k, to_sampling(cfg.actor.sampling),
+                                   [s for _, s in kept])
             return [Response(id=f"{p.id}-r{k}", prompt_id=p.id, prompt=p.prompt, text=c.text, n_tokens=c.n_tokens,
                              finish_reason=c.finish_reason) for p, cs in zip(chunk, outs) for k, c in enumerate(cs)]
 
@@ -84,14 +88,18 @@ def generate(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Ma
 
 def _on_engine(cfg: RunConfig, t: int, stage: str, inputs: dict[str, str], folder: str, model: ModelRef, items,
                work, record) -> tuple[list, dict, float]:
-    """``work(engine, chunk, seed)`` over ``items`` in the stage's shards (`contract.sharded`), on an engine of
-    ``model`` opened at the first chunk that needs it (a resumed stage whose shards are all done loads no model)
-    and closed after: the rows, the shard counts and the seconds it took."""
+    """``work(engine, chunk, seeds)`` over ``items`` in the stage's shards (`contract.sharded`), all handed to
+    the engine at once (`run_together`), on an engine of ``model`` opened only if a shard is left to compute (a
+    resumed stage whose shards are all done, or a merge, loads no model) and closed after: the rows, the shard
+    counts and the seconds it took."""
+    from metareward.engines.base import run_together
+
     engine = LazyEngine(cfg, model)
     try:
-        start = time.perf_counter()
+        start = started(time.perf_counter())
         rows, counts = sharded(cfg, t, stage, inputs, folder, items,
-                               lambda chunk, seed: work(engine.get(), chunk, seed), record)
+                               lambda chunk, seeds: work(engine.get(), chunk, seeds), record,
+                               together=lambda jobs: run_together(engine.get(), jobs))
         return rows, counts, time.perf_counter() - start
     finally:
         engine.close()
@@ -111,8 +119,9 @@ def judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest) -> Mani
     def body(folder: str) -> Output:
         responses = store.read_jsonl(generate_m.files["responses"], Response)
 
-        def work(engine, chunk: list[Response], seed: int) -> list[Judgment]:
-            return judge_responses(engine, cfg, judgeable(engine, cfg, chunk), cfg.judge.n, seed)
+        def work(engine, chunk: list[Response], seeds: list[int]) -> list[Judgment]:
+            kept, kept_seeds = judgeable(engine, cfg, chunk, seeds)
+            return judge_responses(engine, cfg, kept, cfg.judge.n, kept_seeds)
 
         rows, shard_counts, secs = _on_engine(cfg, t, "judge", inputs, folder, model, responses, work, Judgment)
         out = Output(counts={**score_counts(rows),
@@ -165,7 +174,7 @@ def meta_judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest, ju
         targets, skipped = P.meta_targets(responses, judgments, cfg.run.seed)
         requests = meta_requests(cfg, targets, responses, judgments)
         verdicts, shard_counts, secs = _on_engine(cfg, t, "meta_judge", inputs, folder, model, requests,
-                                                  lambda engine, chunk, seed: run_meta(engine, cfg, chunk, seed),
+                                                  lambda engine, chunk, seeds: run_meta(engine, cfg, chunk, seeds),
                                                   MetaVerdict)
         decided = sum(v.winner is not None for v in verdicts)
         out = Output(counts={"targets": len(targets), "calls": len(verdicts), "decided": decided,

@@ -20,10 +20,11 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from metareward.registry import STAGES
 from metareward.runstore import store
 from metareward.records import Judgment, Manifest, PreferencePair, Response
 
-STAGE_ORDER = ("prompt_pool", "eft", "prompts", "generate", "judge", "meta_judge", "pairs", "train", "benchmark")
+STAGE_ORDER = tuple(STAGES)
 REPORT_DIR = "report"
 
 

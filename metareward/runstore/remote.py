@@ -2,21 +2,31 @@
 
 Engines and trainers read and write plain folders, so a GPU stage working on an S3 store
 
-* pulls the model folder it needs into a local cache once, keyed by the model's digest (``local_model``), and
+* pulls the model folder it needs into a local cache once, keyed by the model's digest (``local_model``),
 * trains into a local scratch folder, then pushes every file into the store (``model_output``); the stage's
-  manifest is written by ``stages.execute`` after this returns, so it is never in the store before its data.
+  manifest is written by ``stages.execute`` after this returns, so it is never in the store before its data, and
+* finds M_0 in the store too: the orchestrator copies the seed model's folder once to
+  ``<storage.root>/models/<digest>/``, shared by every run under that root, with ``<digest>.complete`` written
+  after its last file (``store_model``).
 
-On a local store both are no-ops: the folder is used in place. Credentials and the endpoint come from the
-environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...) through s3fs; nothing here sees them.
+Digesting a large local folder reads every byte, so ``cached_folder_digest`` remembers a folder's digest in the
+model cache under its files' names, sizes and mtimes. On a local store nothing is copied: the folder is used in
+place. Credentials and the endpoint come from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_ENDPOINT_URL, ...) through s3fs; nothing here sees them.
 
     >>> is_remote("/data/runs/smoke/iter_1/train/model"), is_remote("s3://bucket/runs/smoke/iter_1/train/model")
     (False, True)
+    >>> store_uri("s3://bucket/runs", "0123abcd")
+    's3://bucket/runs/models/0123abcd'
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
+import os
 import shutil
 import tempfile
 import uuid
@@ -27,7 +37,9 @@ from metareward.runstore import store
 
 log = logging.getLogger("metareward")
 
-COMPLETE = ".complete"  # marker written into a cached copy after its last file
+COMPLETE = ".complete"  # marker written into a cached copy after its last file (beside a store copy)
+MODELS = "models"  # <storage.root>/models/<digest>/: seed models, shared by the runs of one store
+DIGESTS = "digests"  # <model cache>/digests/: a local folder's digest, by its files' names, sizes and mtimes
 
 
 def is_remote(uri: str) -> bool:
@@ -78,13 +90,79 @@ def download_folder(uri: str, dest: Path) -> None:
         store.retrying(path, "download", lambda: fs.get_file(path, str(local)))
 
 
+def folder_files(local: str | Path) -> list[tuple[str, Path]]:
+    """(relative name, path) of every file ``store.folder_digest`` reads in a local folder, sorted: symlinks
+    followed (a Hugging Face snapshot links its files into a blob store), no ``.tmp-*`` leftovers."""
+    root = Path(local)
+    found = []
+    for dirpath, _, names in os.walk(root, followlinks=True):
+        for name in names:
+            path = Path(dirpath, name)
+            rel = path.relative_to(root).as_posix()
+            if not rel.startswith(".tmp-") and path.is_file():
+                found.append((rel, path))
+    return sorted(found)
+
+
 def upload_folder(local: str | Path, uri: str) -> None:
     """Every file under the local folder to ``uri`` (same relative names); the folder's digest is unchanged."""
     fs = store.fs_for(uri)
-    root = Path(local)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        target = store.join(uri, path.relative_to(root).as_posix())
+    for rel, path in folder_files(local):
+        target = store.join(uri, rel)
         store.retrying(target, "upload", lambda: fs.put_file(str(path), target))
+
+
+def fingerprint(local: str | Path) -> str:
+    """What changes when any file of the folder does, read from the file system's metadata only."""
+    h = hashlib.sha256()
+    for rel, path in folder_files(local):
+        st = path.stat()
+        h.update(json.dumps([rel, st.st_size, st.st_mtime_ns]).encode())
+    return h.hexdigest()
+
+
+def cached_folder_digest(local: str | Path, model_cache: str | None = None) -> str:
+    """``store.folder_digest`` of a local folder, reused from the model cache while no file's name, size or mtime
+    changed: a large seed model is read once, not on every run."""
+    root = Path(local).resolve()
+    memo = cache_root(model_cache) / DIGESTS / f"{hashlib.sha256(str(root).encode()).hexdigest()[:16]}.json"
+    key = fingerprint(root)
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        saved = json.loads(memo.read_text())
+        if saved["folder"] == str(root) and saved["files"] == key:
+            return saved["digest"]
+    digest = store.folder_digest(str(root))
+    if fingerprint(root) == key:  # a folder that changed while it was read is digested again next time
+        _write_memo(memo, {"folder": str(root), "files": key, "digest": digest})
+    return digest
+
+
+def _write_memo(memo: Path, entry: dict) -> None:
+    """Rename into place, so two processes digesting the same folder never leave a torn entry."""
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(f"{memo.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(entry) + "\n")
+    tmp.replace(memo)
+
+
+def store_uri(root: str, digest: str) -> str:
+    """Where the store keeps a seed model's copy: beside the runs, so every run of the same model shares it."""
+    return store.join(root, MODELS, digest)
+
+
+def store_model(local: str | Path, digest: str, root: str) -> str:
+    """The store URI of a local model folder under ``root``, uploaded unless a complete copy is there already.
+
+    The copy is named by its content digest, so re-uploading after a crash rewrites the same objects; the
+    ``<digest>.complete`` marker, written last, is what makes a copy complete."""
+    uri = store_uri(root, digest)
+    marker = uri + COMPLETE
+    if store.exists(marker):
+        return uri
+    upload_folder(local, uri)
+    store.write_json(marker, {"digest": digest})
+    log.info("model %s: pushed from %s", uri, local)
+    return uri
 
 
 @contextlib.contextmanager

@@ -34,7 +34,7 @@ def test_prompt_pool_and_eft_then_iteration_1_from_m0(tmp_path, prefect_harness,
     from flows.run import run_pipeline
 
     # smoke-eft with the fake engine; parse=lines turns the fake engine's plain answers into prompts
-    cfg = load_config("smoke-eft", [f"storage.root={tmp_path}", "engine.backend=fake", "run.name=boot",
+    cfg = load_config("smoke-eft", [f"storage.root={tmp_path}", "engine.backend=fake", "execution.stage_process=inline", "run.name=boot",
                                     "eval.enabled=false", "prompt_pool.include_seeds=false"])
     [summary] = run_pipeline(cfg)
     run = Path(store.run_uri(str(tmp_path), "boot"))
@@ -66,7 +66,7 @@ def test_prompt_pool_and_eft_then_iteration_1_from_m0(tmp_path, prefect_harness,
     assert _mtimes(run) == before and len(fake_sft) == 1
 
     # an EFT setting re-keys EFT and everything that used M_0, but not the prompt pool
-    run_pipeline(load_config("smoke-eft", [f"storage.root={tmp_path}", "engine.backend=fake", "run.name=boot",
+    run_pipeline(load_config("smoke-eft", [f"storage.root={tmp_path}", "engine.backend=fake", "execution.stage_process=inline", "run.name=boot",
                                            "eval.enabled=false", "prompt_pool.include_seeds=false",
                                            "eft.sft.learning_rate=1e-5"]))
     after = _mtimes(run)

@@ -29,7 +29,7 @@ KILLS = 10
 
 
 def _overrides(root: Path, seed_model: Path) -> list[str]:
-    return ["engine.backend=fake", f"model.path={seed_model}", "run.name=crash", "run.iterations=2",
+    return ["engine.backend=fake", "execution.stage_process=inline", f"model.path={seed_model}", "run.name=crash", "run.iterations=2",
             f"storage.root={root}", "engine.shard_size=8", "pairs.judge_pairs=[true, false]", "execution.retries=0",
             "eval.mt_bench.enabled=false", "eval.alpaca_eval.enabled=false"]
 

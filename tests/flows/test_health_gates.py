@@ -12,7 +12,7 @@ from metareward.config import load_config
 
 
 def _cfg(root, *extra):
-    return load_config("smoke", [f"storage.root={root}", "engine.backend=fake", "run.name=collapse",
+    return load_config("smoke", [f"storage.root={root}", "engine.backend=fake", "execution.stage_process=inline", "run.name=collapse",
                                  "run.iterations=1", "judge.scoring=parse", "meta_judge.scoring=parse",
                                  "meta_judge.sampling.max_new_tokens=16", *extra])
 

@@ -12,7 +12,7 @@ STAGES = ["prompts", "generate", "judge", "meta_judge", "pairs", "train", "bench
 
 
 def _cfg(root, *extra):
-    return load_config("smoke", [f"storage.root={root}", "engine.backend=fake", "run.name=fake",
+    return load_config("smoke", [f"storage.root={root}", "engine.backend=fake", "execution.stage_process=inline", "run.name=fake",
                                  "run.iterations=2", "pairs.judge_pairs=[true, false]", *extra])
 
 

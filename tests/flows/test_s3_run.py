@@ -29,7 +29,7 @@ def test_cli_run_on_s3(s3_bucket, prefect_harness, fake_trainer, tmp_path, s3_se
     (tmp_path / "cache").mkdir()  # the converted embedded model, shared (not converted again: about 30 s)
     (tmp_path / "cache" / EMBEDDED_NAME).symlink_to(embedded_model_path())
     root = f"{s3_bucket}/runs"
-    args = ["run", "smoke", f"storage.root={root}", "engine.backend=fake", "run.name=s3", "run.iterations=2",
+    args = ["run", "smoke", f"storage.root={root}", "engine.backend=fake", "execution.stage_process=inline", "run.name=s3", "run.iterations=2",
             "pairs.judge_pairs=[true, false]", f"storage.model_cache={tmp_path / 'cache'}"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -14,7 +14,7 @@ def test_iteration_publishes_report_and_artifacts(tmp_path, prefect_harness, fak
 
     from flows.run import run_pipeline
 
-    cfg = load_config("smoke", [f"storage.root={tmp_path}", "engine.backend=fake", "run.name=UI_Run.1"])
+    cfg = load_config("smoke", [f"storage.root={tmp_path}", "engine.backend=fake", "execution.stage_process=inline", "run.name=UI_Run.1"])
     run_pipeline(cfg, recipe="smoke")
     run = Path(store.run_uri(str(tmp_path), "UI_Run.1"))
     html = (run / "report" / "report.html").read_text()

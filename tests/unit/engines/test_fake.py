@@ -28,6 +28,18 @@ def test_open_engine_fake_satisfies_protocol():
     eng.close()
 
 
+def test_fake_sample_j_of_prompt_i_is_its_prompt_and_stream_seed_i_plus_j():
+    eng, s = FakeEngine(), Sampling(max_new_tokens=8)
+    prompts = ["a", "b"] + [f"prompt {k}" for k in range(4)]
+    out = eng.generate(prompts, 2, s, seed=10)  # an int seed: prompt i's streams 10 + 2i, 11 + 2i
+    assert out[0][1] == eng.generate(["a"], 1, s, seed=[11])[0][0]  # sample 1 of prompt 0: stream 11
+    assert out[1] == eng.generate(["b"], 2, s, seed=[12])[0]  # prompt 1 alone, on its own seed 12
+    assert eng.generate(["b", "a"], 2, s, seed=[12, 10]) == [out[1], out[0]]  # order and neighbours do not matter
+    assert len({c.text for row in out for c in row}) > 1  # (the streams differ somewhere)
+    with pytest.raises(ValueError, match="2 seeds for 3 prompts"):
+        eng.generate(["a", "b", "c"], 1, s, seed=[1, 2])
+
+
 def test_open_engine_unknown_backend():
     with pytest.raises(ValueError, match="unknown engine backend"):
         open_engine("llamacpp", "x", engine_cfg=EngineSection(), model_cfg=ModelSection())

@@ -145,19 +145,19 @@ def test_batching_restores_prompt_order(engine, monkeypatch):
 def test_batch_chunks_by_hand():
     from metareward.engines.transformers_engine import batch_chunks
 
-    assert batch_chunks(10, 4, 1) == [(0, 3), (3, 6), (6, 10)]  # ceil(10 / 4) = 3 batches, sizes within one
-    assert batch_chunks(6, 128, 2) == [(0, 3), (3, 6)]  # one batch's worth, split for the two workers
-    # ceil(10 / 4) = 3 batches would leave one worker idle while the third runs: 4 of 2-3 prompts instead
-    assert batch_chunks(10, 4, 2) == [(0, 2), (2, 5), (5, 7), (7, 10)]
+    assert batch_chunks(8, 4) == [(0, 4), (4, 8)]  # ceil(8 / 4) = 2 batches, already a pair
+    assert batch_chunks(6, 128) == [(0, 3), (3, 6)]  # one batch's worth, split in two
+    # ceil(10 / 4) = 3 batches would leave one of two workers idle while the third runs: 4 of 2-3 prompts instead
+    assert batch_chunks(10, 4) == [(0, 2), (2, 5), (5, 7), (7, 10)]
     # the meta-judge of 64 prompts at 128 rows a batch: 384 rows in 4 batches of 96, not 3 of 128
-    assert batch_chunks(384, 128, 2) == [(0, 96), (96, 192), (192, 288), (288, 384)]
-    assert batch_chunks(3, 128, 2) == [(0, 1), (1, 3)]  # (fewer prompts than workers x 2: as many as workers)
-    assert batch_chunks(1, 128, 2) == [(0, 1)]
+    assert batch_chunks(384, 128) == [(0, 96), (96, 192), (192, 288), (288, 384)]
+    assert batch_chunks(3, 128) == [(0, 1), (1, 3)]  # (fewer prompts than 2 x 2: two batches)
+    assert batch_chunks(1, 128) == [(0, 1)]
 
 
 def test_two_workers_decode_two_batches_at_once_on_one_thread_each(engine, monkeypatch):
-    """On two threads the engine runs two batches in two threads, each on one torch thread; greedy texts (fp32)
-    are those of one batch on the caller's thread."""
+    """On two threads the engine runs two batches in two threads, each on one torch thread; one worker runs the
+    same two batches one after the other on the caller's thread, with the same greedy texts (fp32)."""
     import threading
 
     import torch
@@ -175,7 +175,7 @@ def test_two_workers_decode_two_batches_at_once_on_one_thread_each(engine, monke
     monkeypatch.setattr(decoding, "decode", spy)
     monkeypatch.setattr(engine, "workers", 1)
     one = engine.generate(prompts, 1, s, seed=0)
-    assert seen == [(threading.get_ident(), torch.get_num_threads(), 4)]
+    assert seen == [(threading.get_ident(), torch.get_num_threads(), 2)] * 2
     seen.clear()
     monkeypatch.setattr(engine, "workers", 2)
     two = engine.generate(prompts, 1, s, seed=0)
@@ -183,6 +183,99 @@ def test_two_workers_decode_two_batches_at_once_on_one_thread_each(engine, monke
     assert sorted(n for _, _, n in seen) == [2, 2] and [t for _, t, _ in seen] == [1, 1]
     assert len({ident for ident, _, _ in seen} | {threading.get_ident()}) == 3  # two worker threads
     assert engine.model.config._attn_implementation != "metareward_shared_prefix"  # switched back after both
+
+
+def test_one_worker_on_one_thread_samples_the_two_workers_texts(engine, monkeypatch):
+    """The batches depend on (prompts, n, batch_size) only and each row draws from its own stream, so a replica
+    given one thread (one worker, batches one after another) samples the very texts of a two-worker engine."""
+    import torch
+
+    prompts = ["Say hi.", "Name three colours.", "What is 2+2?", "Name a fruit.", "Write a haiku about rain."]
+    s = Sampling(temperature=0.9, top_p=0.95, max_new_tokens=12)
+    monkeypatch.setattr(engine, "workers", 2)
+    two = engine.generate(prompts, 2, s, seed=5)
+    monkeypatch.setattr(engine, "workers", 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = engine.generate(prompts, 2, s, seed=5)
+    finally:
+        torch.set_num_threads(threads)
+    assert one == two
+    assert len({c.text for row in two for c in row}) > 5  # (sampled: the streams differ)
+
+
+def test_a_prompts_samples_follow_its_seeds_not_its_position(engine):
+    """The same prompts in another order, each with its own seed: the same samples per prompt (token order puts
+    them in the same batches, so this is exact)."""
+    prompts = ["Name a colour.", "Name an animal.", "Name a city.", "Name a river."]
+    seeds = [100, 200, 300, 400]
+    s = Sampling(temperature=0.9, top_p=0.95, max_new_tokens=10)
+    out = engine.generate(prompts, 2, s, seed=seeds)
+    turned = [3, 1, 0, 2]
+    assert engine.generate([prompts[i] for i in turned], 2, s, seed=[seeds[i] for i in turned]) == [
+        out[i] for i in turned]
+
+
+def test_the_streams_of_a_call_are_the_prompt_seeds_plus_the_sample(engine, monkeypatch):
+    """n = 2 over two identical prompts: the four rows draw from four distinct streams, s .. s + 3, whether the
+    seed is an int (`prompt_seeds`: s, s + 2) or given per prompt; greedy draws nothing."""
+    from metareward.engines import decoding
+
+    seen, real = [], decoding.row_uniforms
+
+    def spy(seeds, steps, device=None):
+        seen.extend(seeds)
+        return real(seeds, steps, device)
+
+    monkeypatch.setattr(decoding, "row_uniforms", spy)
+    s = Sampling(temperature=0.8, top_p=0.95, max_new_tokens=2)
+    engine.generate(["Say hi.", "Say hi."], 2, s, seed=10)
+    assert sorted(seen) == [10, 11, 12, 13]
+    seen.clear()
+    engine.generate(["Say hi.", "Say hi."], 2, s, seed=[20, 22])
+    assert sorted(seen) == [20, 21, 22, 23]
+    seen.clear()
+    engine.generate_chat([[{"role": "user", "content": "Say hi."}]], 3, s, seed=[7])
+    assert sorted(seen) == [7, 8, 9]
+    seen.clear()
+    engine.generate(["Say hi.", "Say hi."], 2, Sampling(temperature=0.0, max_new_tokens=2), seed=10)
+    assert seen == []
+
+
+def test_each_row_draws_its_own_stream_through_compaction(engine, monkeypatch):
+    """Inside `decode`, the uniform a row samples with at step t is entry t of its own stream, also after finished
+    rows were dropped and live ones moved into their slots: each (row, step) gets a distinct marked value here,
+    and every token of every row was drawn at its own."""
+    import torch
+
+    from metareward.engines import decoding
+
+    streams, where, drawn = [], {}, []
+
+    def marked(seeds, steps, device=None):  # row r, step t -> a distinct value, spread over [0, 1)
+        streams.append(list(seeds))
+        k = torch.arange(len(seeds) * steps, dtype=torch.float64)
+        table = (k * 0.6180339887 % 1).float().view(len(seeds), steps)
+        where.update({float(v): (r, t) for r, row in enumerate(table) for t, v in enumerate(row)})
+        return table.to(device)
+
+    real = decoding.nucleus_sample
+
+    def spy(logits, temperature, top_p, u, **kw):
+        tok = real(logits, temperature, top_p, u, **kw)
+        drawn.append([(where[float(x)], int(k)) for x, k in zip(u[:, 0], tok)])
+        return tok
+
+    monkeypatch.setattr(decoding, "row_uniforms", marked)
+    monkeypatch.setattr(decoding, "nucleus_sample", spy)
+    ids = [engine._encode(engine.render(p)) for p in ["Say hi.", "Write a long essay about the history of Rome."]]
+    toks = decoding.decode(engine.model, ids, 3, max_new_tokens=24, temperature=0.7, top_p=0.95,
+                           stop_ids=engine.stop_ids, pad_id=engine.tokenizer.pad_token_id, seeds=[40, 50])
+    assert streams == [[40, 41, 42, 50, 51, 52]]  # rows r * 3 + j: prompt r's sample j
+    assert all(t == step for step, draws in enumerate(drawn) for (_, t), _ in draws)
+    assert all(((r, t), k) in drawn[t] for r, row in enumerate(toks) for t, k in enumerate(row))
+    assert min(len(draws) for draws in drawn) < len(toks)  # rows were dropped: the draws followed the moved rows
 
 
 def test_greedy_decode_matches_transformers_generate(engine, monkeypatch):
@@ -199,7 +292,7 @@ def test_greedy_decode_matches_transformers_generate(engine, monkeypatch):
     assert level.group_of == [0] * len(prompts) and level.stretches == [ids[0][:k]] and k >= 16
     calls = record_forward_shapes(engine, monkeypatch)
     ours = decode(engine.model, ids, 1, max_new_tokens=40, temperature=0.0, top_p=1.0, stop_ids=engine.stop_ids,
-                  pad_id=engine.tokenizer.pad_token_id, generator=None)
+                  pad_id=engine.tokenizer.pad_token_id)
     monkeypatch.undo()
     assert calls[0] == (1, k) and calls[1][0] == len(prompts)  # the shared prefix ran once, then each row's own
     ended = assert_matches_generate(engine, ids, ours, 40)
@@ -214,7 +307,7 @@ def test_samples_of_a_prompt_share_one_prefill(engine, monkeypatch):
     calls = record_forward_shapes(engine, monkeypatch)
     toks = decoding.decode(engine.model, [engine._encode(engine.render("Name a colour."))], 3, max_new_tokens=4,
                            temperature=0.8, top_p=0.95, stop_ids=engine.stop_ids,
-                           pad_id=engine.tokenizer.pad_token_id, generator=None)
+                           pad_id=engine.tokenizer.pad_token_id, seeds=[0])
     assert len(toks) == 3
     assert calls[0][0] == 1 and calls[0][1] > 1  # prefill: one row, the whole prompt
     assert all(c[1] == 1 for c in calls[1:]) and calls[1][0] <= 3  # decode steps: one token per row
@@ -304,8 +397,17 @@ def test_hf_generate_path_gives_the_same_greedy_text(engine, monkeypatch):
     monkeypatch.setattr(engine, "own_decoder", False)
     theirs = engine.generate(prompts, 2, s, seed=0)
     assert theirs == ours
+    import torch
+
+    seeded = []
+    real_seed = torch.manual_seed
+    monkeypatch.setattr(torch, "manual_seed", lambda s: (seeded.append(s), real_seed(s))[1])
     sampled = engine.generate(prompts, 3, Sampling(temperature=0.8, top_p=0.95, max_new_tokens=8), seed=1)
     assert [len(r) for r in sampled] == [3, 3, 3] and all(c.n_tokens <= 8 for r in sampled for c in r)
+    # prompt seeds 1, 4, 7; rows (prompt, sample) by prompt length: batch 0 starts at the shortest prompt's sample
+    # 0, batch 1 (row 8 of 9) at the longest's sample 2: each batch is seeded with its first row's stream
+    short, _, long = sorted(range(3), key=lambda i: len(engine._encode(engine.render(prompts[i]))))
+    assert seeded == [1 + 3 * short, 1 + 3 * long + 2]
 
 
 def test_generate_scored_equals_generate_then_choice_probs(engine):
@@ -347,7 +449,7 @@ def test_prefix_tree_prefill_matches_transformers_generate(engine, monkeypatch):
 
     calls = record_forward_shapes(engine, monkeypatch)
     ours = decode(engine.model, ids, 1, max_new_tokens=24, temperature=0.0, top_p=1.0, stop_ids=engine.stop_ids,
-                  pad_id=engine.tokenizer.pad_token_id, generator=None)
+                  pad_id=engine.tokenizer.pad_token_id)
     monkeypatch.undo()
     # one row per level, then the 4 rows' own tokens (in chunks of similar length), then one token per row and step
     assert calls[:3] == [(1, k), (1, len(levels[1].stretches[0])), (1, len(levels[2].stretches[0]))]
@@ -410,7 +512,7 @@ def test_prefill_rows_of_different_lengths_run_in_chunks_and_match_generate(engi
         assert torch.isfinite(layer.keys).all() and torch.isfinite(layer.values).all()
         assert not layer.keys[0][:, short].any() and not layer.values[0][:, short].any()
     ours = decode(engine.model, ids, 1, max_new_tokens=12, temperature=0.0, top_p=1.0, stop_ids=engine.stop_ids,
-                  pad_id=engine.tokenizer.pad_token_id, generator=None)
+                  pad_id=engine.tokenizer.pad_token_id)
     assert_matches_generate(engine, ids, ours, 12)
 
 

@@ -70,6 +70,63 @@ def test_generate(engines):
     assert g1 == g2 and g1.finish_reason == "stop"
 
 
+def test_samples_of_one_call_draw_distinct_streams(engines, monkeypatch):
+    """The old bug: request i seeded seed + i, so with n=2 sample 1 of prompt i was sample 0 of prompt i + 1 (the
+    same text for the same prompt). Now prompt i is seeded seed + i * n: the streams are s, s+1, s+2, s+3."""
+    eng, _ = engines
+    sent = []
+    run = eng._run
+    monkeypatch.setattr(eng, "_run", lambda prompts, params: sent.extend(params) or run(prompts, params))
+    prompt = "Write a short poem about the sea."
+    outs = eng.generate([prompt, prompt], 2, Sampling(temperature=0.8, top_p=0.95, max_new_tokens=24), seed=0)
+    assert outs[0][1] != outs[1][0]
+    streams = [p.seed + j for p in sent for j in range(p.n)]
+    assert sorted(streams) == [0, 1, 2, 3]
+
+
+def test_chat_prompts_are_the_ids_llm_chat_sends(engines):
+    from vllm import SamplingParams
+
+    eng, _ = engines
+    convs = [
+        [{"role": "user", "content": "What is the capital of France?"}],
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+         {"role": "user", "content": "Name a colour."}],
+    ]
+    greedy = SamplingParams(temperature=0.0, max_tokens=24, stop_token_ids=eng.stop_ids)
+    want = eng.llm.chat(convs, greedy, use_tqdm=False)
+    assert [eng._chat_ids(c) for c in convs] == [list(o.prompt_token_ids) for o in want]  # one BOS, no more
+    got = eng.generate_chat(convs, 1, Sampling(temperature=0.0, max_new_tokens=24), seed=0)
+    assert [row[0].text for row in got] == [o.outputs[0].text.strip() for o in want]
+
+
+def _shard(eng, i, sampling):
+    """One shard's engine calls, as a stage makes them: responses, then the judge's expected score of each."""
+    prompts = [f"Name {i + 2} animals.", f"What is {i} plus {i}?"]
+    rows = eng.generate(prompts, 2, sampling, seed=1000 * i)
+    probs = eng.choice_probs([JUDGE] * 2, ["The response is correct.\n" + SCORE_PREFIX] * 2, list("012345"))
+    return rows, probs
+
+
+def test_run_together_gives_each_job_its_rows(engines):
+    from metareward.engines.base import run_together
+
+    eng, _ = engines
+    greedy = Sampling(temperature=0.0, max_new_tokens=16)
+    alone = [_shard(eng, i, greedy) for i in range(3)]
+    together = dict(run_together(eng, [lambda i=i: _shard(eng, i, greedy) for i in range(3)]))
+    assert sorted(together) == [0, 1, 2]
+    for i in range(3):
+        rows, probs = together[i]
+        assert [len(r) for r in rows] == [2, 2] and len(probs) == 2
+        assert rows == alone[i][0]  # greedy: the same texts whichever batch they shared
+        for g, w in zip(probs, alone[i][1]):
+            assert max(abs(x - y) for x, y in zip(g, w)) < 0.02  # bf16 numerics of a different batch
+    sampled = dict(eng.run_together([lambda i=i: _shard(eng, i, Sampling(max_new_tokens=8)) for i in range(3)]))
+    assert all([len(r) for r in sampled[i][0]] == [2, 2] for i in range(3))
+    assert eng.generate(["Say hi."], 1, greedy, seed=0)  # direct calls work again afterwards
+
+
 @pytest.mark.parametrize("prefix,choices", [
     ("The response is correct.\n" + SCORE_PREFIX, list("012345")),
     (VERDICT_PREFIX, ["A", "B"]),  # trailing space: the shared-prefix back-off path

@@ -5,6 +5,7 @@ import pytest
 from metareward.pipeline import contract
 from metareward.config import load_config
 from metareward.pipeline.contract import stage_key
+from metareward.registry import PIPELINE, STAGES
 
 
 def test_stage_keys_follow_what_each_stage_reads():
@@ -51,24 +52,24 @@ def test_every_module_in_a_stage_key_exists():
     """A renamed module must not drop out of the keys silently: each name resolves to a source file."""
     from metareward.runstore.code import module_file
 
-    for stage, mods in contract.CODE.items():
-        for mod in (*contract.PIPELINE, *mods):
+    for stage, spec in STAGES.items():
+        for mod in (*PIPELINE, *spec.code):
             assert module_file(f"metareward.{mod}").is_file(), (stage, mod)
         assert contract.code_digest(stage)
 
 
 def test_a_change_in_the_decode_loop_rekeys_the_stages_that_generate(monkeypatch):
-    before = {s: contract.code_digest(s) for s in contract.CODE}
+    before = {s: contract.code_digest(s) for s in STAGES}
     real = Path.read_text
     monkeypatch.setattr(Path, "read_text",
                         lambda self, *a, **k: real(self, *a, **k) + ("\n_x = 1\n" if self.name == "decoding.py" else ""))
-    changed = {s for s in contract.CODE if contract.code_digest(s) != before[s]}
+    changed = {s for s in STAGES if contract.code_digest(s) != before[s]}
     assert changed == {"prompt_pool", "eft", "generate", "judge", "meta_judge", "benchmark"}
 
 
 def test_a_comment_or_docstring_edit_keeps_every_key(monkeypatch):
-    before = {s: contract.code_digest(s) for s in contract.CODE}
+    before = {s: contract.code_digest(s) for s in STAGES}
     real = Path.read_text
     monkeypatch.setattr(Path, "read_text",
                         lambda self, *a, **k: "# edited\n" + real(self, *a, **k).replace('"""', '"""Edited. ', 1))
-    assert {s: contract.code_digest(s) for s in contract.CODE} == before
+    assert {s: contract.code_digest(s) for s in STAGES} == before

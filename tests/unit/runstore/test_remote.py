@@ -65,6 +65,54 @@ def test_local_model_pulls_once_by_digest(s3_bucket, tmp_path):
     assert not any(p.name.startswith("other") for p in (tmp_path / "cache" / "store").iterdir())
 
 
+def test_folder_digest_is_cached_by_names_sizes_and_mtimes(tmp_path, monkeypatch):
+    """An unchanged folder is not read again; a changed, added or renamed file is."""
+    import os
+
+    src, cache = _model(tmp_path / "src"), str(tmp_path / "cache")
+    reads, real = [], store.file_digest
+    monkeypatch.setattr(store, "file_digest", lambda uri: (reads.append(uri), real(uri))[1])
+    first = remote.cached_folder_digest(src, cache)
+    assert len(reads) == 3 and first == store.folder_digest(str(src))
+    reads.clear()
+    assert remote.cached_folder_digest(src, cache) == first and reads == []
+    assert remote.cached_folder_digest(str(src) + "/.", cache) == first and reads == []  # the same folder
+
+    (src / "model.safetensors").write_bytes(b"retrained")
+    changed = remote.cached_folder_digest(src, cache)
+    assert len(reads) == 3 and changed == store.folder_digest(str(src)) != first
+    st = (src / "config.json").stat()
+    os.utime(src / "config.json", ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # touched, same bytes: read again
+    reads.clear()
+    assert remote.cached_folder_digest(src, cache) == changed and len(reads) == 3
+    (src / "sub" / "tokenizer.json").rename(src / "sub" / "vocab.json")
+    assert remote.cached_folder_digest(src, cache) == store.folder_digest(str(src)) != changed
+
+
+def test_folder_files_follow_symlinks_like_folder_digest(tmp_path):
+    """A Hugging Face snapshot links its files into a blob folder: listed, uploaded and digested alike."""
+    blobs, snap = _model(tmp_path / "blobs"), tmp_path / "snapshot"
+    (snap / "sub").mkdir(parents=True)
+    for rel in ("config.json", "model.safetensors", "sub/tokenizer.json"):
+        (snap / rel).symlink_to(blobs / rel)
+    (snap / ".tmp-123-config.json").write_text("partial")  # an interrupted write: never listed
+    assert [rel for rel, _ in remote.folder_files(snap)] == ["config.json", "model.safetensors", "sub/tokenizer.json"]
+    assert remote.cached_folder_digest(snap, str(tmp_path / "cache")) == store.folder_digest(str(blobs))
+
+
+def test_store_model_uploads_once_under_its_digest(s3_bucket, tmp_path, monkeypatch):
+    src = _model(tmp_path / "src")
+    digest = store.folder_digest(str(src))
+    uri = remote.store_model(src, digest, f"{s3_bucket}/runs")
+    assert uri == f"{s3_bucket}/runs/models/{digest}" and store.folder_digest(uri) == digest
+    assert store.exists(uri + remote.COMPLETE)
+    monkeypatch.setattr(remote, "upload_folder", lambda *a: pytest.fail("uploaded again"))
+    assert remote.store_model(src, digest, f"{s3_bucket}/runs") == uri
+    got = Path(remote.local_model(uri, digest, str(tmp_path / "cache")))
+    assert store.folder_digest(str(got)) != digest  # the cached copy adds its own marker, nothing else
+    assert sorted(p.name for p in got.iterdir()) == [remote.COMPLETE, "config.json", "model.safetensors", "sub"]
+
+
 def test_local_paths_are_used_in_place(tmp_path):
     assert remote.local_model(str(tmp_path), "d") == str(tmp_path)
     with remote.model_output(str(tmp_path / "m")) as d:
