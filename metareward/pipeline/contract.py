@@ -134,15 +134,15 @@ def _launched(launch: Launcher, stage: str, cfg: RunConfig, t: int, inputs: dict
     token = _launched_at.set(time.perf_counter())  # the stage's seconds count its processes too
     try:
         launch(cfg, stage, t, key)
-        if spec(stage).sharded:
-            with shards.computing("merge"):
-                return _run_body(stage, cfg, t, inputs, key, folder, body)
+        m = store.read_manifest(folder)  # one process ran the whole stage
+        if m is not None and m.key == key:
+            return m
+        if not spec(stage).sharded:
+            raise StageError(f"{stage} iter {t}: the stage process ended without writing its manifest ({folder})")
+        with shards.computing("merge"):  # the replicas committed shards only
+            return _run_body(stage, cfg, t, inputs, key, folder, body)
     finally:
         _launched_at.reset(token)
-    m = store.read_manifest(folder)
-    if m is None or m.key != key:
-        raise StageError(f"{stage} iter {t}: the stage process ended without writing its manifest ({folder})")
-    return m
 
 
 def _run_body(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], key: str, folder: str,

@@ -86,10 +86,17 @@ def run_processes(cfg: RunConfig, stage: str, t: int, key: str | None = None) ->
         env = {**os.environ, **(replica_env(r, count, gpus, per, cores) if count > 1 or gpus else {})}
         part = (r, count) if count > 1 else None
         procs.append(_Replica(command(run_folder, stage, t, part, key), env, f"{stage} iter {t} replica {r}"))
-    failed = [p.describe() for p in procs if p.wait() != 0]
+    codes = [p.wait() for p in procs]
+    failed = [p for p, code in zip(procs, codes) if code != 0]
     if failed:
-        raise StageError(f"{stage} iter {t}: {len(failed)} of {count} stage processes failed; finished shards "
-                         f"are kept for the rerun. " + " | ".join(failed))
+        text = (f"{stage} iter {t}: {len(failed)} of {count} stage processes failed; finished shards are kept for "
+                "the rerun. " + " | ".join(p.describe() for p in failed))
+        # exit 2: the command refused its input or settings (a retry fails alike); anything else may pass next time
+        raise (StageError if all(p.proc.returncode == 2 for p in failed) else StageProcessFailed)(text)
+
+
+class StageProcessFailed(RuntimeError):
+    """A stage process died (a signal, out of memory, a crash): worth a retry; finished shards are kept."""
 
 
 class _Replica:
