@@ -44,6 +44,10 @@ def test_cli_run_on_s3(s3_bucket, prefect_harness, fake_trainer, tmp_path, s3_se
     train1 = store.read_manifest(f"{run}/iter_1/train")
     assert train1.digests["model"] == store.folder_digest(f"{run}/iter_1/train/model")
     assert fake_trainer[1][1] == str(tmp_path / "cache" / "store" / train1.digest)
+    # M_0 entered the store once, named by its content digest; iteration 1 trained from its pulled copy
+    m0 = store.read_json(f"{run}/iter_0/seed_model.json")["model"]
+    assert m0["uri"] == f"{root}/models/{m0['digest']}" and fs.exists(m0["uri"] + ".complete")
+    assert fake_trainer[0][1] == str(tmp_path / "cache" / "store" / m0["digest"])
     assert fs.find(f"{run}/.prefect-results")  # Prefect's cache records are in the same store
     # no credential in the run's config or manifests
     texts = [fs.cat(p).decode() for p in fs.find(run) if p.endswith(".json")]
