@@ -86,11 +86,18 @@ COMMON = dict(cache_key_fn=manifest_cache_key, persist_result=True, result_seria
 
 @contextmanager
 def placed(cfg: RunConfig) -> Iterator[None]:
-    """GPU stages in processes of their own (``execution.stage_process=own``: `metareward.pipeline.fanout`, the
-    replicas of a sharded stage at once), else in this one."""
+    """Where GPU stages run: ``execution.mode=deployments``, as deployment runs of the ``stage`` flow on a pool
+    (`tasks.launch`); else in processes of their own (``execution.stage_process=own``:
+    `metareward.pipeline.fanout`), the replicas of a sharded stage at once; else in this one. A sharded stage's
+    shards are merged here."""
     from metareward.pipeline import contract, fanout
+    from tasks import launch
 
-    with contract.launching(fanout.run_processes if cfg.execution.stage_process == "own" else None):
+    if cfg.execution.mode == "deployments":
+        launcher = launch.run_deployments
+    else:
+        launcher = fanout.run_processes if cfg.execution.stage_process == "own" else None
+    with contract.launching(launcher):
         yield
 
 
@@ -156,4 +163,4 @@ def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> M
 
 @task(name="base_model", tags=["cpu"], retries=1)
 def base_model(cfg: RunConfig) -> ModelRef:
-    return modelrefs.base_model(cfg)
+    return modelrefs.base_model(cfg, refresh=True)  # the orchestrator notices a folder edited in place
