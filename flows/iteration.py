@@ -7,8 +7,7 @@ reports it.
 
 `meta_rewarding_iteration` is those six stage calls and returns M_t; `iteration_report` then benchmarks M_t (and
 M_0 once, beside it, at t = 1), writes the iteration's summary and the run report, and publishes the artifacts.
-Both take the stage tasks from `StageTasks`, the one place where the run's execution settings (retries,
-deployments) are applied to them.
+Both take the stage tasks from `StageTasks`, the one place where the run's retry settings are applied to them.
 """
 
 from __future__ import annotations
@@ -26,18 +25,13 @@ STAGES = ("prompts", "prompt_pool", "eft", "generate", "judge", "meta_judge", "b
 
 
 def configured(task, cfg: RunConfig):
-    """``task`` with this run's execution settings: ``execution.retries`` and ``retry_delay_seconds``, or, with
-    ``execution.mode=deployments``, a GPU stage as its deployment (a fresh process on a GPU worker)."""
-    if cfg.execution.mode == "deployments" and "gpu" in task.tags:
-        from flows.stages import dispatch_task
-
-        return dispatch_task(task.name, cfg)
+    """``task`` with this run's ``execution.retries`` and ``retry_delay_seconds``. Where a GPU stage runs (this
+    process, processes of its own, deployment runs on a pool) is the task's own choice (`tasks.stages.placed`)."""
     return task.with_options(retries=cfg.execution.retries, retry_delay_seconds=cfg.execution.retry_delay_seconds)
 
 
 class StageTasks:
-    """The stage tasks of tasks/stages.py as this run executes them (`configured`), each made on first use: a run
-    that skips a stage never builds its deployment dispatcher."""
+    """The stage tasks of tasks/stages.py as this run executes them (`configured`), each made on first use."""
 
     def __init__(self, cfg: RunConfig):
         self._cfg = cfg

@@ -229,8 +229,9 @@ class EngineSection(_Section):
         "work list and its index), so rows depend neither on the shard size, nor on the replicas, nor on a resume.")
     replicas: int = Field(
         0, ge=0, description="Engine replicas a sharded stage (generate, judge, meta-judge) runs at once, each a "
-        "process with its own GPUs (tensor_parallel_size each) or its share of the CPU cores; on a pool, each a "
-        "deployment run. 0 = one per tensor_parallel_size GPUs of the worker, one on a CPU.")
+        "process with its own GPUs (tensor_parallel_size each) or its share of the CPU cores; on a pool "
+        "(execution.mode=deployments), each a deployment run of the stage flow. 0 = one per tensor_parallel_size "
+        "GPUs of the worker, one on a CPU; on a pool 0 = 1 (the orchestrator cannot see the pool's GPUs).")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
         "float32", description="Inference dtype. 'auto': on a CPU (transformers engine), bfloat16 where the CPU "
         "computes it natively (AVX512-BF16 or AMX) and float32 elsewhere; on a GPU, the checkpoint's dtype "
@@ -256,14 +257,16 @@ class ExecutionSection(_Section):
         "stage), so its memory is free before the next; 'inline' runs it inside the flow's process (tests that "
         "swap in stand-ins, debugging).")
     mode: Literal["local", "deployments"] = Field(
-        "local", description="Where stages run: 'local' (this process) or 'deployments' (each GPU stage as its "
-        "own Prefect deployment, run_deployment from the orchestrating flow; flows/stages.py).")
+        "local", description="Where GPU stages run: 'local' (this machine; stage_process) or 'deployments' (as "
+        "flow runs of the `stage` deployment on a work pool, engine.replicas of them at once for a sharded stage, "
+        "merged by the orchestrating flow; tasks/launch.py, flows/stages.py).")
     stage_deployment: str = Field(
-        "gpu", description="deployments mode: the deployment name of the stage flows (<stage flow>/<this>), "
-        "e.g. 'gpu' (the docker GPU pool) or 'local' (the process pool) in deployments/prefect.yaml.")
+        "gpu", description="deployments mode: which deployment of the `stage` flow runs them (stage/<this>): "
+        "'gpu' (the docker GPU pool), 'docker-cpu' (containers without GPUs) or 'local' (the process pool), as in "
+        "deployments/prefect.yaml.")
     stage_timeout_s: float | None = Field(
-        None, gt=0, description="deployments mode: give up waiting for a stage's run after this many seconds "
-        "(None = wait until it ends).")
+        None, gt=0, description="deployments mode: give up waiting for a stage's runs after this many seconds "
+        "(None = wait until they end).")
     retries: int = Field(2, ge=0, description="Prefect task retries on failure.")
     retry_delay_seconds: float = Field(5.0, ge=0.0, description="Pause between retries.")
 

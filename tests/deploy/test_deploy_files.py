@@ -36,17 +36,29 @@ def test_every_entrypoint_is_a_flow_and_every_pool_is_declared():
     assert doc["pull"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ $METAREWARD_HOME }}"
 
 
-def test_each_gpu_stage_has_a_gpu_a_docker_cpu_and_a_local_deployment():
-    """execution.mode=deployments calls '<stage flow>/<execution.stage_deployment>' for every GPU-tagged task."""
-    from flows.stages import FLOWS
-    from tasks import stages as T
+def test_the_stage_flow_has_a_gpu_a_docker_cpu_and_a_local_deployment():
+    """execution.mode=deployments runs every GPU stage as 'stage/<execution.stage_deployment>' (tasks/launch.py)."""
+    from flows.stages import stage
+    from tasks.launch import FLOW
 
-    gpu_tasks = {t.name for t in vars(T).values() if hasattr(t, "tags") and "gpu" in t.tags}
-    assert gpu_tasks == set(FLOWS)
-    deployed = {(_resolve(d["entrypoint"]).name, d["name"], d["work_pool"]["name"]) for d in _prefect_yaml()["deployments"]}
-    for flow in FLOWS.values():
-        for name in ("gpu", "docker-cpu", "local"):
-            assert (flow.name, name, name) in deployed, (flow.name, name)
+    deployed = {(_resolve(d["entrypoint"]), d["name"], d["work_pool"]["name"]) for d in _prefect_yaml()["deployments"]}
+    assert stage.name == FLOW
+    assert {d for d in deployed if d[0] is stage} == {(stage, n, n) for n in ("gpu", "docker-cpu", "local")}
+
+
+def test_gpu_containers_share_the_host_s_gpu_slots_and_workers_are_limited():
+    """Docker shares no GPUs out (nvidia-container-toolkit#521): every gpu container claims its own in a host
+    volume of lock files (metareward.pipeline.gpu_slots), and each GPU host's worker takes at most
+    GPUs / tensor_parallel_size stage runs (--limit)."""
+    from metareward.pipeline import gpu_slots
+
+    pools = _prefect_yaml()["definitions"]["pools"]
+    gpu = pools["gpu"]["job_variables"]
+    assert "metareward-gpu-slots:/var/lock/metareward" in gpu["volumes"]
+    assert gpu["env"][gpu_slots.ENV] == "/var/lock/metareward"
+    assert gpu_slots.ENV not in pools["docker-cpu"]["job_variables"]["env"]
+    text = (REPO / "deployments/prefect.yaml").read_text()
+    assert "--pool gpu --type docker --limit" in text
 
 
 def test_containers_run_the_image_s_project_with_keys_from_a_mounted_folder():

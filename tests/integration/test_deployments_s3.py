@@ -73,9 +73,9 @@ def test_run_completes_with_every_manifest_and_the_model_in_the_bucket(stack, fi
     for stage in GPU_STAGES:
         assert f"it-{stage}-iter1" in names, stage
     assert "it-benchmark-iter0" in names
-    # ... each started by the orchestrator's dispatch task of that stage (flows.stages.dispatch_task)
-    dispatched = {t["name"] for t in _task_runs(stack) if t["state"]["type"] == "COMPLETED"}
-    assert {f"{s}-iter1-deployment" for s in GPU_STAGES} <= dispatched
+    # ... each started by the orchestrator's task of that stage (tasks/launch.py), which merged it
+    done = {t["name"] for t in _task_runs(stack) if t["state"]["type"] == "COMPLETED"}
+    assert {f"{s}-iter1" for s in GPU_STAGES} <= done
 
 
 def test_a_fresh_process_loads_m1_from_the_bucket(stack, first_run, tmp_path):
@@ -122,10 +122,9 @@ def test_retrigger_is_all_cache_hits(stack, first_run):
     run_id = _trigger(stack)
     _wait(stack, run_id)
     print(f"second run: {time.monotonic() - start:.0f} s")
-    # CPU stages are Cached in the orchestrating flow; GPU stages are Cached there too, in the task that would
-    # have started their deployment run (flows.stages.dispatch_task)
-    wanted = ({f"{s}-iter1" for s in STAGES if s not in GPU_STAGES}
-              | {f"{s}-iter1-deployment" for s in GPU_STAGES} | {"benchmark-iter0-deployment"})
+    # every stage is Cached in the orchestrating flow, GPU stages in the task that would have started their
+    # deployment runs (tasks/launch.py)
+    wanted = {f"{s}-iter1" for s in STAGES} | {"benchmark-iter0"}
     new = [t for t in _task_runs(stack) if t["id"] not in seen]
     fs.invalidate_cache()
     assert {p: fs.info(p)["LastModified"] for p in manifests} == before  # nothing recomputed
