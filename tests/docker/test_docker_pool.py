@@ -1,7 +1,9 @@
 """Issue 23's acceptance run: the smoke recipe (the real SmolLM2, cut to its smallest sizes) triggered through the
 REST API with storage.root=s3://... and execution.mode=deployments, every model stage a flow run of the `docker-cpu`
-pool in its own metareward:cpu container (tests/docker/conftest.py). While it runs, the judge stage's container is
-`docker kill`ed mid-stage: the orchestrator's dispatch task retries the crashed run in a fresh container.
+pool in its own metareward:cpu container (tests/docker/conftest.py), with engine.replicas=2: generate, judge and
+meta_judge each run as two containers of the one `stage` flow at once (replicas 0 and 1 of 2, tasks/launch.py), whose
+shards the orchestrator merges. While it runs, one judge replica's container is `docker kill`ed mid-stage: the
+orchestrator's judge task retries, and the new runs find the committed shards and compute only the rest.
 
 Every claim about containers is checked against Docker's own record (`docker events`, `docker inspect`), not our logs.
 """
@@ -22,14 +24,18 @@ pytestmark = pytest.mark.slow
 RUN = "dk"
 MODEL_STAGES = ["generate", "judge", "meta_judge", "train", "benchmark"]
 STAGES = ["prompts", "generate", "judge", "meta_judge", "pairs", "train", "benchmark"]
+SHARDED = ["generate", "judge", "meta_judge"]
+REPLICAS = 2
 KILLED = "judge"
-# every model stage of iteration 1, and M_0's benchmark (iteration 0)
-CONTAINER_RUNS = {f"{RUN}-{s}-iter1" for s in MODEL_STAGES} | {f"{RUN}-benchmark-iter0"}
+KILLED_RUN = f"{RUN}-{KILLED}-iter1-r1of{REPLICAS}"  # one replica of the judge stage
+# every model stage of iteration 1 (a sharded one as REPLICAS runs), and M_0's benchmark (iteration 0)
+CONTAINER_RUNS = ({f"{RUN}-{s}-iter1-r{r}of{REPLICAS}" for s in SHARDED for r in range(REPLICAS)}
+                  | {f"{RUN}-{s}-iter1" for s in MODEL_STAGES if s not in SHARDED} | {f"{RUN}-benchmark-iter0"})
 
 
 def _overrides(stack) -> list[str]:
     return [f"run.name={RUN}", f"storage.root=s3://{stack.bucket}/runs", "execution.mode=deployments",
-            "execution.stage_deployment=docker-cpu", *SMALLEST]
+            "execution.stage_deployment=docker-cpu", f"engine.replicas={REPLICAS}", *SMALLEST]
 
 
 def _trigger(stack) -> str:
@@ -58,10 +64,10 @@ def _running(stack, kind: str, name: str) -> bool:
     return any(r["name"] == name and r["state"]["type"] == "RUNNING" for r in _paged(stack, kind))
 
 
-def _kill_mid_stage(stack, stage: str, out: dict) -> None:
-    """Wait until the stage's flow run and its task run are Running inside a container, then `docker kill` it."""
-    name = f"{RUN}-{stage}-iter1"
-    stack.wait_until(lambda: _running(stack, "task_runs", f"{stage}-iter1"), f"{name} running", 1200, every=1)
+def _kill_mid_stage(stack, name: str, out: dict) -> None:
+    """Wait until the flow run ``name`` is Running inside a container, then `docker kill` it."""
+    stack.wait_until(lambda: _running(stack, "flow_runs", name), f"{name} running", 1200, every=1)
+    time.sleep(2)  # into the stage: its engine loading or its first shards
     [event] = [e for e in stack.docker.starts() if flow_run_name(e) == name]
     out["container"] = event["id"]
     out["killed"] = subprocess.run(["docker", "kill", event["id"]], capture_output=True, text=True).returncode == 0
@@ -70,7 +76,7 @@ def _kill_mid_stage(stack, stage: str, out: dict) -> None:
 @pytest.fixture(scope="module")
 def first_run(docker_stack):
     stack, killed = docker_stack, {}
-    killer = threading.Thread(target=_kill_mid_stage, args=(stack, KILLED, killed), daemon=True)
+    killer = threading.Thread(target=_kill_mid_stage, args=(stack, KILLED_RUN, killed), daemon=True)
     killer.start()
     start = time.monotonic()
     run = _wait(stack, _trigger(stack))
@@ -97,21 +103,44 @@ def test_each_model_stage_ran_in_a_container_of_the_image(docker_stack, first_ru
         assert attrs["io.prefect.work-pool-name"] == "docker-cpu" and attrs["io.prefect.deployment-name"] == "docker-cpu"
 
 
-def test_the_killed_stage_ran_again_and_no_finished_stage_did(docker_stack, first_run):
+def _lifetimes(stack) -> dict[str, list[tuple[int, int]]]:
+    """Each flow run's containers as (start, die) in Docker's nanoseconds (die: still alive = far future)."""
+    dies = {e["id"]: e["timeNano"] for e in stack.docker.events if e.get("Action") == "die"}
+    out: dict[str, list[tuple[int, int]]] = {}
+    for e in stack.docker.starts():
+        out.setdefault(flow_run_name(e), []).append((e["timeNano"], dies.get(e["id"], 1 << 62)))
+    return out
+
+
+def test_the_replicas_of_a_sharded_stage_ran_as_containers_at_once(docker_stack, first_run):
+    """Docker's record: the two containers of each sharded stage (replicas 0 and 1 of the one `stage` flow) were
+    alive at the same time."""
+    life = _lifetimes(docker_stack)
+    for stage in SHARDED:
+        (a0, a1), (b0, b1) = life[f"{RUN}-{stage}-iter1-r0of2"][0], life[f"{RUN}-{stage}-iter1-r1of2"][0]
+        overlap = (min(a1, b1) - max(a0, b0)) / 1e9
+        print(f"{stage}: replica containers alive together for {overlap:.1f} s")
+        assert overlap > 0, (stage, (a0, a1), (b0, b1))
+
+
+def test_the_killed_replica_ran_again_and_no_finished_stage_did(docker_stack, first_run):
     killed = first_run["_killed"]
     assert killed.get("killed"), killed
     runs = _starts_by_run(docker_stack)
-    assert len(runs[f"{RUN}-{KILLED}-iter1"]) == 2  # the killed container, then the retry's
-    assert all(len(v) == 1 for k, v in runs.items() if k != f"{RUN}-{KILLED}-iter1"), \
-        {k: len(v) for k, v in runs.items()}
-    # Docker recorded the kill: the first judge container died of SIGKILL (exit code 137)
+    judge = {k for k in runs if k.startswith(f"{RUN}-{KILLED}-iter1")}
+    assert all(len(runs[k]) == 2 for k in judge)  # the first attempt's two containers, then the retry's two
+    assert all(len(v) == 1 for k, v in runs.items() if k not in judge), {k: len(v) for k, v in runs.items()}
+    # Docker recorded the kill: the judge replica's container died of SIGKILL (exit code 137)
     dies = [e for e in docker_stack.docker.events if e.get("Action") == "die" and e["id"] == killed["container"]]
     assert dies and dies[0]["Actor"]["Attributes"]["exitCode"] == "137"
-    # Prefect's view: the crashed stage run, then a completed one, both under the dispatch task that retried it
-    flows = [f for f in _paged(docker_stack, "flow_runs") if f["name"] == f"{RUN}-{KILLED}-iter1"]
+    # Prefect's view: the crashed replica's run, then a completed one, under the judge task that retried them
+    flows = [f for f in _paged(docker_stack, "flow_runs") if f["name"] == KILLED_RUN]
     assert sorted(f["state"]["type"] for f in flows) == ["COMPLETED", "CRASHED"]
-    [dispatch] = [t for t in _paged(docker_stack, "task_runs") if t["name"] == f"{KILLED}-iter1-deployment"]
-    assert dispatch["state"]["type"] == "COMPLETED" and dispatch["run_count"] == 2
+    [task] = [t for t in _paged(docker_stack, "task_runs") if t["name"] == f"{KILLED}-iter1"]
+    assert task["state"]["type"] == "COMPLETED" and task["run_count"] == 2
+    # the merged stage, for the record (the retried replica found its committed shards and computed the rest)
+    judge_m = json.loads(docker_stack.fs.cat(f"{docker_stack.bucket}/runs/{RUN}/iter_1/judge/manifest.json"))
+    print(f"judge after the kill: {judge_m['counts']}")
 
 
 def test_every_manifest_and_m1_are_in_the_bucket_and_m1_loads_in_a_fresh_process(docker_stack, first_run, tmp_path):
@@ -151,9 +180,9 @@ def test_retrigger_starts_no_container(docker_stack, first_run):
     time.sleep(3)  # any container the run had started would be in Docker's record by now
     assert docker_stack.docker.starts(mark) == []
     new = [t for t in _paged(docker_stack, "task_runs") if t["id"] not in seen]
-    dispatched = [t for t in new if t["name"].endswith("-deployment")]
-    assert {t["name"] for t in dispatched} == {n.removeprefix(f"{RUN}-") + "-deployment" for n in CONTAINER_RUNS}
-    assert all(t["state"]["name"] == "Cached" for t in dispatched), {t["name"]: t["state"]["name"] for t in new}
+    model = [t for t in new if t["name"] in {f"{s}-iter1" for s in MODEL_STAGES} | {"benchmark-iter0"}]
+    assert len(model) == len(MODEL_STAGES) + 1  # every model stage's task, Cached before any deployment run
+    assert all(t["state"]["name"] == "Cached" for t in model), {t["name"]: t["state"]["name"] for t in new}
 
 
 def test_the_s3_secret_is_in_no_log_parameter_block_job_variable_or_container(docker_stack, first_run):
