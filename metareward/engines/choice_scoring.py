@@ -12,6 +12,8 @@ each choice's continuation is scored by its summed log-likelihood.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from metareward import progress
@@ -85,18 +87,41 @@ class ChoiceScoring:
 
         order = sorted(range(len(items)), key=lambda r: (items[r][1], r))  # sharers together, as in _decode
         bar = progress.tracker(len(items), "score")
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                chunk = [items[r] for r in order[start:start + self.batch_size]]
-                seqs = [ctx for _, ctx, _ in chunk]
-                if self.own_decoder:  # CPU: shared stretches (the judge's rubric) encoded once (shared_prefix.py)
-                    _, logits, _, _ = prefill(self.model, seqs, self.tokenizer.pad_token_id, 0)
-                    lp = torch.log_softmax(logits.float(), dim=-1)
-                else:  # GPU: the CPU flash kernel the shared-prefix attention uses is not there; a plain batch
-                    lp = self._forward(seqs, keep=1)[:, -1]
-                bar.advance(len(chunk))
-                for r, (pi, _, tok_ids) in enumerate(chunk):
-                    yield pi, lp[r, tok_ids].tolist()
+
+        def batch(chunk):
+            seqs = [ctx for _, ctx, _ in chunk]
+            if self.own_decoder:  # CPU: shared stretches (the judge's rubric) encoded once (shared_prefix.py)
+                _, logits, _, _ = prefill(self.model, seqs, self.tokenizer.pad_token_id, 0)
+                return torch.log_softmax(logits.float(), dim=-1)
+            return self._forward(seqs, keep=1)[:, -1]  # GPU: no CPU flash kernel for shared prefixes; a plain batch
+
+        chunks = [[items[r] for r in order[start:start + self.batch_size]]
+                  for start in range(0, len(order), self.batch_size)]
+        for chunk, lp in zip(chunks, self._batches(batch, chunks)):
+            bar.advance(len(chunk))
+            for r, (pi, _, tok_ids) in enumerate(chunk):
+                yield pi, lp[r, tok_ids].tolist()
+
+    def _batches(self, fn, chunks: list):
+        """``fn(chunk)`` for each chunk, in order. With two workers (a 2-core CPU) two chunks run at once, each on one
+        thread, as the decode loop's batches do: a chunk's numbers then do not depend on how many threads the
+        process has (in bf16, two threads over one product round differently from one), so one process of two
+        threads and two replicas of one score alike."""
+        import concurrent.futures
+
+        import torch
+
+        workers = getattr(self, "workers", 1)
+
+        def one(chunk):
+            with torch.inference_mode(), torch_threads(1) if workers > 1 else contextlib.nullcontext():
+                return fn(chunk)
+
+        if workers <= 1:
+            yield from map(one, chunks)
+            return
+        with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
+            yield from pool.map(one, chunks)
 
     def _continuation_logprobs(self, items: list[tuple[int, int, list[int], int]]):
         """Sum of log P(ids[t] | ids[:t]) for t >= k, per (prompt, choice)."""
@@ -104,16 +129,33 @@ class ChoiceScoring:
 
         order = sorted(range(len(items)), key=lambda r: len(items[r][2]))
         bar = progress.tracker(len(items), "score")
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                chunk = [items[r] for r in order[start:start + self.batch_size]]
-                # Left padding puts every continuation at the end: the logits predicting the m continuation
-                # tokens of a row are its m positions before the last one.
-                keep = max(len(ids) - k for _, _, ids, k in chunk) + 1
-                lp = self._forward([ids for _, _, ids, _ in chunk], keep=keep)
-                bar.advance(len(chunk))
+        chunks = [[items[r] for r in order[start:start + self.batch_size]]
+                  for start in range(0, len(order), self.batch_size)]
+
+        def batch(chunk):
+            # Left padding puts every continuation at the end: the logits predicting the m continuation tokens of
+            # a row are its m positions before the last one.
+            keep = max(len(ids) - k for _, _, ids, k in chunk) + 1
+            return keep, self._forward([ids for _, _, ids, _ in chunk], keep=keep)
+
+        for chunk, (keep, lp) in zip(chunks, self._batches(batch, chunks)):
+            bar.advance(len(chunk))
+            with torch.inference_mode():
                 for r, (pi, ci, ids, k) in enumerate(chunk):
                     m = len(ids) - k
                     targets = torch.tensor(ids[k:], device=lp.device)
                     rows = lp[r, keep - 1 - m: keep - 1, :]
                     yield pi, ci, float(rows.gather(-1, targets[:, None]).sum())
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Inside, this thread's torch ops use ``n`` threads (OpenMP's thread count belongs to the calling thread)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -44,7 +44,7 @@ from typing import Any
 
 from metareward import progress
 from metareward.engines.base import Completion, Sampling, Seeds, prompt_seeds
-from metareward.engines.choice_scoring import ChoiceScoring
+from metareward.engines.choice_scoring import ChoiceScoring, torch_threads
 from metareward.engines.memory import keep_freed_memory, release_freed_memory
 from metareward.engines.tokens import END_OF_TURN_TOKENS
 
@@ -75,19 +75,6 @@ def batch_chunks(n: int, per_batch: int) -> list[tuple[int, int]]:
     k = min(n, -(-batches // BATCH_MULTIPLE) * BATCH_MULTIPLE)
     bounds = [n * i // k for i in range(k + 1)]
     return list(zip(bounds[:-1], bounds[1:]))
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Inside, this thread's torch ops use ``n`` threads (OpenMP's thread count belongs to the calling thread)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class TransformersEngine(ChoiceScoring):

@@ -112,3 +112,19 @@ def test_a_replica_killed_by_a_signal_is_worth_a_retry(tmp_path, monkeypatch):
     monkeypatch.setattr(fanout, "command", lambda *a: [sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"])
     with pytest.raises(fanout.StageProcessFailed, match="exited -9"):
         _generate_fanned_out(cfg)
+
+
+@pytest.mark.slow
+def test_the_real_model_gives_the_same_rows_on_one_process_of_two_threads_and_two_of_one(tmp_path, monkeypatch):
+    """The embedded SmolLM2 on the transformers engine (sizes cut to fit CI): one replica with two threads (its two
+    batches decoding at once) and two replicas of one thread each give byte-identical responses, judgments,
+    verdicts and pairs."""
+    small = ["engine.backend=transformers", "prompts.per_iteration=4", "actor.k=2", "judge.n=3",
+             "actor.sampling.max_new_tokens=24", "judge.sampling.max_new_tokens=12", "engine.shard_size=2",
+             "engine.batch_size=4"]
+    one, two = _cfg(tmp_path, "one", "engine.replicas=1", *small), _cfg(tmp_path, "two", "engine.replicas=2", *small)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    _run(one)
+    _run(two)
+    assert _rows(two) == _rows(one)
+    assert store.read_manifest(store.stage_uri(str(tmp_path), "two", 1, "meta_judge")).counts["calls"] > 0
