@@ -1,4 +1,5 @@
-"""The CPU engine's own decode loop: what makes batched generation on a small CPU faster than batched
+"""The CPU engine's own decode loop (over the usual ~400 lines on purpose: the loop, its sampling and its per-row
+random streams read together): what makes batched generation on a small CPU faster than batched
 ``model.generate`` (on the 2-core Intel AMX host, bf16, 2026-12-03: 2.0x on the generate stage, 5.4x on the
 judge's, 3.0x on the meta-judge's; on the AVX2-only AMD host, fp32, 2026-12-04: 2.3x, 4.8x, 3.5x, and 1.8x, 5.8x,
 3.2x in a later run; each against ``generate`` at its best batch size; figures in bench/README.md).
