@@ -49,5 +49,5 @@ def test_the_metareward_command_is_the_flows_cli():
     [script] = [e for e in entry_points(group="console_scripts") if e.name == "metareward"]
     assert script.value == "flows.cli:main"
     names = list(typer.main.get_command(app).commands)
-    assert names == ["run", "resume", "status", "report", "eval"]
-    assert list(typer.main.get_command(lib.app).commands) == ["status", "report", "eval"]
+    assert names == ["run", "resume", "status", "stage", "report", "eval"]
+    assert list(typer.main.get_command(lib.app).commands) == ["status", "stage", "report", "eval"]
