@@ -83,7 +83,16 @@ def wait_all(ids: list, timeout_s: float | None, poll_s: float = POLL_S) -> list
 
 def check(stage: str, t: int, runs: list) -> None:
     """Raise `StageRunFailed` naming every run that did not complete."""
-    bad = [f"{r.name} {r.state.name}: {r.state.message}" for r in runs if not r.state.is_completed()]
+    failed = [r for r in runs if not r.state.is_completed()]
+    bad = [f"{r.name} {r.state.name}: {r.state.message}" for r in failed]
+    if failed and all(_refused(r.state.message) for r in failed):  # the same settings would fail the same way
+        raise StageError(f"{stage} iter {t}: " + " | ".join(bad))
     if bad:
         raise StageRunFailed(f"{stage} iter {t}: {len(bad)} of {len(runs)} deployment runs did not complete; "
                              "their committed shards are kept for the retry. " + " | ".join(bad))
+
+
+def _refused(message: str | None) -> bool:
+    """A run that failed with a `StageError` or a `ConfigError` (a stage key the container computes otherwise,
+    bad settings): not worth a retry."""
+    return any(f"{name}:" in (message or "") for name in ("StageError", "ConfigError"))

@@ -89,3 +89,10 @@ def test_deployments_mode_launches_through_the_pool(monkeypatch):
         with T.placed(load_config("smoke", [f"execution.mode={mode}"])):
             pass
     assert seen[0] is launch.run_deployments and seen[1] is not launch.run_deployments
+
+
+def test_a_run_refused_by_the_stage_is_not_retried(runs):
+    cfg = _cfg(runs)
+    runs["states"]["r-train-iter1"] = Failed(message="Flow run encountered an exception: StageError: the stage key")
+    with pytest.raises(contract.StageError, match="r-train-iter1 Failed"):
+        launch.run_deployments(cfg, "train", 1, None)
