@@ -82,7 +82,7 @@ def stage(
     What every stage process runs (a local replica, a deployment run in a container): `metareward stage judge
     smoke --iter 1 --replica 0 --replicas 2` computes replica 0's shards of iteration 1's judge stage, then
     `--merge` writes its manifest. Without --replica the whole stage runs and writes its manifest."""
-    from metareward.pipeline import calls
+    from metareward.pipeline import calls, gpu_slots
     from metareward.pipeline.contract import launching
     from metareward.runstore.shards import Part
 
@@ -92,6 +92,7 @@ def stage(
                                          "merge" if merge else f"replica {replica} of {replicas}"
                                          if replica is not None else "whole stage")
     mode = "merge" if merge else Part(replica, replicas) if replica is not None else None
+    gpu_slots.claim_from_env(cfg.engine.tensor_parallel_size)  # a shared host: its own GPUs, before any engine
     with _progress_lines(progress_lines), launching(None, expected_key=key):
         m = calls.run(cfg, name, t, mode)
     typer.echo(f"{name} iter {t}: " + (f"manifest {m.uri}" if m else f"replica {replica} of {replicas} committed"))
