@@ -73,3 +73,29 @@ def test_a_comment_or_docstring_edit_keeps_every_key(monkeypatch):
     monkeypatch.setattr(Path, "read_text",
                         lambda self, *a, **k: "# edited\n" + real(self, *a, **k).replace('"""', '"""Edited. ', 1))
     assert {s: contract.code_digest(s) for s in STAGES} == before
+
+
+def test_every_sample_of_a_stage_draws_its_own_stream_whatever_the_shard_size(tmp_path, monkeypatch):
+    """The judge stage on 64 responses (16 prompts x K=4), N=3: 192 sample streams, all distinct, and the same
+    streams with shards of 4 as with shards of 64 (a sample's seed follows its response, not its shard)."""
+    from metareward.engines.base import prompt_seeds
+    from metareward.engines.fake import FakeEngine
+    from metareward.pipeline import calls, modelrefs
+
+    streams: dict[int, list[int]] = {}
+
+    class Recording(FakeEngine):
+        def generate(self, prompts, n, sampling, seed):
+            if n == 3:  # the judge's calls
+                streams.setdefault(size, []).extend(s + j for s in prompt_seeds(seed, len(prompts), n)
+                                                    for j in range(n))
+            return super().generate(prompts, n, sampling, seed)
+
+    monkeypatch.setattr(modelrefs, "open_model_engine", lambda cfg, model: Recording())
+    for size in (4, 64):
+        cfg = load_config("smoke", [f"storage.root={tmp_path}", f"run.name=s{size}", "engine.backend=fake",
+                                    f"engine.shard_size={size}", "judge.scoring=parse"])
+        for stage in ("prompts", "generate", "judge"):
+            calls.run(cfg, stage, 1)
+    assert len(streams[4]) == len(set(streams[4])) == 64 * 3
+    assert sorted(streams[4]) == sorted(streams[64])
