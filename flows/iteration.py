@@ -17,11 +17,13 @@ from prefect import flow
 from metareward.config import RunConfig
 from metareward.pipeline.modelrefs import model_of
 from metareward.records import Manifest, ModelRef
+from metareward.registry import STAGES as REGISTRY
 from metareward.reporting import summary
 from tasks import stages as T
 from tasks import ui
 
-STAGES = ("prompts", "prompt_pool", "eft", "generate", "judge", "meta_judge", "build_pairs", "train", "benchmark")
+# The stage tasks, named as their stage functions are (`pairs` is build_pairs), from the registry.
+STAGES = tuple(s.function.rsplit(":", 1)[1] for s in REGISTRY.values())
 
 
 def configured(task, cfg: RunConfig):
