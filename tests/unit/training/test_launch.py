@@ -85,7 +85,7 @@ def test_tensor_parallel_over_the_workers_gpus():
     assert launch.tensor_parallel_size(0, 8) == 8 and launch.tensor_parallel_size(0, 0) == 1
     assert launch.tensor_parallel_size(2, 8) == 2
     cfg = load_config("llama3-8b", [])
-    assert cfg.engine.tensor_parallel_size == 0  # the recipe uses every GPU of the worker
+    assert cfg.engine.tensor_parallel_size == 1 and cfg.engine.replicas == 0  # the recipe: a replica per GPU
 
 
 @pytest.mark.slow
