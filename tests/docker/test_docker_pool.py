@@ -128,7 +128,8 @@ def test_the_killed_replica_ran_again_and_no_finished_stage_did(docker_stack, fi
     assert killed.get("killed"), killed
     runs = _starts_by_run(docker_stack)
     judge = {k for k in runs if k.startswith(f"{RUN}-{KILLED}-iter1")}
-    assert all(len(runs[k]) == 2 for k in judge)  # the first attempt's two containers, then the retry's two
+    # the first attempt's two containers, then the retry's two
+    assert all(len(runs[k]) == 2 for k in judge), {k: len(v) for k, v in runs.items()}
     assert all(len(v) == 1 for k, v in runs.items() if k not in judge), {k: len(v) for k, v in runs.items()}
     # Docker recorded the kill: the judge replica's container died of SIGKILL (exit code 137)
     dies = [e for e in docker_stack.docker.events if e.get("Action") == "die" and e["id"] == killed["container"]]
