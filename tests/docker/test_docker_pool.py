@@ -35,7 +35,8 @@ CONTAINER_RUNS = ({f"{RUN}-{s}-iter1-r{r}of{REPLICAS}" for s in SHARDED for r in
 
 def _overrides(stack) -> list[str]:
     return [f"run.name={RUN}", f"storage.root=s3://{stack.bucket}/runs", "execution.mode=deployments",
-            "execution.stage_deployment=docker-cpu", f"engine.replicas={REPLICAS}", *SMALLEST]
+            "execution.stage_deployment=docker-cpu", f"engine.replicas={REPLICAS}", *SMALLEST,
+            "engine.shard_size=1"]  # a shard per item: each replica has work (9 responses: 5 and 4 for the judge)
 
 
 def _trigger(stack) -> str:
