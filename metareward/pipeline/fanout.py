@@ -85,7 +85,7 @@ def run_processes(cfg: RunConfig, stage: str, t: int, key: str | None = None) ->
     for r in range(count):
         env = {**os.environ, **(replica_env(r, count, gpus, per, cores) if count > 1 or gpus else {})}
         part = (r, count) if count > 1 else None
-        procs.append(_Replica(command(run_folder, stage, t, part, key), env, f"{stage} iter {t} replica {r}"))
+        procs.append(_Replica(command(run_folder, stage, t, part, key), env, f"{stage} iter {t}", f"replica {r}"))
     codes = [p.wait() for p in procs]
     failed = [p for p, code in zip(procs, codes) if code != 0]
     if failed:
@@ -103,10 +103,10 @@ class _Replica:
     """One stage process: started at once; its stdout's progress lines and stderr's log lines relayed by threads
     (listeners are called from those threads' copies of the caller's context)."""
 
-    def __init__(self, cmd: list[str], env: dict[str, str], name: str):
+    def __init__(self, cmd: list[str], env: dict[str, str], stage: str, replica: str):
         import contextvars
 
-        self.name, self.tail = name, deque(maxlen=TAIL)
+        self.name, self.replica, self.tail = f"{stage} {replica}", replica, deque(maxlen=TAIL)
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      bufsize=1)
         ctx = contextvars.copy_context()
@@ -116,20 +116,22 @@ class _Replica:
             th.start()
 
     def _progress(self, stream) -> None:
-        label = self.name.split(" iter ")[0]
         for line in stream:
             if line.startswith(PROGRESS_PREFIX):
                 event = json.loads(line[len(PROGRESS_PREFIX):])
-                progress.relay(f"{event['label']} ({self.name.split(' ', 3)[-1]})", event["done"], event["total"])
-            elif line.strip():
-                self.tail.append(line.rstrip())
-                log.info("[%s] %s", label, line.rstrip())
+                progress.relay(f"{event['label']} ({self.replica})", event["done"], event["total"])
+            else:
+                self._keep(line)
 
     def _log(self, stream) -> None:
         for line in stream:
-            if line.strip():
-                self.tail.append(line.rstrip())
-                log.info("[%s] %s", self.name, line.rstrip())
+            self._keep(line)
+
+    def _keep(self, line: str) -> None:
+        """A line of the process's output: into this process's log, and the tail that explains a failure."""
+        if line.strip():
+            self.tail.append(line.rstrip())
+            log.info("[%s] %s", self.name, line.rstrip())
 
     def wait(self) -> int:
         code = self.proc.wait()
