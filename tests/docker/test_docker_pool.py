@@ -33,8 +33,16 @@ CONTAINER_RUNS = ({f"{RUN}-{s}-iter1-r{r}of{REPLICAS}" for s in SHARDED for r in
                   | {f"{RUN}-{s}-iter1" for s in MODEL_STAGES if s not in SHARDED} | {f"{RUN}-benchmark-iter0"})
 
 
+def _seed_folder() -> str:
+    """M_0 as a folder of the host (the converted embedded model): no stage container has this path."""
+    from metareward.engines.models import embedded_model_path
+
+    return embedded_model_path()
+
+
 def _overrides(stack) -> list[str]:
     return [f"run.name={RUN}", f"storage.root=s3://{stack.bucket}/runs", "execution.mode=deployments",
+            f"model.path={_seed_folder()}",
             "execution.stage_deployment=docker-cpu", f"engine.replicas={REPLICAS}", *SMALLEST,
             "engine.shard_size=1"]  # a shard per item: each replica has work (9 responses: 5 and 4 for the judge)
 
@@ -143,6 +151,18 @@ def test_the_killed_replica_ran_again_and_no_finished_stage_did(docker_stack, fi
     # the merged stage, for the record (the retried replica found its committed shards and computed the rest)
     judge_m = json.loads(docker_stack.fs.cat(f"{docker_stack.bucket}/runs/{RUN}/iter_1/judge/manifest.json"))
     print(f"judge after the kill: {judge_m['counts']}")
+
+
+def test_a_host_folder_as_m0_reached_the_stage_containers_through_the_store(docker_stack, first_run):
+    """model.path names a folder of the orchestrator's host; the image has no such path, so the stage containers
+    could only run M_0 from its copy in the bucket (imported once, under its content digest)."""
+    record = json.loads(docker_stack.fs.cat(f"{docker_stack.bucket}/runs/{RUN}/iter_0/seed_model.json"))
+    uri = record["model"]["uri"]
+    assert record["made_from"] == _seed_folder()
+    assert uri == f"s3://{docker_stack.bucket}/runs/models/{record['model']['digest']}"
+    assert docker_stack.fs.exists(uri.removeprefix("s3://") + ".complete")
+    inside = subprocess.run(["docker", "run", "--rm", "--network", "none", IMAGE, "test", "-e", _seed_folder()])
+    assert inside.returncode == 1  # not in the image
 
 
 def test_every_manifest_and_m1_are_in_the_bucket_and_m1_loads_in_a_fresh_process(docker_stack, first_run, tmp_path):
