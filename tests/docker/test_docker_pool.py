@@ -11,6 +11,8 @@ Every claim about containers is checked against Docker's own record (`docker eve
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -217,7 +219,8 @@ def test_the_s3_secret_is_in_no_log_parameter_block_job_variable_or_container(do
     texts += [json.dumps(s.call("GET", f"{s.api}/work_pools/{p}").json()) for p in ("local", "docker-cpu")]
     texts += [json.dumps(b) for b in s.call("POST", f"{s.api}/block_documents/filter",
                                             json={"include_secrets": True}).json()]
-    inspected = list(s.docker.inspected.values())
+    inspected = [i for i in s.docker.inspected.values()  # the pool's stage containers (not a test's own)
+                 if "io.prefect.work-pool-name" in (json.loads(i)[0]["Config"]["Labels"] or {})]
     assert len(inspected) >= len(CONTAINER_RUNS)  # every stage container's `docker inspect` (env, mounts, labels)
     texts += inspected
     assert len(flows) > 10 and len(texts) > 50
@@ -225,3 +228,35 @@ def test_the_s3_secret_is_in_no_log_parameter_block_job_variable_or_container(do
     # ... while the containers did reach the store with it: the keys came from the mounted folder
     assert all(f"{s.aws_dir}:/home/metareward/.aws:ro" in json.dumps(json.loads(i)[0]["HostConfig"]["Binds"])
                for i in inspected)
+
+
+def test_a_worker_limited_to_one_run_runs_one_stage_container_at_a_time(docker_stack, first_run):
+    """The pool's docker worker restarted with `--limit 1` (Prefect's own limit; on a GPU host: GPUs / TP): a fresh
+    run at engine.replicas=2 asks for two replica containers at once, and Docker's record shows them one after
+    the other. The stage's flow runs never overlap; a container may still be exiting when the next one starts,
+    which is why a GPU stage also waits for its GPU slot (metareward/pipeline/gpu_slots.py)."""
+    s = docker_stack
+    [worker] = [p for p in s.procs if "docker-cpu" in p.args and p.poll() is None]
+    os.killpg(worker.pid, signal.SIGTERM)
+    worker.wait(timeout=30)
+    no_keys = {k: v for k, v in s.env.items() if not k.startswith("AWS_")}
+    s.start("docker-worker-limit1", [*worker.args, "--limit", "1"], replace_env=no_keys)
+    mark = s.docker.mark()
+    dep = s.call("GET", f"{s.api}/deployments/name/meta-rewarding-recipe/smoke-docker").json()
+    overrides = [o.replace(f"run.name={RUN}", "run.name=dk1") for o in _overrides(s)]
+    run = s.call("POST", f"{s.api}/deployments/{dep['id']}/create_flow_run",
+                 json={"parameters": {"recipe": "smoke", "overrides": overrides}}).json()
+    _wait(s, run["id"])
+    dies = {e["id"]: e["timeNano"] for e in s.docker.events[mark:] if e.get("Action") == "die"}
+    life = sorted((e["timeNano"], dies.get(e["id"], 1 << 62), flow_run_name(e)) for e in s.docker.starts(mark))
+    assert len(life) >= 2 * len(SHARDED)
+    from datetime import datetime
+
+    stage_runs = tuple(f"dk1-{stage}-iter" for stage in MODEL_STAGES)  # the stage flow's runs, not the iteration's
+    flows = sorted((datetime.fromisoformat(f["start_time"]), datetime.fromisoformat(f["end_time"]), f["name"])
+                   for f in _paged(s, "flow_runs") if f["name"].startswith(stage_runs) and f["start_time"])
+    assert all(a[1] <= b[0] for a, b in zip(flows, flows[1:])), flows  # one stage run at a time
+    worst = max((a[1] - b[0]) / 1e9 for a, b in zip(life, life[1:]))
+    print(f"\n--limit 1: {len(life)} containers one after another; the most two overlapped: {max(worst, 0):.2f} s "
+          "(a container exiting while the next starts)")
+    assert worst < 5, life
