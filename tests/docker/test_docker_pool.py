@@ -237,7 +237,7 @@ def test_a_worker_limited_to_one_run_runs_one_stage_container_at_a_time(docker_s
     which is why a GPU stage also waits for its GPU slot (metareward/pipeline/gpu_slots.py)."""
     s = docker_stack
     [worker] = [p for p in s.procs if "docker-cpu" in p.args and p.poll() is None]
-    os.killpg(worker.pid, signal.SIGTERM)
+    os.killpg(worker.pid, signal.SIGKILL)  # idle now (the runs above ended); it took over 30 s to stop on SIGTERM
     worker.wait(timeout=30)
     no_keys = {k: v for k, v in s.env.items() if not k.startswith("AWS_")}
     s.start("docker-worker-limit1", [*worker.args, "--limit", "1"], replace_env=no_keys)
