@@ -21,7 +21,8 @@ import typer
 
 from flows.run import run_pipeline, summary_uri
 from metareward import cli as lib
-from metareward.config import RunConfig, config_from_dict, load_config
+from metareward.config import RunConfig, load_config
+from metareward.pipeline.calls import stored_config
 from metareward.runstore import store
 
 
@@ -49,10 +50,7 @@ def resume(
 ) -> None:
     """Continue a run from its stored config.json; every finished stage is reused."""
     folder = lib.run_dir(run_name, root)
-    uri = store.join(folder, "config.json")
-    if not store.exists(uri):
-        raise store.StoreError(f"{uri}: no such run (no config.json)")
-    cfg = config_from_dict(store.read_json(uri), uri)
+    cfg = stored_config(folder)
     run_pipeline(cfg, bars=bars)
     _print_summaries(cfg, folder)
 

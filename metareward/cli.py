@@ -21,7 +21,6 @@ from typing import Annotated, Optional
 import typer
 
 from metareward.runstore import store
-from metareward.config import config_from_dict
 from metareward.registry import BOOTSTRAP, ITERATION, STAGES, stage as spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -49,10 +48,9 @@ def status(
     from rich.table import Table
 
     folder = run_dir(run_name, root)
-    uri = store.join(folder, "config.json")
-    if not store.exists(uri):
-        raise store.StoreError(f"{uri}: no such run (no config.json)")
-    cfg = config_from_dict(store.read_json(uri), uri)
+    from metareward.pipeline.calls import stored_config
+
+    cfg = stored_config(folder)
     table = Table(title=f"run {cfg.run.name} ({folder})")
     for col in ("iter", "stage", "state", "counts", "seconds"):
         table.add_column(col)

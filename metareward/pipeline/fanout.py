@@ -34,17 +34,6 @@ PROGRESS_PREFIX = "metareward-progress "  # a stdout line the parent reads as a 
 TAIL = 20  # log lines kept to explain a failed replica
 
 
-def gpu_ids(env: dict[str, str] | None = None) -> list[int]:
-    """The GPUs this process may hand out: CUDA_VISIBLE_DEVICES's ids when set, else every GPU torch sees."""
-    from metareward.training.launch import visible_gpus
-
-    env = os.environ if env is None else env
-    if "CUDA_VISIBLE_DEVICES" in env:
-        ids = [d.strip() for d in env["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
-        return [] if ids[:1] == ["-1"] else [int(d) for d in ids if d.isdigit()]
-    return list(range(visible_gpus(env)))
-
-
 def replica_count(cfg: RunConfig, gpus: int) -> int:
     """``engine.replicas``, or one replica per ``engine.tensor_parallel_size`` GPUs (every GPU for 0), one on a
     CPU."""
@@ -70,7 +59,9 @@ def command(run_folder: str, stage: str, t: int, part: tuple[int, int] | None, k
 def run_processes(cfg: RunConfig, stage: str, t: int, key: str | None = None) -> None:
     """The stage in processes of its own: replicas of a sharded stage at once (the caller merges after), any
     other stage whole. Raises StageError naming every replica that failed."""
-    gpus = gpu_ids()
+    from metareward.pipeline.gpu_slots import host_gpus
+
+    gpus = host_gpus()  # the GPUs this process may hand out (CUDA_VISIBLE_DEVICES, else the host's)
     count = replica_count(cfg, len(gpus)) if spec(stage).sharded else 1
     if gpus and count * max(cfg.engine.tensor_parallel_size, 1) > len(gpus):
         raise StageError(f"{stage} iter {t}: engine.replicas={count} x tensor_parallel_size="
