@@ -21,8 +21,8 @@ OFFLINE_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "TOKENIZERS_PARALLELISM": "false",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "metareward",
-    # Prefect waits 20 s for its ephemeral API (the server-less mode of `make run`) and then fails the run; on a
-    # slow 2-core host its start-up took 20.5 s, and one bench run timed out. Waiting longer costs nothing.
+    # Prefect waits 20 s for its ephemeral API (the server-less mode of `make run`), then fails the run; slow hosts
+    # took longer (bench/README.md). Waiting longer costs nothing.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 
