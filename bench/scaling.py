@@ -6,12 +6,9 @@ peers; a run of thousands of prompts needs to know whether the cost per generate
 fill (it should, or fall: more rows share a decode step's weight reads). Only our engine runs here; the peers are
 the engine section's job.
 
-The workload at each size is the engine section's (`bench.bench_engine`), only bigger: the generate stage gives
-every prompt K samples (ACTOR_TOKENS new tokens at most), the judge judges every response N times
-(`render_judge`, JUDGE_TOKENS), the meta-judge takes one response per prompt (the first of its K) and every
-ordered pair of its N judgments (`render_meta_judge`, both orders, META_TOKENS); sampling T 0.8, top-p 0.95; the
-smoke recipe's batch size and dtype (``auto`` resolved for this CPU). One engine serves every size (its load is
-not timed); each stage call is timed from texts to completions (`bench._ours`).
+The workload at each size is the engine section's (bench/workload.py: the requests, their sampling and their
+timing), only bigger. One engine serves every size (its load is not timed); each stage call is timed from texts to
+completions (`workload.timed_generate`).
 
 Sizes: SIZES prompts at K=4, N=3, and the "doubled" series K=8, N=6 at DOUBLED prompts only: 256 prompts doubled
 (2,048 responses, 12,288 judge rows, 7,680 meta-judge rows) would take hours on a 2-core CPU. The whole default
@@ -37,25 +34,22 @@ Results (the ``scaling`` key of bench/results.json; stable keys):
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # bench/ is no package: bench.py beside this file is imported as a module
+if str(HERE) not in sys.path:  # bench/ is no package: workload.py beside this file is imported as a module
     sys.path.insert(0, str(HERE))
 
-import bench  # noqa: E402
-from bench import ACTOR_TOKENS, JUDGE_TOKENS, K, META_TOKENS, N_JUDGE  # noqa: E402
+import workload  # noqa: E402
+from workload import (K, MAX_TOKENS, N_JUDGE, STAGES, answered, judge_texts, meta_judge_texts,  # noqa: E402
+                      requests, smoke_prompts)
 
 SIZES, DOUBLED = (16, 64, 256), (16, 64)
 DOUBLED_K, DOUBLED_N = 2 * K, 2 * N_JUDGE
-TEMPERATURE, TOP_P = 0.8, 0.95  # the paper's sampling, as the engine section's
 TOLERANCE = 0.10  # ms per token may rise this much from the smallest to the largest size and count as flat
-STAGES = ("generate", "judge", "meta_judge")
-MAX_TOKENS = {"generate": ACTOR_TOKENS, "judge": JUDGE_TOKENS, "meta_judge": META_TOKENS}
 SIZES_ENV, DOUBLED_ENV = "METAREWARD_SCALING_SIZES", "METAREWARD_SCALING_DOUBLED"
 
 # Instruction templates x topics: distinct prompts of the smoke set's kind and length. Each template starts
@@ -89,13 +83,6 @@ TOPICS = (
 )
 
 
-def _smoke_prompts() -> list[str]:
-    from importlib import resources
-
-    rows = resources.files("metareward.data").joinpath("smoke_prompts.jsonl").read_text().splitlines()
-    return [json.loads(r)["prompt"] for r in rows if r.strip()]
-
-
 def templated(i: int) -> str:
     """The i-th template x topic prompt. Diagonal order: template i % T, topic (i // T + i % T) % C, a bijection
     on range(T * C) (for each template the topics run through all C), so consecutive prompts differ in template
@@ -120,7 +107,7 @@ def scaling_prompts(n: int) -> list[str]:
     16 among them), then `templated` ones. No downloads: the bench runs offline."""
     if n > MAX_PROMPTS:
         raise ValueError(f"scaling_prompts: at most {MAX_PROMPTS} distinct prompts can be made, asked for {n}")
-    smoke = _smoke_prompts()
+    smoke = smoke_prompts()
     out = smoke[:n] + [templated(i) for i in range(max(0, n - len(smoke)))]
     if len(set(out)) != len(out):  # a template x topic that reads like a smoke prompt would flatter the engine
         raise ValueError("scaling_prompts: two prompts are the same")
@@ -149,42 +136,6 @@ def parse_sizes(value: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
 def selected_sizes(environ=os.environ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(sizes at K, N; sizes at the doubled K, N), from METAREWARD_SCALING_SIZES and _DOUBLED or the defaults."""
     return parse_sizes(environ.get(SIZES_ENV), SIZES), parse_sizes(environ.get(DOUBLED_ENV), DOUBLED)
-
-
-# ----------------------------------------------------------------------------------------------- workload
-
-
-def requests(prompts: int, k: int, n: int) -> dict[str, int]:
-    """Rows each stage generates for a run of ``prompts`` prompts: K responses each, N judgments of every
-    response, and N x (N - 1) ordered pairs of one response's judgments for the meta-judge.
-
-    >>> requests(16, 4, 3)
-    {'generate': 64, 'judge': 192, 'meta_judge': 96}
-    """
-    return {"generate": prompts * k, "judge": prompts * k * n, "meta_judge": prompts * n * (n - 1)}
-
-
-def answered(prompts: list[str], responses: list[list]) -> list[tuple[str, str]]:
-    """(prompt, response text) for every response, in prompt order."""
-    return [(p, c.text) for p, row in zip(prompts, responses) for c in row]
-
-
-def judge_texts(answers: list[tuple[str, str]]) -> list[str]:
-    from metareward.method.prompts import render_judge
-
-    return [render_judge(p, a) for p, a in answers]
-
-
-def meta_judge_texts(answers: list[tuple[str, str]], judged: list[list], k: int) -> list[str]:
-    """As the smoke recipe's meta-judge (and the engine section): the first response of each prompt, every pair
-    of its judgments in both orders (the meta-judge's position bias is averaged out that way)."""
-    from metareward.method.prompts import render_meta_judge
-
-    out = []
-    for (p, a), js in list(zip(answers, judged))[::k]:
-        for i, j in itertools.combinations(range(len(js)), 2):
-            out += [render_meta_judge(p, a, js[i].text, js[j].text), render_meta_judge(p, a, js[j].text, js[i].text)]
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ figures
@@ -243,10 +194,7 @@ def estimate_seconds(results: dict, prompts: int, k: int, n: int) -> dict[str, f
 
 
 def _timed_stage(engine, texts: list[str], n: int, max_new: int) -> tuple[list[list], dict]:
-    from metareward.engines.base import Sampling
-
-    sampling = Sampling(temperature=TEMPERATURE, top_p=TOP_P, max_new_tokens=max_new)
-    outs, tokens, secs = bench._ours(engine, texts, n, sampling)
+    outs, tokens, secs = workload.timed_generate(engine, texts, n, workload.sampling(max_new))
     return outs, stage_figures(len(texts) * n, tokens, secs)
 
 
@@ -271,7 +219,7 @@ def bench_scaling() -> dict:
     from metareward.engines.transformers_engine import TransformersEngine
 
     sizes, doubled = selected_sizes()
-    recipe = bench._recipe()
+    recipe = workload.recipe()
     batch, dtype = recipe.engine.batch_size, inference_dtype(recipe.engine.dtype, "cpu")
     engine = TransformersEngine(embedded_model_path(), dtype=dtype, batch_size=batch)
     # An untimed first call, on a prompt outside the workload: one-off set-up costs (allocations, kernels' first
@@ -282,7 +230,7 @@ def bench_scaling() -> dict:
                "doubled_n": DOUBLED_N, "max_new_tokens": MAX_TOKENS, "runs": [], "partial": True}
     for p, k, n in [(p, K, N_JUDGE) for p in sizes] + [(p, DOUBLED_K, DOUBLED_N) for p in doubled]:
         section["runs"].append(run_size(engine, scaling_prompts(p), k, n))
-        save_partial(section, bench.RESULTS)
+        save_partial(section, workload.RESULTS)
     engine.close()
     section.pop("partial")
     return {**section, "cost_trend": cost_trend(section["runs"])}

@@ -1,13 +1,12 @@
-"""bench/scaling.py without the model: the prompts, the workload's row counts, the figures and the plot. The
-section itself needs the model for an hour; what it computes from its timings is checked here on numbers worked
-out by hand."""
+"""bench/scaling.py without the model: the prompts, the sizes, the figures and the plot. The section itself needs
+the model for an hour; what it computes from its timings is checked here on numbers worked out by hand (the
+workload's requests: test_workload.py)."""
 
 import doctest
 import importlib.util
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -57,36 +56,6 @@ def test_more_prompts_than_can_be_made_is_a_clear_error(sc):
     assert len(sc.scaling_prompts(sc.MAX_PROMPTS)) == 536
     with pytest.raises(ValueError, match="at most 536 distinct prompts"):
         sc.scaling_prompts(537)
-
-
-def _fake_workload(sc, prompts: int, k: int, n: int) -> dict[str, int]:
-    """Rows of each stage built by the section's own text builders, on fake completions."""
-    texts = [f"question {i}?" for i in range(prompts)]
-    responses = [[SimpleNamespace(text=f"answer {i}.{j}") for j in range(k)] for i in range(prompts)]
-    answers = sc.answered(texts, responses)
-    judge = sc.judge_texts(answers)
-    judged = [[SimpleNamespace(text=f"judgment {i}.{j}") for j in range(n)] for i in range(len(judge))]
-    meta = sc.meta_judge_texts(answers, judged, k)
-    return {"generate": len(texts) * k, "judge": len(judge) * n, "meta_judge": len(meta)}
-
-
-def test_the_workload_rows_at_k4_n3_and_doubled(sc):
-    # 16 prompts x 4 = 64 responses; x 3 judgments = 192; 16 first responses x 3 x 2 ordered pairs = 96
-    assert sc.requests(16, 4, 3) == {"generate": 64, "judge": 192, "meta_judge": 96}
-    # doubled: 16 x 8 = 128; x 6 = 768; 16 x 6 x 5 = 480
-    assert sc.requests(16, 8, 6) == {"generate": 128, "judge": 768, "meta_judge": 480}
-    assert _fake_workload(sc, 16, 4, 3) == sc.requests(16, 4, 3)
-    assert _fake_workload(sc, 16, 8, 6) == sc.requests(16, 8, 6)
-
-
-def test_the_meta_judge_sees_the_first_response_with_both_orders(sc):
-    answers = [("q0", "a0.0"), ("q0", "a0.1"), ("q1", "a1.0"), ("q1", "a1.1")]  # 2 prompts, K=2
-    judged = [[SimpleNamespace(text=f"J{i}-{j}") for j in range(2)] for i in range(4)]
-    meta = sc.meta_judge_texts(answers, judged, 2)
-    assert len(meta) == 4  # 2 prompts x 1 pair x 2 orders
-    assert "a0.0" in meta[0] and "a0.1" not in "".join(meta)
-    assert meta[0].index("J0-0") < meta[0].index("J0-1") and meta[1].index("J0-1") < meta[1].index("J0-0")
-    assert "a1.0" in meta[2] and "J2-0" in meta[2]
 
 
 def test_the_sizes_from_the_environment(sc):
