@@ -82,7 +82,7 @@ def smoke_stages(model_path: str | None, backend: str, root: str, report: dict) 
     g = timed("generate", stages.generate, model, p)
     j = timed("judge", stages.judge, model, g)
     mj = timed("meta_judge", stages.meta_judge, model, g, j)
-    pr = timed("pairs", stages.build_pairs, g, j, mj)
+    pr = timed("pairs", stages.pairs, g, j, mj)
     timed("train", stages.train, model, pr)
 
 

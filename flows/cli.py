@@ -19,16 +19,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from flows.run import run_pipeline, summary_uri
+from flows.run import run_pipeline
 from metareward import cli as lib
 from metareward.config import RunConfig, load_config
 from metareward.pipeline.calls import stored_config
 from metareward.runstore import store
+from metareward.runstore.layout import RunLayout
 
 
 def _print_summaries(cfg: RunConfig, folder: str) -> None:
     for t in range(1, cfg.run.iterations + 1):
-        typer.echo(store.read_text(summary_uri(cfg, t, "md")))
+        typer.echo(store.read_text(RunLayout.of(cfg).summary(t, "md")))
     typer.echo(f"run: {folder}")
 
 
@@ -40,7 +41,7 @@ def run(
     """Run (or continue) a multi-iteration Meta-Rewarding run; finished stages are skipped."""
     cfg = load_config(config, overrides or [])
     run_pipeline(cfg, recipe=Path(config).stem, bars=bars)
-    _print_summaries(cfg, store.run_uri(cfg.storage.root, cfg.run.name))
+    _print_summaries(cfg, RunLayout.of(cfg).run)
 
 
 def resume(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from metareward.config import RunConfig
 from metareward.runstore import store
+from metareward.runstore.layout import RunLayout
 
 # No network at run time: no hub downloads, no telemetry, no analytics.
 OFFLINE_ENV = {
@@ -68,9 +69,5 @@ def run_pipeline(cfg: RunConfig, recipe: str | None = None, bars: bool = False) 
 
             stack.enter_context(progress.listening(stack.enter_context(RichBars())))
         flow(cfg)
-    return [store.read_json(summary_uri(cfg, t, "json")) for t in range(1, cfg.run.iterations + 1)]
-
-
-def summary_uri(cfg: RunConfig, t: int, ext: str) -> str:
-    """Where iteration t's summary is (``ext``: json or md), written by the flow's report step."""
-    return store.join(store.run_uri(cfg.storage.root, cfg.run.name), f"iter_{t}", f"summary.{ext}")
+    run = RunLayout.of(cfg)
+    return [store.read_json(run.summary(t, "json")) for t in range(1, cfg.run.iterations + 1)]

@@ -22,9 +22,8 @@ from pathlib import Path
 from prefect import flow
 
 from metareward.config import RunConfig
-from metareward.runstore import remote, store
-
-RESULTS = ".prefect-results"
+from metareward.runstore import remote
+from metareward.runstore.layout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +31,11 @@ log = logging.getLogger(__name__)
 def result_storage(cfg: RunConfig):
     """Where Prefect keeps its cache records: beside the run's data (a folder, or a saved RemoteFileSystem block
     on an ``s3://`` store; the block holds the base path only, credentials stay in the environment)."""
-    root = store.run_uri(cfg.storage.root, cfg.run.name)
-    if not remote.is_remote(root):
-        return Path(root, RESULTS)
+    basepath = RunLayout.of(cfg).results
+    if not remote.is_remote(basepath):
+        return Path(basepath)
     from prefect.filesystems import RemoteFileSystem
 
-    basepath = store.join(root, RESULTS)
     name = "metareward-results-" + hashlib.sha256(basepath.encode()).hexdigest()[:12]
     try:
         block = RemoteFileSystem.load(name)

@@ -21,6 +21,7 @@ from typing import Annotated, Optional
 import typer
 
 from metareward.runstore import store
+from metareward.runstore.layout import RunLayout
 from metareward.registry import BOOTSTRAP, ITERATION, STAGES, stage as spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -32,7 +33,7 @@ def run_dir(run: str, root: str) -> str:
         return run.rstrip("/")
     if os.sep in run or Path(run, "config.json").is_file():
         return str(Path(run).resolve())
-    return store.run_uri(root, run)
+    return RunLayout(root, run).run
 
 
 @app.command()
@@ -54,11 +55,12 @@ def status(
     table = Table(title=f"run {cfg.run.name} ({folder})")
     for col in ("iter", "stage", "state", "counts", "seconds"):
         table.add_column(col)
+    run = RunLayout.at(folder)
     for t in range(0, cfg.run.iterations + 1):
         for stage in ITERATION if t else (*BOOTSTRAP, "benchmark"):
-            m = store.read_manifest(store.join(folder, f"iter_{t}", stage))
+            m = store.read_manifest(run.stage(t, stage))
             counts = ", ".join(f"{k}={v}" for k, v in list(m.counts.items())[:4]) if m else ""
-            state = "done" if m else "partial" if store.exists(store.join(folder, f"iter_{t}", stage)) else "-"
+            state = "done" if m else "partial" if store.exists(run.stage(t, stage)) else "-"
             table.add_row(str(t), stage, state, counts, f"{m.duration_s:.1f}" if m else "")
     Console(width=160).print(table)
 

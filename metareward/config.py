@@ -19,6 +19,7 @@ import hashlib
 import json
 import re
 from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -415,7 +416,7 @@ class HealthSection(_Section):
     """Judge health gates (metareward/method/health.py), checked after each judge and pairs stage."""
 
     enabled: bool = Field(True, description="Check the gates below; a failed gate stops the iteration with "
-                          "iter_<t>/health.json and an error naming the gate (finished stages are kept).")
+                          "the iteration's health.json and an error naming the gate (finished stages are kept).")
     min_parse_rate: float = Field(0.5, ge=0.0, le=1.0, description="Fewest judgments with a score, as a share "
                                   "(parse mode: a 'Score: N' was found).")
     max_tie_rate: float = Field(0.9, ge=0.0, le=1.0, description="Most prompts whose responses all get the same "
@@ -449,7 +450,7 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
-        meta_on = any(schedule(self.pairs.judge_pairs, t) for t in range(1, self.run.iterations + 1))
+        meta_on = any(self.at(t).judge_pairs for t in range(1, self.run.iterations + 1))
         if meta_on and self.judge.n < 2:
             raise ValueError("judge.n must be >= 2 when the meta-judge runs (pairs.judge_pairs has a true entry)")
         for name in ("judge", "meta_judge"):
@@ -460,14 +461,69 @@ class RunConfig(_Section):
             raise ValueError("actor.sampling.max_new_tokens must be >= 1")
         return self
 
-    def judge_pairs_at(self, t: int) -> bool:
-        return bool(schedule(self.pairs.judge_pairs, t))
+    def at(self, t: int) -> Iteration:
+        """What iteration ``t`` uses of this config: its per-iteration schedules resolved."""
+        return Iteration(self, t)
 
     def digest(self, *sections: str) -> str:
         """Digest of the named sections or dotted fields (all when none): a stage's key uses only what it reads."""
-        data = self.model_dump(mode="json")
-        picked = {s: _pick(data, s) for s in sections} if sections else data
-        return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(self.model_dump(mode="json"), sections)
+
+
+# The per-iteration schedules: lists whose entry t-1 is iteration t's value, the last one repeating.
+SCHEDULES = ("pairs.rho", "pairs.actor_max_chosen_chars", "pairs.judge_pairs", "pairs.judge_max_chosen_chars")
+
+
+@dataclass(frozen=True)
+class Iteration:
+    """A run's config as iteration ``t`` uses it (``cfg.at(t)``): the flow, the stages and the stage keys all read
+    the schedules here, so an iteration's key changes only when its own values do. Iteration 0 (the seed model's
+    stages) has no schedule values."""
+
+    cfg: RunConfig
+    t: int
+
+    def _value(self, dotted: str):
+        if self.t < 1:
+            raise ValueError(f"{dotted}: iteration {self.t} has no schedule value (iterations are numbered from 1)")
+        section, field = dotted.split(".")
+        return schedule(getattr(getattr(self.cfg, section), field), self.t)
+
+    @property
+    def rho(self) -> float:
+        """The actor pairs' length control (method.md 6)."""
+        return self._value("pairs.rho")
+
+    @property
+    def actor_max_chosen_chars(self) -> int | None:
+        return self._value("pairs.actor_max_chosen_chars")
+
+    @property
+    def judge_pairs(self) -> bool:
+        """Whether the meta-judge runs and judge pairs are trained on."""
+        return bool(self._value("pairs.judge_pairs"))
+
+    @property
+    def judge_max_chosen_chars(self) -> int | None:
+        return self._value("pairs.judge_max_chosen_chars")
+
+    def schedules(self) -> dict:
+        """Every schedule's value at this iteration, by dotted name."""
+        return {name: self._value(name) for name in SCHEDULES}
+
+    def digest(self, *sections: str) -> str:
+        """`RunConfig.digest` with the schedules resolved at t (as they are, at iteration 0)."""
+        data = self.cfg.model_dump(mode="json")
+        if self.t >= 1:
+            for name, value in self.schedules().items():
+                section, field = name.split(".")
+                data[section][field] = value
+        return _digest(data, sections)
+
+
+def _digest(data: dict, sections: tuple[str, ...]) -> str:
+    picked = {s: _pick(data, s) for s in sections} if sections else data
+    return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _pick(data: dict, dotted: str):

@@ -54,7 +54,7 @@ class Stage:
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
-    # before iteration 1, in iter_0 (metareward/pipeline/bootstrap.py)
+    # before iteration 1, as iteration 0 (metareward/pipeline/bootstrap.py)
     Stage("prompt_pool", "metareward.pipeline.bootstrap:prompt_pool", model="seed", iteration0=True,
           sections=("prompt_pool", "prompts", "engine", "model"),
           code=("pipeline.bootstrap", "inputs.prompt_pool", *PROMPT_INPUTS, *ENGINES)),
@@ -72,7 +72,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("meta_judge", "metareward.pipeline.stages:meta_judge", inputs=("generate", "judge"), sharded=True,
           sections=("meta_judge.sampling", "meta_judge.scoring", "meta_judge.strip_score", "engine", "model"),
           code=(*ENGINES, "method.parsing", "method.prompts", "method.pairs")),
-    Stage("pairs", "metareward.pipeline.stages:build_pairs", inputs=("generate", "judge", "meta_judge"),
+    Stage("pairs", "metareward.pipeline.stages:pairs", inputs=("generate", "judge", "meta_judge"),
           model="none", device="cpu", engine=False, sections=("pairs", "meta_judge"),
           code=("method.pairs", "method.scoring", "method.prompts")),
     Stage("train", "metareward.pipeline.stages:train", inputs=("pairs",), engine=False, sections=("dpo", "model"),

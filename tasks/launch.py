@@ -19,7 +19,7 @@ from metareward.config import RunConfig
 from metareward.pipeline import calls
 from metareward.pipeline.contract import StageError
 from metareward.registry import stage as spec
-from metareward.runstore import store
+from metareward.runstore.layout import RunLayout
 
 FLOW = "stage"  # flows/stages.py's flow; its deployments are stage/gpu, stage/docker-cpu, stage/local
 POLL_S = 2.0
@@ -47,7 +47,7 @@ def parameters(cfg: RunConfig, stage: str, t: int, replica: int, count: int, key
     """A sharded stage's runs are replicas even when alone (replica 0 of 1: every shard, no manifest), since the
     orchestrator merges after; any other stage's run is the whole stage."""
     part = spec(stage).sharded
-    return {"run": store.run_uri(cfg.storage.root, cfg.run.name), "stage": stage, "t": t,
+    return {"run": RunLayout.of(cfg).run, "stage": stage, "t": t,
             "replica": replica if part else None, "replicas": count, "key": key}
 
 

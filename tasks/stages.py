@@ -1,6 +1,9 @@
 """One thin Prefect task per stage. The algorithm lives in `metareward.pipeline.stages`; a task adds only Prefect's
 concerns: names, tags, retries, and a cache key.
 
+Retries are set here only (`RunTasks`): every task of a run is retried ``execution.retries`` times,
+``execution.retry_delay_seconds`` apart, when the failure may pass next time (`retry_worthwhile`).
+
 The cache key mirrors the run store: it is the stage's key *plus the digest of the manifest now in the stage
 folder*, and there is no key (no caching) while the folder holds no manifest for this key. So a Prefect cache
 hit can never hand back a manifest whose files were since deleted or recomputed with other settings; the
@@ -19,8 +22,10 @@ from prefect.context import TaskRunContext
 
 from metareward.pipeline import contract, modelrefs, stages
 from metareward.runstore import store
+from metareward.runstore.layout import RunLayout
 from metareward.config import RunConfig
 from metareward.records import Manifest, ModelRef
+from metareward.registry import STAGES
 from tasks.ui import progress_artifacts
 
 
@@ -48,7 +53,7 @@ def manifest_cache_key(ctx: TaskRunContext, params: dict[str, Any]) -> str | Non
     cfg: RunConfig = params["cfg"]
     t: int = params["t"]
     key = contract.stage_key(stage, cfg, t, {**_input_digests(params), **_file_digests(stage, cfg)})
-    done = store.read_manifest(store.stage_uri(cfg.storage.root, cfg.run.name, t, stage))
+    done = store.read_manifest(RunLayout.of(cfg).stage(t, stage))
     if done is None:
         return None
     return f"{cfg.run.name}-{stage}-{t}-{key}-{done.key}-{done.digest}"
@@ -80,8 +85,27 @@ def file_under_next_key(task, task_run, state) -> None:
         results.write(state.result(), key=key)
 
 
-COMMON = dict(cache_key_fn=manifest_cache_key, persist_result=True, result_serializer="json", retries=2,
-              retry_delay_seconds=5, retry_condition_fn=retry_worthwhile, on_completion=[file_under_next_key])
+COMMON = dict(cache_key_fn=manifest_cache_key, persist_result=True, result_serializer="json",
+              on_completion=[file_under_next_key])
+
+
+class RunTasks:
+    """The tasks of this module as run ``cfg`` executes them, with its retry policy; each made on first use.
+
+    >>> tasks = RunTasks(cfg); tasks.judge(cfg, 1, model, generate_m)   # doctest: +SKIP
+    """
+
+    def __init__(self, cfg: RunConfig):
+        self._cfg = cfg
+
+    def __getattr__(self, name: str):
+        if name not in TASKS:
+            raise AttributeError(name)
+        e = self._cfg.execution
+        task = globals()[name].with_options(retries=e.retries, retry_delay_seconds=e.retry_delay_seconds,
+                                            retry_condition_fn=retry_worthwhile)
+        setattr(self, name, task)
+        return task
 
 
 @contextmanager
@@ -145,8 +169,8 @@ def meta_judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest, ju
 
 
 @task(name="pairs", tags=["cpu"], task_run_name=_name("pairs"), **COMMON)
-def build_pairs(cfg: RunConfig, t: int, generate_m: Manifest, judge_m: Manifest, meta_m: Manifest | None) -> Manifest:
-    return stages.build_pairs(cfg, t, generate_m, judge_m, meta_m)
+def pairs(cfg: RunConfig, t: int, generate_m: Manifest, judge_m: Manifest, meta_m: Manifest | None) -> Manifest:
+    return stages.pairs(cfg, t, generate_m, judge_m, meta_m)
 
 
 @task(name="train", tags=["gpu"], task_run_name=_name("train"), **COMMON)
@@ -161,6 +185,9 @@ def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> M
         return stages.benchmark(cfg, t, model, prompts_m)
 
 
-@task(name="base_model", tags=["cpu"], retries=1)
+@task(name="base_model", tags=["cpu"])
 def base_model(cfg: RunConfig) -> ModelRef:
     return modelrefs.base_model(cfg, refresh=True)  # the orchestrator notices a folder edited in place
+
+
+TASKS = (*STAGES, "base_model")  # every stage's task is named as its stage

@@ -22,7 +22,7 @@ from prefect.context import TaskRunContext
 
 from metareward import progress
 from metareward.reporting import report
-from metareward.runstore import store
+from metareward.runstore.layout import RunLayout
 from metareward.config import RunConfig
 
 
@@ -39,11 +39,11 @@ def _table_slug(title: str) -> str:
 @task(name="report", tags=["cpu"], task_run_name=lambda: f"report-iter{TaskRunContext.get().parameters['t']}")
 def publish_iteration(cfg: RunConfig, t: int) -> dict[str, str]:
     """Write the run report into the store and publish iteration t's tables as artifacts; name -> URI."""
-    run = store.run_uri(cfg.storage.root, cfg.run.name)
-    rep = report.load_run(run)
-    uris = report.write_report(run, rep)
+    run = RunLayout.of(cfg)
+    rep = report.load_run(run.run)
+    uris = report.write_report(run.run, rep)
     links = {"report (HTML)": uris["report.html"], "report (Markdown)": uris["report.md"],
-             "summary": store.join(run, f"iter_{t}", "summary.md"),
+             "summary": run.summary(t, "md"),
              **{f"{s} stage": m.uri for s, m in rep.iterations[t].manifests.items()}}
     key = artifact_key(cfg.run.name, f"iter{t}")
     create_markdown_artifact(report.iteration_markdown(rep, t, links), key=key,

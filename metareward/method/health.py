@@ -3,7 +3,7 @@
 A judge that collapses (every score 5, the failure NeMo-Aligner's Self-Rewarding docs warn about), stops
 writing parseable scores, or cannot tell responses apart produces no useful preference pairs; training on what
 is left would teach the model nothing or worse. After the judge stage these metrics are checked against the
-``health`` config section; a failed gate stops the iteration with ``iter_<t>/health.json`` (the metrics, the
+``health`` config section; a failed gate stops the iteration with the iteration's ``health.json`` (the metrics, the
 thresholds and the failed gates) and a StageError naming the gate. Finished stages stay in the store.
 
 Metrics (judgments of iteration t; scores rounded to the rubric's points 0..5):

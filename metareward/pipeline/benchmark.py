@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 
 from metareward.runstore import store
+from metareward.runstore.layout import RunLayout
 from metareward.evals import agreement, alpaca, arena_hard, bench, mtbench
 from metareward.evals.io import write_jsonl
 from metareward.evals.judges import CachedJudge, JudgeCache, LocalJudge, OpenAIJudge
@@ -91,7 +92,7 @@ def run(cfg, model: ModelRef, folder: str, pool: EnginePool, seed_model: Callabl
     if e.judge_quality.labels is not None:
         _judge_quality(cfg, model, folder, engine, own_judge, res)
 
-    cache = JudgeCache(store.join(store.run_uri(cfg.storage.root, cfg.run.name), "eval_cache"))
+    cache = JudgeCache(RunLayout.of(cfg).eval_cache)
     if "mt_bench" in todo:
         judge = _judge(e.mt_bench.judge, model, seed_model, pool, cfg, cache)
         _mt_bench(e.mt_bench, judge, folder, model_id, *todo["mt_bench"], res)

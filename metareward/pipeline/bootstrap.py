@@ -1,4 +1,4 @@
-"""The stages that run once per run, before iteration 1, in the ``iter_0`` folder (method.md 2 and 8):
+"""The stages that run once per run, before iteration 1, as iteration 0 (method.md 2 and 8):
 
 - ``prompt_pool``: the seed model (or ``prompt_pool.model_path``) writes new prompts from k-shot draws of the
   cleaned seed prompts; the parsed prompts are cleaned against the seeds, the held-out prompts and each other,
@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 
-from metareward.inputs import eft as E
-from metareward.inputs import prompt_pool as PP
+from metareward.inputs import eft as eft_data
+from metareward.inputs import prompt_pool as pool_rules
 from metareward.inputs import prompt_sources
 from metareward.runstore import store
 from metareward.config import RunConfig
@@ -43,19 +43,19 @@ def prompt_pool(cfg: RunConfig, t: int, model: ModelRef) -> Manifest:
     writer = pool_writer(cfg, model)
     pc = cfg.prompt_pool
 
-    def body(folder: str) -> Output:
+    def compute(folder: str) -> Output:
         seeds, held_out, source_counts = prompt_sources.prepare(rows, cfg.prompts)
-        shots = PP.draw_examples(seeds, pc.requests, pc.k_shot, cfg.run.seed)
+        shots = pool_rules.draw_examples(seeds, pc.requests, pc.k_shot, cfg.run.seed)
         engine = modelrefs.open_model_engine(cfg, writer)
         try:
-            outs = engine.generate([PP.render([p.prompt for p in s]) for s in shots], pc.samples_per_request,
+            outs = engine.generate([pool_rules.render([p.prompt for p in s]) for s in shots], pc.samples_per_request,
                                    to_sampling(pc.sampling), cfg.run.seed)
         finally:
             engine.close()
-        parsed = [task for cs in outs for c in cs for task in PP.parse_tasks(c.text, pc.parse)]
+        parsed = [task for cs in outs for c in cs for task in pool_rules.parse_tasks(c.text, pc.parse)]
         # an echoed example or instruction is not a new prompt, and neither is a held-out (eval) prompt
-        reference = seeds + held_out + [Prompt(id="instruction", prompt=PP.INSTRUCTION)]
-        kept, counts = prompt_sources.clean(PP.new_prompts(parsed), cfg.prompts, against=reference)
+        reference = seeds + held_out + [Prompt(id="instruction", prompt=pool_rules.INSTRUCTION)]
+        kept, counts = prompt_sources.clean(pool_rules.new_prompts(parsed), cfg.prompts, against=reference)
         over_size = max(0, len(kept) - pc.size) if pc.size else 0
         kept = kept[: len(kept) - over_size]
         pool = (seeds if pc.include_seeds else []) + kept
@@ -75,7 +75,7 @@ def prompt_pool(cfg: RunConfig, t: int, model: ModelRef) -> Manifest:
         return out
 
     inputs = {"source": prompt_sources.source_digest(rows, cfg.prompts), "model": writer.digest}
-    return execute("prompt_pool", cfg, t, inputs, body)
+    return execute("prompt_pool", cfg, t, inputs, compute)
 
 
 # -------------------------------------------------------------------------------------------------- EFT
@@ -89,38 +89,38 @@ def _integer_score(j: Judgment) -> int | None:
     return int(s) if s is not None and s == int(s) else None
 
 
-def _agreement(engine, cfg: RunConfig, held: list[E.RankedGroup]) -> tuple[dict | None, list[Judgment]]:
+def _agreement(engine, cfg: RunConfig, held: list[eft_data.RankedGroup]) -> tuple[dict | None, list[Judgment]]:
     """The judge's pairwise agreement with the held-out human rankings (mean of eval_n scores per reply)."""
     if not held:
         return None, []
-    judged = judge_responses(engine, cfg, E.responses(held), cfg.eft.eval_n)
+    judged = judge_responses(engine, cfg, eft_data.responses(held), cfg.eft.eval_n)
     by_reply: dict[str, list[float]] = {}
     for j in judged:
         if j.score is not None:
             by_reply.setdefault(j.response_id, []).append(j.score)
     scores = {rid: sum(v) / len(v) for rid, v in by_reply.items()}
-    return E.pairwise_agreement(held, scores), judged
+    return eft_data.pairwise_agreement(held, scores), judged
 
 
-def _examples(cfg: RunConfig, engine, train: list[E.RankedGroup]) -> tuple[list[E.EFTExample], dict[str, int]]:
+def _examples(cfg: RunConfig, engine, train: list[eft_data.RankedGroup]) -> tuple[list[eft_data.EFTExample], dict[str, int]]:
     if cfg.eft.judgments == "rubric":
-        return E.rubric_examples(train, cfg.eft.top_score), {}
-    judged = judge_responses(engine, cfg, E.responses(train), cfg.eft.n)
+        return eft_data.rubric_examples(train, cfg.eft.top_score), {}
+    judged = judge_responses(engine, cfg, eft_data.responses(train), cfg.eft.n)
     candidates: dict[str, list[tuple[int | None, str]]] = {}
     for j in judged:
         candidates.setdefault(j.response_id, []).append((_integer_score(j), j.text))
-    rows, inconsistent = E.generated_examples(train, candidates)
+    rows, inconsistent = eft_data.generated_examples(train, candidates)
     return rows, {"judgments_sampled": len(judged), "groups_inconsistent": inconsistent}
 
 
 def eft(cfg: RunConfig, t: int, model: ModelRef) -> Manifest:
     """Evaluation fine-tuning of the seed model on judge examples that agree with human rankings -> M_0."""
-    groups, skipped, where = E.read_ranked_file(cfg.eft.path, cfg.eft.lang)
+    groups, skipped, where = eft_data.read_ranked_file(cfg.eft.path, cfg.eft.lang)
 
-    def body(folder: str) -> Output:
+    def compute(folder: str) -> Output:
         from metareward.training.sft import train_sft
 
-        train, held = E.split_groups(groups, cfg.eft.eval_fraction)
+        train, held = eft_data.split_groups(groups, cfg.eft.eval_fraction)
         engine = modelrefs.open_model_engine(cfg, model)
         try:
             before, judged_before = _agreement(engine, cfg, held)
@@ -128,7 +128,7 @@ def eft(cfg: RunConfig, t: int, model: ModelRef) -> Manifest:
         finally:
             engine.close()
         built = len(rows)
-        rows, down = E.downsample_most_common(rows, cfg.run.seed) if cfg.eft.downsample else (rows, 0)
+        rows, down = eft_data.downsample_most_common(rows, cfg.run.seed) if cfg.eft.downsample else (rows, 0)
         if not rows:
             raise StageError(f"eft: no example ranks the replies as the humans did ({build_counts}); "
                              "try eft.judgments=rubric or a larger eft.n")
@@ -136,7 +136,7 @@ def eft(cfg: RunConfig, t: int, model: ModelRef) -> Manifest:
 
         model_dir = store.join(folder, "model")
         with model_output(model_dir, cfg.storage.model_cache) as save_dir:  # pushed to an s3:// store on success
-            stats = train_sft(E.sft_rows(rows), local_model(model.uri, model.digest, cfg.storage.model_cache),
+            stats = train_sft(eft_data.sft_rows(rows), local_model(model.uri, model.digest, cfg.storage.model_cache),
                               save_dir, cfg.eft.sft, dtype=cfg.model.dtype,
                               trust_remote_code=cfg.model.trust_remote_code, seed=cfg.run.seed)
             m0 = ModelRef(uri=model_dir, digest=store.folder_digest(save_dir), iteration=0)
@@ -163,4 +163,4 @@ def eft(cfg: RunConfig, t: int, model: ModelRef) -> Manifest:
         out.files["log_history"] = hist_uri
         return out
 
-    return execute("eft", cfg, t, {"model": model.digest, "ranked": E.groups_digest(groups)}, body)
+    return execute("eft", cfg, t, {"model": model.digest, "ranked": eft_data.groups_digest(groups)}, compute)

@@ -17,16 +17,14 @@ from metareward.pipeline.modelrefs import base_model, initial_model, model_of
 from metareward.records import Manifest, ModelRef
 from metareward.registry import stage as spec
 from metareward.runstore import shards, store
-
-
-CONFIG = "config.json"
+from metareward.runstore.layout import RunLayout
 
 
 def save_config(cfg: RunConfig) -> str:
     """The run's config into its folder (secrets masked), where every stage process reads it; returns its URI."""
     from metareward.runstore.redact import redact_obj
 
-    uri = store.join(store.run_uri(cfg.storage.root, cfg.run.name), CONFIG)
+    uri = RunLayout.of(cfg).config
     store.write_json(uri, redact_obj(cfg.model_dump(mode="json")))
     return uri
 
@@ -35,9 +33,9 @@ def stored_config(folder: str) -> RunConfig:
     """The config of the run stored in ``folder``."""
     from metareward.config import config_from_dict
 
-    uri = store.join(folder, CONFIG)
+    uri = RunLayout.at(folder).config
     if not store.exists(uri):
-        raise store.StoreError(f"{uri}: no such run (no {CONFIG})")
+        raise store.StoreError(f"{uri}: no such run (no {uri.rsplit('/', 1)[-1]})")
     return config_from_dict(store.read_json(uri), uri)
 
 
@@ -48,7 +46,7 @@ def function(stage: str):
 
 
 def manifest(cfg: RunConfig, stage: str, t: int) -> Manifest:
-    m = store.read_manifest(store.stage_uri(cfg.storage.root, cfg.run.name, t, stage))
+    m = store.read_manifest(RunLayout.of(cfg).stage(t, stage))
     if m is None:
         raise StageError(f"{stage} iter {t}: no manifest in the run store (run that stage first)")
     return m
@@ -69,7 +67,7 @@ def inputs(cfg: RunConfig, stage: str, t: int) -> list[Manifest | None]:
     """The manifests the stage reads, in its call order; None for an input this iteration does not make."""
     out: list[Manifest | None] = []
     for name in spec(stage).inputs:
-        if name == "meta_judge" and not cfg.judge_pairs_at(t):
+        if name == "meta_judge" and not cfg.at(t).judge_pairs:
             out.append(None)
         else:  # the baseline benchmark (t = 0) uses the held-out prompts, which every iteration shares
             out.append(manifest(cfg, name, max(t, 1) if name == "prompts" else t))

@@ -1,7 +1,7 @@
 """The run-store contract every stage goes through: (config, t, inputs) -> Manifest, runnable without Prefect.
 
 1. the stage's *key* is a digest of its inputs' digests, the config sections it reads and its code;
-2. if ``<run>/iter_<t>/<stage>/manifest.json`` exists with that key, the stage is done: return it;
+2. if the stage folder's ``manifest.json`` (`metareward.runstore.layout`) exists with that key, the stage is done: return it;
 3. otherwise drop any old manifest, compute, write the data, then write the manifest last.
 
 So a rerun skips finished work even without Prefect's cache, and a crash never leaves a stage marked done.
@@ -22,10 +22,11 @@ from datetime import datetime, timezone
 from importlib import metadata
 
 from metareward import progress
-from metareward.config import RunConfig, schedule
+from metareward.config import RunConfig
 from metareward.registry import PIPELINE, stage as spec
 from metareward.records import Manifest
 from metareward.runstore import shards, store
+from metareward.runstore.layout import RunLayout
 from metareward.runstore.code import code_digest as _digest_of
 
 log = logging.getLogger("metareward")
@@ -39,7 +40,7 @@ class StageError(RuntimeError):
 
 @dataclass
 class Output:
-    """What a stage body returns; `execute` turns it into the Manifest."""
+    """What a stage's compute function returns; `execute` turns it into the Manifest."""
 
     files: dict[str, str] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
@@ -67,16 +68,9 @@ def code_digest(stage: str) -> str:
 
 def stage_key(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str]) -> str:
     """The digest that decides whether a stage's stored output can be reused."""
-    parts = [stage, str(t), str(cfg.run.seed), cfg.digest(*spec(stage).sections), code_digest(stage)]
+    parts = [stage, str(t), str(cfg.run.seed), cfg.at(t).digest(*spec(stage).sections), code_digest(stage)]
     parts += [f"{k}={v}" for k, v in sorted(inputs.items())]
-    if stage == "pairs":  # the per-iteration schedules are resolved here so other iterations don't re-key
-        parts.append(repr(pair_settings(cfg, t)))
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-def pair_settings(cfg: RunConfig, t: int) -> dict:
-    return {"rho": schedule(cfg.pairs.rho, t), "actor_max": schedule(cfg.pairs.actor_max_chosen_chars, t),
-            "judge_max": schedule(cfg.pairs.judge_max_chosen_chars, t), "judge_pairs": cfg.judge_pairs_at(t)}
 
 
 def _versions() -> dict[str, str]:
@@ -89,7 +83,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-# How `execute` runs a GPU stage's body. The task layer sets a launcher (`metareward.pipeline.fanout`): the stage
+# How `execute` runs a GPU stage's compute function. The task layer sets a launcher (`metareward.pipeline.fanout`): the stage
 # then runs in processes of its own, and a sharded stage is merged here. A stage process is told the key its
 # caller computed, and refuses another (its store or code differs).
 Launcher = Callable[[RunConfig, str, int, str], None]
@@ -110,9 +104,9 @@ def launching(launcher: Launcher | None, expected_key: str | None = None) -> Ite
         _expected_key.reset(tokens[1])
 
 
-def execute(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], body: Callable[[str], Output]) -> Manifest:
-    """Run ``body(stage_folder)`` unless a manifest with the same key exists; write the manifest last."""
-    folder = store.stage_uri(cfg.storage.root, cfg.run.name, t, stage)
+def execute(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], compute: Callable[[str], Output]) -> Manifest:
+    """Run ``compute(stage_folder)`` unless a manifest with the same key exists; write the manifest last."""
+    folder = RunLayout.of(cfg).stage(t, stage)
     key = stage_key(stage, cfg, t, inputs)
     done = store.read_manifest(folder)
     if done is not None and done.key == key:
@@ -124,12 +118,12 @@ def execute(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], body: Ca
                          "the run store's config or the code differs from the caller's")
     launch = _launcher.get()
     if launch is not None and spec(stage).device == "gpu":
-        return _launched(launch, stage, cfg, t, inputs, key, folder, body)
-    return _run_body(stage, cfg, t, inputs, key, folder, body)
+        return _launched(launch, stage, cfg, t, inputs, key, folder, compute)
+    return _compute(stage, cfg, t, inputs, key, folder, compute)
 
 
 def _launched(launch: Launcher, stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], key: str, folder: str,
-              body: Callable[[str], Output]) -> Manifest:
+              compute: Callable[[str], Output]) -> Manifest:
     """The stage in processes of its own; a sharded one's shards merged here, any other's manifest read back."""
     token = _launched_at.set(time.perf_counter())  # the stage's seconds count its processes too
     try:
@@ -140,20 +134,20 @@ def _launched(launch: Launcher, stage: str, cfg: RunConfig, t: int, inputs: dict
         if not spec(stage).sharded:
             raise StageError(f"{stage} iter {t}: the stage process ended without writing its manifest ({folder})")
         with shards.computing("merge"):  # the replicas committed shards only
-            return _run_body(stage, cfg, t, inputs, key, folder, body)
+            return _compute(stage, cfg, t, inputs, key, folder, compute)
     finally:
         _launched_at.reset(token)
 
 
-def _run_body(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], key: str, folder: str,
-              body: Callable[[str], Output]) -> Manifest:
+def _compute(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], key: str, folder: str,
+              compute: Callable[[str], Output]) -> Manifest:
     store.invalidate(folder)
     store.remove_temporaries(folder)  # half-written files of an interrupted attempt
     log.info("%s iter %d: running", stage, t)
     start = started(time.perf_counter())
     try:
         with progress.stage(f"{stage} iter {t}"):
-            out = body(folder)
+            out = compute(folder)
     except Exception as e:
         from metareward.pipeline import faults
 
@@ -167,7 +161,7 @@ def _run_body(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], key: s
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     store.write_manifest(manifest)
-    store.remove(store.join(folder, shards.SHARDS))  # scratch space of a finished stage
+    store.remove(RunLayout.of(cfg).shards(t, stage))  # scratch space of a finished stage
     return manifest
 
 
@@ -182,14 +176,14 @@ def write_rows(out: Output, folder: str, name: str, rows) -> None:
     out.add(name, uri, store.write_jsonl(uri, rows))
 
 
-def sharded(cfg: RunConfig, t: int, stage: str, inputs: dict[str, str], folder: str, items, work, model,
+def sharded(cfg: RunConfig, t: int, stage: str, inputs: dict[str, str], folder: str, items, compute_shard, model,
             together=None):
     """`shards.run_sharded` in this stage's key-named shard folder, its seeds spaced by the stage's samples per
     item (`metareward.registry`)."""
-    where = shards.shard_dir(folder, stage_key(stage, cfg, t, inputs))
+    where = shards.shard_dir(RunLayout.of(cfg).shards(t, stage), stage_key(stage, cfg, t, inputs))
     field = spec(stage).samples
     samples = int(_pick_field(cfg, field)) if field else 1
-    return shards.run_sharded(where, items, cfg.engine.shard_size, work, model,
+    return shards.run_sharded(where, items, cfg.engine.shard_size, compute_shard, model,
                               shards.seed_base(cfg.run.seed, stage, t), samples, together)
 
 

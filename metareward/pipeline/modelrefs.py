@@ -3,13 +3,13 @@
 
 M_0 travels like M_t. The orchestrator's `base_model` resolves ``model.path`` on its own machine (the embedded
 SmolLM2 converted once, a local folder, or a hub id downloaded once), names it by its content digest, copies it
-to an ``s3://`` store once (``<storage.root>/models/<digest>/``, shared by the runs of that store; on a local
-store the folder is used in place) and records the result in ``<run>/iter_0/seed_model.json``. A stage process
+to an ``s3://`` store once (`RunLayout.model`, shared by the runs of that store; on a local store the folder
+is used in place) and records the result in the run's seed record (`RunLayout.seed_record`). A stage process
 elsewhere (a container, another host) calls `base_model` too and gets that record, so it never needs the folder
 or the hub; it pulls the store copy into its model cache (`open_model_engine`, `remote.local_model`).
 
-    <run>/iter_0/seed_model.json   {"made_from": "/models/m0", "model": {"uri": "s3://b/runs/models/3f2a...",
-                                    "digest": "3f2a...", "iteration": 0}}
+    seed record   {"made_from": "/models/m0", "model": {"uri": "s3://b/runs/models/3f2a...",
+                   "digest": "3f2a...", "iteration": 0}}
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from metareward.config import RunConfig
 from metareward.records import Manifest, ModelRef
 from metareward.pipeline.contract import StageError
 from metareward.runstore import remote, store
-
-SEED_RECORD = "seed_model.json"
+from metareward.runstore.layout import RunLayout
 
 
 def base_model(cfg: RunConfig, refresh: bool = False) -> ModelRef:
@@ -39,7 +38,7 @@ def base_model(cfg: RunConfig, refresh: bool = False) -> ModelRef:
 
 
 def seed_record_uri(cfg: RunConfig) -> str:
-    return store.join(store.run_uri(cfg.storage.root, cfg.run.name), "iter_0", SEED_RECORD)
+    return RunLayout.of(cfg).seed_record
 
 
 def seed_source(path: str | None) -> str:
@@ -71,8 +70,8 @@ def import_model(cfg: RunConfig, path: str | None) -> ModelRef:
 
     folder = model_folder(path, cfg.storage.model_cache)
     digest = remote.cached_folder_digest(folder, cfg.storage.model_cache)
-    root = cfg.storage.root
-    uri = remote.store_model(folder, digest, root) if remote.is_remote(root) else folder
+    run = RunLayout.of(cfg)
+    uri = remote.store_model(folder, run.model(digest)) if remote.is_remote(run.root) else folder
     return ModelRef(uri=uri, digest=digest, iteration=0)
 
 
@@ -80,7 +79,7 @@ def initial_model(cfg: RunConfig) -> ModelRef:
     """M_0 as the iterations see it: the EFT'd seed model when EFT is on (its stage must have run), else the seed."""
     if not cfg.eft.enabled:
         return base_model(cfg)
-    m = store.read_manifest(store.stage_uri(cfg.storage.root, cfg.run.name, 0, "eft"))
+    m = store.read_manifest(RunLayout.of(cfg).stage(0, "eft"))
     if m is None:
         raise StageError("eft iter 0: no manifest in the run store (M_0 is the EFT stage's model)")
     return model_of(m)
@@ -89,13 +88,6 @@ def initial_model(cfg: RunConfig) -> ModelRef:
 def model_of(train_m: Manifest) -> ModelRef:
     """M_t as the next iteration's stages see it."""
     return ModelRef(uri=train_m.files["model"], digest=train_m.digest, iteration=train_m.iteration)
-
-
-def train_manifest(cfg: RunConfig, t: int) -> Manifest:
-    m = store.read_manifest(store.stage_uri(cfg.storage.root, cfg.run.name, t, "train"))
-    if m is None:
-        raise StageError(f"train iter {t}: no manifest in the run store")
-    return m
 
 
 def open_model_engine(cfg: RunConfig, model: ModelRef):

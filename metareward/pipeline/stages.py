@@ -13,7 +13,7 @@ from collections import Counter
 from metareward.config import RunConfig
 from metareward.engines.base import Sampling
 from metareward.inputs import prompt_sets
-from metareward.pipeline.contract import (Output, StageError, execute, pair_settings, sharded, stage_key, started,
+from metareward.pipeline.contract import (Output, StageError, execute, sharded, stage_key, started,
                                           write_rows)
 from metareward.pipeline import modelrefs  # modelrefs.open_model_engine is looked up per call: tests swap it
 from metareward.pipeline.modelrefs import LazyEngine, base_model, initial_model, model_of
@@ -21,10 +21,11 @@ from metareward.pipeline.roles import (fits_context, judge_responses, judgeable,
                                        score_counts, score_stats, to_sampling)
 from metareward.records import Judgment, Manifest, MetaVerdict, ModelRef, PreferencePair, Prompt, Response
 from metareward.runstore import store
+from metareward.runstore.layout import RunLayout
 
 log = logging.getLogger("metareward")
 # Also the public names of the stage contract and the model references (tasks and tests use them from here).
-__all__ = ["Output", "StageError", "base_model", "benchmark", "build_pairs", "check_health", "execute", "generate",
+__all__ = ["Output", "StageError", "base_model", "benchmark", "check_health", "execute", "generate",
            "initial_model", "judge", "meta_judge", "model_of", "prompts", "stage_key", "train"]
 
 
@@ -38,7 +39,7 @@ def prompts(cfg: RunConfig, t: int, pool_m: Manifest | None = None) -> Manifest:
     if pool_m is not None:
         inputs["pool"] = pool_m.digest
 
-    def body(folder: str) -> Output:
+    def compute(folder: str) -> Output:
         train, held_out, counts = prompt_sources.prepare(rows, cfg.prompts)
         if pool_m is not None:
             train = store.read_jsonl(pool_m.files["pool"], Prompt)
@@ -54,17 +55,17 @@ def prompts(cfg: RunConfig, t: int, pool_m: Manifest | None = None) -> Manifest:
         write_rows(out, folder, "eval", held_out)
         return out
 
-    return execute("prompts", cfg, t, inputs, body)
+    return execute("prompts", cfg, t, inputs, compute)
 
 
 def generate(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Manifest:
     """Actor: K sampled responses per prompt from M_{t-1}, committed in shards of engine.shard_size prompts."""
     inputs = {"model": model.digest, "prompts": prompts_m.digest}
 
-    def body(folder: str) -> Output:
+    def compute(folder: str) -> Output:
         rows = store.read_jsonl(prompts_m.files["prompts"], Prompt)
 
-        def work(engine, chunk: list[Prompt], seeds: list[int]) -> list[Response]:
+        def compute_shard(engine, chunk: list[Prompt], seeds: list[int]) -> list[Response]:
             kept = fits_context(engine, list(zip(chunk, seeds)), [p.prompt for p in chunk],
                                 cfg.actor.sampling.max_new_tokens)
             chunk = [p for p, _ in kept]
@@ -73,9 +74,9 @@ def generate(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Ma
             return [Response(id=f"{p.id}-r{k}", prompt_id=p.id, prompt=p.prompt, text=c.text, n_tokens=c.n_tokens,
                              finish_reason=c.finish_reason) for p, cs in zip(chunk, outs) for k, c in enumerate(cs)]
 
-        responses, shard_counts, secs = _on_engine(cfg, t, "generate", inputs, folder, model, rows, work, Response)
+        responses, shard_counts, secs = _sharded_on_engine(cfg, t, "generate", inputs, folder, model, rows, compute_shard, Response)
         out = Output(counts={"prompts": len(rows), "responses": len(responses),
-                             # skipped in `work`, so counted from what is missing (finished shards included)
+                             # skipped in `compute_shard`, so counted from what is missing (finished shards included)
                              "too_long_for_context": len(rows) - len({r.prompt_id for r in responses}),
                              "empty": sum(not r.text.strip() for r in responses),
                              "truncated": sum(r.finish_reason == "length" for r in responses)},
@@ -83,12 +84,12 @@ def generate(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Ma
         write_rows(out, folder, "responses", responses)
         return out
 
-    return execute("generate", cfg, t, inputs, body)
+    return execute("generate", cfg, t, inputs, compute)
 
 
-def _on_engine(cfg: RunConfig, t: int, stage: str, inputs: dict[str, str], folder: str, model: ModelRef, items,
-               work, record) -> tuple[list, dict, float]:
-    """``work(engine, chunk, seeds)`` over ``items`` in the stage's shards (`contract.sharded`), all handed to
+def _sharded_on_engine(cfg: RunConfig, t: int, stage: str, inputs: dict[str, str], folder: str, model: ModelRef, items,
+               compute_shard, record) -> tuple[list, dict, float]:
+    """``compute_shard(engine, chunk, seeds)`` over ``items`` in the stage's shards (`contract.sharded`), all handed to
     the engine at once (`run_together`), on an engine of ``model`` opened only if a shard is left to compute (a
     resumed stage whose shards are all done, or a merge, loads no model) and closed after: the rows, the shard
     counts and the seconds it took."""
@@ -98,7 +99,7 @@ def _on_engine(cfg: RunConfig, t: int, stage: str, inputs: dict[str, str], folde
     try:
         start = started(time.perf_counter())
         rows, counts = sharded(cfg, t, stage, inputs, folder, items,
-                               lambda chunk, seeds: work(engine.get(), chunk, seeds), record,
+                               lambda chunk, seeds: compute_shard(engine.get(), chunk, seeds), record,
                                together=lambda jobs: run_together(engine.get(), jobs))
         return rows, counts, time.perf_counter() - start
     finally:
@@ -116,28 +117,28 @@ def judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest) -> Mani
 
     inputs = {"model": model.digest, "responses": generate_m.digest}
 
-    def body(folder: str) -> Output:
+    def compute(folder: str) -> Output:
         responses = store.read_jsonl(generate_m.files["responses"], Response)
 
-        def work(engine, chunk: list[Response], seeds: list[int]) -> list[Judgment]:
+        def compute_shard(engine, chunk: list[Response], seeds: list[int]) -> list[Judgment]:
             kept, kept_seeds = judgeable(engine, cfg, chunk, seeds)
             return judge_responses(engine, cfg, kept, cfg.judge.n, kept_seeds)
 
-        rows, shard_counts, secs = _on_engine(cfg, t, "judge", inputs, folder, model, responses, work, Judgment)
+        rows, shard_counts, secs = _sharded_on_engine(cfg, t, "judge", inputs, folder, model, responses, compute_shard, Judgment)
         out = Output(counts={**score_counts(rows),
                              "too_long_for_context": len(responses) - len({j.response_id for j in rows})},
                      stats={**score_stats(rows), "seconds": round(secs, 2), **shard_counts})
         write_rows(out, folder, "judgments", rows)
         return out
 
-    m = execute("judge", cfg, t, inputs, body)
+    m = execute("judge", cfg, t, inputs, compute)
     check_health(cfg, t, m)
     return m
 
 
 def check_health(cfg: RunConfig, t: int, m: Manifest) -> None:
     """The health gates of a judge or pairs stage's output (metareward/method/health.py): the report goes to
-    ``iter_<t>/health.json`` either way; a failed gate raises StageError naming it. The stage's manifest is
+    the iteration's ``health.json`` either way; a failed gate raises StageError naming it. The stage's manifest is
     already written, so a rerun with other thresholds reuses the stage."""
     from metareward.method import health
     from metareward.runstore.redact import redact_obj
@@ -153,7 +154,7 @@ def check_health(cfg: RunConfig, t: int, m: Manifest) -> None:
     else:
         metrics = {"pairs": m.counts.get("pairs", 0)}
         failed = health.pairs_gate(metrics["pairs"], cfg.health)
-    uri = store.join(store.run_uri(cfg.storage.root, cfg.run.name), f"iter_{t}", "health.json")
+    uri = RunLayout.of(cfg).health(t)
     report = store.read_json(uri) if store.exists(uri) else {}
     report[m.stage] = {"passed": not failed, "failed": failed, "metrics": metrics, "key": m.key,
                        "thresholds": cfg.health.model_dump(mode="json")}
@@ -164,16 +165,16 @@ def check_health(cfg: RunConfig, t: int, m: Manifest) -> None:
 
 def meta_judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest, judge_m: Manifest) -> Manifest:
     """Meta-judge: every pair of judgments of each prompt's most-disputed response, in both orders."""
-    from metareward.method import pairs as P
+    from metareward.method import pairs as pairing
 
     inputs = {"model": model.digest, "responses": generate_m.digest, "judgments": judge_m.digest}
 
-    def body(folder: str) -> Output:
+    def compute(folder: str) -> Output:
         responses = store.read_jsonl(generate_m.files["responses"], Response)
         judgments = store.read_jsonl(judge_m.files["judgments"], Judgment)
-        targets, skipped = P.meta_targets(responses, judgments, cfg.run.seed)
+        targets, skipped = pairing.meta_targets(responses, judgments, cfg.run.seed)
         requests = meta_requests(cfg, targets, responses, judgments)
-        verdicts, shard_counts, secs = _on_engine(cfg, t, "meta_judge", inputs, folder, model, requests,
+        verdicts, shard_counts, secs = _sharded_on_engine(cfg, t, "meta_judge", inputs, folder, model, requests,
                                                   lambda engine, chunk, seeds: run_meta(engine, cfg, chunk, seeds),
                                                   MetaVerdict)
         decided = sum(v.winner is not None for v in verdicts)
@@ -184,34 +185,34 @@ def meta_judge(cfg: RunConfig, t: int, model: ModelRef, generate_m: Manifest, ju
         write_rows(out, folder, "verdicts", verdicts)
         return out
 
-    return execute("meta_judge", cfg, t, inputs, body)
+    return execute("meta_judge", cfg, t, inputs, compute)
 
 
-def build_pairs(cfg: RunConfig, t: int, generate_m: Manifest, judge_m: Manifest,
+def pairs(cfg: RunConfig, t: int, generate_m: Manifest, judge_m: Manifest,
                 meta_m: Manifest | None) -> Manifest:
     """Actor pairs (rho length control) and judge pairs (Elo over meta-verdicts), mixed for DPO."""
-    from metareward.method import pairs as P
+    from metareward.method import pairs as pairing
 
-    s = pair_settings(cfg, t)
+    at = cfg.at(t)
 
-    def body(folder: str) -> Output:
+    def compute(folder: str) -> Output:
         responses = store.read_jsonl(generate_m.files["responses"], Response)
         judgments = store.read_jsonl(judge_m.files["judgments"], Judgment)
-        actor, a_counts = P.actor_pairs(responses, judgments, s["rho"], s["actor_max"])
+        actor, a_counts = pairing.actor_pairs(responses, judgments, at.rho, at.actor_max_chosen_chars)
         judge_pairs, j_counts, j_stats = [], Counter(), {}
         if meta_m is not None:
             verdicts = store.read_jsonl(meta_m.files["verdicts"], MetaVerdict)
-            judge_pairs, j_counts, j_stats = P.judge_pairs(
+            judge_pairs, j_counts, j_stats = pairing.judge_pairs(
                 responses, judgments, verdicts, position_weights=cfg.meta_judge.position_weights,
-                l2=cfg.meta_judge.l2, max_chosen_chars=s["judge_max"],
+                l2=cfg.meta_judge.l2, max_chosen_chars=at.judge_max_chosen_chars,
                 require_score_gap=cfg.pairs.judge_require_score_gap)
-        judge_pairs, dropped = P.cap_judge_share(actor, judge_pairs, cfg.pairs.judge_max_share, cfg.run.seed)
+        judge_pairs, dropped = pairing.cap_judge_share(actor, judge_pairs, cfg.pairs.judge_max_share, cfg.run.seed)
         mixed = actor + judge_pairs
         out = Output(counts={"actor_pairs": len(actor), "judge_pairs": len(judge_pairs), "pairs": len(mixed),
                              "judge_dropped_by_share_cap": dropped,
                              **{f"actor_{k}": v for k, v in a_counts.items() if k != "pairs"},
                              **{f"judge_{k}": v for k, v in j_counts.items() if k != "pairs"}},
-                     stats={"settings": s, "meta_judge": j_stats, **_length_stats(actor, "actor"),
+                     stats={"settings": at.schedules(), "meta_judge": j_stats, **_length_stats(actor, "actor"),
                             **_length_stats(judge_pairs, "judge")})
         write_rows(out, folder, "pairs", mixed)
         return out
@@ -219,7 +220,7 @@ def build_pairs(cfg: RunConfig, t: int, generate_m: Manifest, judge_m: Manifest,
     inputs = {"responses": generate_m.digest, "judgments": judge_m.digest}
     if meta_m is not None:
         inputs["verdicts"] = meta_m.digest
-    m = execute("pairs", cfg, t, inputs, body)
+    m = execute("pairs", cfg, t, inputs, compute)
     check_health(cfg, t, m)
     return m
 
@@ -234,7 +235,7 @@ def _length_stats(pairs: list[PreferencePair], kind: str) -> dict:
 def train(cfg: RunConfig, t: int, model: ModelRef, pairs_m: Manifest) -> Manifest:
     """DPO on actor + judge pairs; policy and reference start from M_{t-1}; saves M_t."""
 
-    def body(folder: str) -> Output:
+    def compute(folder: str) -> Output:
         from metareward.training.launch import train_dpo  # in this process, or `accelerate launch` on several GPUs
 
         pairs = store.read_jsonl(pairs_m.files["pairs"], PreferencePair)
@@ -260,7 +261,7 @@ def train(cfg: RunConfig, t: int, model: ModelRef, pairs_m: Manifest) -> Manifes
         out.files["log_history"] = hist_uri
         return out
 
-    return execute("train", cfg, t, {"model": model.digest, "pairs": pairs_m.digest}, body)
+    return execute("train", cfg, t, {"model": model.digest, "pairs": pairs_m.digest}, compute)
 
 
 def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Manifest:
@@ -268,7 +269,7 @@ def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> M
 
     from metareward.pipeline import benchmark as evals
 
-    def body(folder: str) -> Output:
+    def compute(folder: str) -> Output:
         rows = store.read_jsonl(prompts_m.files["eval"], Prompt)
         engine = modelrefs.open_model_engine(cfg, model)
         pool = evals.EnginePool(lambda ref: modelrefs.open_model_engine(cfg, ref))  # public benchmarks may judge with another model
@@ -293,4 +294,4 @@ def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> M
             out.merge(extra)
         return out
 
-    return execute("benchmark", cfg, t, {"model": model.digest, "eval": prompts_m.digests["eval"]}, body)
+    return execute("benchmark", cfg, t, {"model": model.digest, "eval": prompts_m.digests["eval"]}, compute)

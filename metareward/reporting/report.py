@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 
-from metareward.reporting.tables import REPORT_DIR, RunReport, iteration_tables, load_run, table_html, table_markdown
+from metareward.reporting.tables import RunReport, iteration_tables, load_run, table_html, table_markdown
 from metareward.runstore import store
+from metareward.runstore.layout import RunLayout
 from metareward.runstore.code import code_digest
 
-__all__ = ["REPORT_DIR", "STAMP", "iteration_markdown", "iteration_tables", "load_run", "to_html", "to_markdown",
+__all__ = ["STAMP", "iteration_markdown", "iteration_tables", "load_run", "to_html", "to_markdown",
            "write_report"]
 
 
@@ -99,7 +100,7 @@ def write_report(run_uri: str, rep: RunReport | None = None) -> dict[str, str]:
     A report of the same inputs is not drawn again: a cached rerun of an iteration spent 4.2 of its ~26 s in
     matplotlib (2-core AVX2 host) redrawing identical figures."""
     rep = rep or load_run(run_uri)
-    folder = store.join(run_uri, REPORT_DIR)
+    folder = RunLayout.at(run_uri).report
     digest = inputs_digest(rep)
     done = _current(folder, digest)
     if done is not None:

@@ -1,6 +1,6 @@
 """The iteration summary: counts, judge health, pair statistics and the benchmark, from the manifests alone.
 
-Written to ``<run>/iter_<t>/summary.json`` and ``summary.md`` at the end of each iteration, and printed by the
+Written to the iteration's ``summary.json`` and ``summary.md`` (`metareward.runstore.layout`) at the end of each iteration, and printed by the
 CLI, so nobody needs to open a JSONL file to see what an iteration did.
 """
 
@@ -9,20 +9,23 @@ from __future__ import annotations
 from metareward.config import RunConfig
 from metareward.records import Manifest
 from metareward.runstore import store
+from metareward.runstore.layout import RunLayout
 
 
 def stored_manifests(cfg: RunConfig, t: int) -> dict[str, Manifest]:
     """What iteration t's summary is drawn from, as the run store holds it: the manifests of the iteration's
     stages (meta_judge only where the iteration runs it) and, at t = 1, those of the iteration-0 stages this run
     ran (prompt pool, EFT). A stage without a manifest is a StoreError naming its folder."""
+    run = RunLayout.of(cfg)
+
     def read(it: int, stage: str) -> Manifest | None:
-        return store.read_manifest(store.stage_uri(cfg.storage.root, cfg.run.name, it, stage))
+        return store.read_manifest(run.stage(it, stage))
 
     out = {}
-    for stage in ("prompts", "generate", "judge", "pairs", "train") + (("meta_judge",) if cfg.judge_pairs_at(t) else ()):
+    for stage in ("prompts", "generate", "judge", "pairs", "train") + (("meta_judge",) if cfg.at(t).judge_pairs else ()):
         out[stage] = read(t, stage)
         if out[stage] is None:
-            raise store.StoreError(f"{store.stage_uri(cfg.storage.root, cfg.run.name, t, stage)}: no manifest")
+            raise store.StoreError(f"{run.stage(t, stage)}: no manifest")
     if t == 1:
         for stage in ("prompt_pool", "eft"):
             m = read(0, stage)
@@ -144,8 +147,9 @@ def to_markdown(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(root: str, run: str, s: dict) -> str:
-    folder = store.join(store.run_uri(root, run), f"iter_{s['iteration']}")
-    store.write_json(store.join(folder, "summary.json"), s)
-    store.write_bytes(store.join(folder, "summary.md"), to_markdown(s).encode())
-    return store.join(folder, "summary.md")
+def write_summary(run: RunLayout, s: dict) -> str:
+    """Iteration ``s["iteration"]``'s summary as JSON and markdown; returns the markdown's URI."""
+    t = s["iteration"]
+    store.write_json(run.summary(t, "json"), s)
+    store.write_bytes(run.summary(t, "md"), to_markdown(s).encode())
+    return run.summary(t, "md")

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from dataclasses import dataclass, field
 
 from metareward.registry import STAGES
 from metareward.runstore import store
+from metareward.runstore.layout import RunLayout
 from metareward.records import Judgment, Manifest, PreferencePair, Response
 
 STAGE_ORDER = tuple(STAGES)
-REPORT_DIR = "report"
 
 
 @dataclass
@@ -69,16 +68,9 @@ class RunReport:
 # ------------------------------------------------------------------------------------------------ loading
 
 
-def _iteration_numbers(run_uri: str) -> list[int]:
-    fs = store.fs_for(run_uri)
-    if not fs.exists(run_uri):
-        raise store.StoreError(f"{run_uri}: no such run folder")
-    found = [re.fullmatch(r"iter_(\d+)", p.rstrip("/").rsplit("/", 1)[-1]) for p in fs.ls(run_uri, detail=False)]
-    return sorted(int(m.group(1)) for m in found if m)
-
-
 def load_iteration(run_uri: str, t: int) -> IterationData:
-    ms = {s: m for s in STAGE_ORDER if (m := store.read_manifest(store.join(run_uri, f"iter_{t}", s))) is not None}
+    run = RunLayout.at(run_uri)
+    ms = {s: m for s in STAGE_ORDER if (m := store.read_manifest(run.stage(t, s))) is not None}
     it = IterationData(t=t, manifests=ms)
     if "judge" in ms:
         judgments = store.read_jsonl(ms["judge"].files["judgments"], Judgment)
@@ -94,8 +86,8 @@ def load_iteration(run_uri: str, t: int) -> IterationData:
 
 
 def load_run(run_uri: str) -> RunReport:
-    """Every ``iter_<t>`` folder of a run (iteration 0 holds the seed model's benchmark and the bootstrap)."""
-    its = {t: load_iteration(run_uri, t) for t in _iteration_numbers(run_uri)}
+    """Every iteration folder of a run (iteration 0 holds the seed model's benchmark and the bootstrap)."""
+    its = {t: load_iteration(run_uri, t) for t in RunLayout.at(run_uri).iterations()}
     return RunReport(run=run_uri.rstrip("/").rsplit("/", 1)[-1], uri=run_uri, iterations=its)
 
 

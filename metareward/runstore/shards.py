@@ -1,7 +1,7 @@
 """Work committed in shards inside a long stage: the unit of commit, of seeding and of fan-out.
 
 generate, judge and meta-judge cut their work list into consecutive slices of ``engine.shard_size`` items. Each
-slice's rows are written atomically to ``<stage>/shards/<stage key>/<index>.jsonl`` as soon as they are computed;
+slice's rows are written atomically to ``<stage's shards>/<stage key>/<index>.jsonl`` (`layout.RunLayout.shards`) as soon as they are computed;
 a resumed stage with the same key reads the finished shards back and computes only the rest. The shard folder is
 named by the stage key, so shards of other settings are never mixed in (they are deleted), and the whole
 ``shards/`` folder is removed once the stage's manifest is written.
@@ -34,7 +34,6 @@ from metareward.runstore import store
 
 T = TypeVar("T", bound=BaseModel)
 
-SHARDS = "shards"
 SEED_SPACE = 1 << 40  # items x samples of one stage stay below this, so stage bases never overlap
 
 log = logging.getLogger("metareward.runstore.shards")
@@ -78,9 +77,9 @@ def computing(mode: Part | str | None) -> Iterator[None]:
         _mode.reset(token)
 
 
-def shard_dir(folder: str, key: str) -> str:
-    """This key's shard folder; shards left by other keys are removed (they belong to other settings)."""
-    root = store.join(folder, SHARDS)
+def shard_dir(root: str, key: str) -> str:
+    """This key's folder among a stage's shard folders ``root``; those of other keys are removed (they belong to
+    other settings)."""
     fs = store.fs_for(root)
     if store.exists(root):
         for path in store.retrying(root, "list", lambda: fs.ls(root, detail=False)):
@@ -111,11 +110,11 @@ def shard_uri(folder: str, index: int) -> str:
     return store.join(folder, f"{index:05d}.jsonl")
 
 
-def run_sharded(folder: str, items: Sequence, size: int, work: Callable[[list, list[int]], list[T]],
+def run_sharded(folder: str, items: Sequence, size: int, compute_shard: Callable[[list, list[int]], list[T]],
                 model: type[T], base: int, samples: int = 1,
                 together: Callable[[list[Callable[[], list[T]]]], Iterable[tuple[int, list[T]]]] | None = None,
                 ) -> tuple[list[T], dict[str, int]]:
-    """``work(slice, its items' seeds)`` over consecutive slices of ``items``; finished shard files are reused.
+    """``compute_shard(slice, its items' seeds)`` over consecutive slices of ``items``; finished shard files are reused.
 
     ``together(jobs)`` runs the shards still to compute and yields ``(job, rows)`` as each ends (the engine's
     `run_together`; default: one after another); each is committed at once. Which shards this process computes
@@ -128,7 +127,7 @@ def run_sharded(folder: str, items: Sequence, size: int, work: Callable[[list, l
     if mode == "merge" and len(done) < n:
         raise ShardsMissing(f"{folder}: shards {sorted(set(range(n)) - done)} of {n} were not committed by the "
                             "replicas (see their logs); rerun the stage to compute only those")
-    computed = _compute(folder, items, size, todo, work, base, samples, together)
+    computed = _compute(folder, items, size, todo, compute_shard, base, samples, together)
     if isinstance(mode, Part):
         raise PartDone(f"replica {mode.index} of {mode.count}: {len(todo)} shards computed, "
                        f"{sum(mode.owns(i) for i in done)} reused")
@@ -140,12 +139,12 @@ def run_sharded(folder: str, items: Sequence, size: int, work: Callable[[list, l
     return rows, {"shards": n, "shards_reused": len(done)}
 
 
-def _compute(folder: str, items: Sequence, size: int, todo: list[int], work, base: int, samples: int,
+def _compute(folder: str, items: Sequence, size: int, todo: list[int], compute_shard, base: int, samples: int,
              together) -> dict[int, list]:
     """The ``todo`` shards, each committed as soon as ``together`` hands it back."""
     def job(i: int):
         chunk = list(items[i * size:(i + 1) * size])
-        return lambda: work(chunk, item_seeds(base, i * size, len(chunk), samples))
+        return lambda: compute_shard(chunk, item_seeds(base, i * size, len(chunk), samples))
 
     jobs = [job(i) for i in todo]
     runner = together or (lambda js: ((k, j()) for k, j in enumerate(js)))

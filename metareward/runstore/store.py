@@ -1,10 +1,7 @@
 """The run store: fsspec URIs (a local folder now, ``s3://`` later), atomic writes, JSONL rows, manifests.
 
-Layout::
-
-    <root>/<run>/config.json                 the RunConfig of the latest invocation
-    <root>/<run>/iter_<t>/<stage>/...        the stage's data
-    <root>/<run>/iter_<t>/<stage>/manifest.json   written last: its presence means "done"
+Where a run's files go is `metareward.runstore.layout`'s business; a stage folder's ``manifest.json`` is written
+last, so its presence means "done".
 
 Writes go to a temporary name and are renamed into place, so a crash never leaves a half-written file under
 its final name; the manifest is written after every data file, so a stage folder without one is never
@@ -19,7 +16,6 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import TypeVar
 
 import fsspec
@@ -76,16 +72,6 @@ def join(*parts: str) -> str:
 def fs_for(uri: str) -> fsspec.AbstractFileSystem:
     fs, _ = fsspec.core.url_to_fs(uri)
     return fs
-
-
-def run_uri(root: str, run: str) -> str:
-    if "://" not in root:
-        root = str(Path(root).expanduser().resolve())
-    return join(root, run)
-
-
-def stage_uri(root: str, run: str, t: int, stage: str) -> str:
-    return join(run_uri(root, run), f"iter_{t}", stage)
 
 
 def exists(uri: str) -> bool:

@@ -8,6 +8,7 @@ import pytest
 from metareward.runstore import store
 from metareward.config import load_config
 from metareward.records import Prompt
+from metareward.runstore.layout import RunLayout
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def test_prompt_pool_and_eft_then_iteration_1_from_m0(tmp_path, prefect_harness,
     cfg = load_config("smoke-eft", [f"storage.root={tmp_path}", "engine.backend=fake", "execution.stage_process=inline", "run.name=boot",
                                     "eval.enabled=false", "prompt_pool.include_seeds=false"])
     [summary] = run_pipeline(cfg)
-    run = Path(store.run_uri(str(tmp_path), "boot"))
+    run = Path(RunLayout(str(tmp_path), "boot").run)
     pool_m = store.read_manifest(str(run / "iter_0/prompt_pool"))
     eft_m = store.read_manifest(str(run / "iter_0/eft"))
     assert pool_m is not None and eft_m is not None

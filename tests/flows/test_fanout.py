@@ -17,6 +17,7 @@ import pytest
 from metareward.config import load_config
 from metareward.pipeline import calls, contract, fanout
 from metareward.runstore import store
+from metareward.runstore.layout import RunLayout
 
 STAGES = ("prompts", "generate", "judge", "meta_judge", "pairs")
 FILES = {"generate": "responses", "judge": "judgments", "meta_judge": "verdicts", "pairs": "pairs"}
@@ -37,7 +38,7 @@ def _run(cfg, launcher=fanout.run_processes) -> None:
 
 
 def _rows(cfg) -> dict[str, bytes]:
-    run = Path(store.run_uri(cfg.storage.root, cfg.run.name))
+    run = Path(RunLayout.of(cfg).run)
     return {s: (run / "iter_1" / s / f"{f}.jsonl").read_bytes() for s, f in FILES.items()}
 
 
@@ -49,7 +50,7 @@ def test_two_replicas_give_the_rows_of_one_byte_for_byte(tmp_path):
     _run(one)
     _run(two)
     assert _rows(one) == _rows(ref) and _rows(two) == _rows(ref)
-    m = store.read_manifest(store.stage_uri(str(tmp_path), "two", 1, "judge"))
+    m = store.read_manifest(RunLayout(str(tmp_path), "two").stage(1, "judge"))
     assert m.stats["shards"] == 16 and m.stats["shards_reused"] == 16  # 64 responses in shards of 4, all merged
 
 
@@ -60,7 +61,7 @@ def test_a_killed_replica_loses_only_its_unfinished_shards(tmp_path, caplog):
     cfg = _cfg(tmp_path, "kill", "engine.replicas=2", "engine.shard_size=2")
     calls.save_config(cfg)
     calls.run(cfg, "prompts", 1)
-    run = store.run_uri(str(tmp_path), "kill")
+    run = RunLayout(str(tmp_path), "kill").run
     proc = subprocess.Popen([sys.executable, str(SLOW), "stage", "generate", run, "--iter", "1", "--replica", "1",
                              "--replicas", "2"], env={**os.environ, "SLOW_STAGE_DELAY": "1.5"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -84,7 +85,7 @@ def test_a_killed_replica_loses_only_its_unfinished_shards(tmp_path, caplog):
     calls.run(ref, "prompts", 1)
     calls.run(ref, "generate", 1)
     folder = Path(run, "iter_1", "generate")
-    assert (folder / "responses.jsonl").read_bytes() == Path(store.stage_uri(str(tmp_path), "ref", 1, "generate"),
+    assert (folder / "responses.jsonl").read_bytes() == Path(RunLayout(str(tmp_path), "ref").stage(1, "generate"),
                                                              "responses.jsonl").read_bytes()
 
 
@@ -127,4 +128,4 @@ def test_the_real_model_gives_the_same_rows_on_one_process_of_two_threads_and_tw
     _run(one)
     _run(two)
     assert _rows(two) == _rows(one)
-    assert store.read_manifest(store.stage_uri(str(tmp_path), "two", 1, "meta_judge")).counts["calls"] > 0
+    assert store.read_manifest(RunLayout(str(tmp_path), "two").stage(1, "meta_judge")).counts["calls"] > 0

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from metareward.pipeline import modelrefs, stages
-from metareward.runstore import store
 from metareward.config import load_config
+from metareward.runstore.layout import RunLayout
 
 
 def _cfg(root, *extra):
@@ -28,7 +28,7 @@ def test_judge_collapse_stops_the_iteration_at_the_gate(tmp_path, prefect_harnes
     monkeypatch.setattr(modelrefs, "open_model_engine", lambda cfg, model: FakeEngine(collapse=True))
     with pytest.raises(stages.StageError) as e:
         run_pipeline(_cfg(tmp_path))
-    run = Path(store.run_uri(str(tmp_path), "collapse"))
+    run = Path(RunLayout(str(tmp_path), "collapse").run)
     report_uri = run / "iter_1" / "health.json"
     assert str(e.value) == (
         "judge iter 1: health gate failed: health.max_tie_rate: tie_rate 1.0 > 0.9; health.min_score_entropy: "

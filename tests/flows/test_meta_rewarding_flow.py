@@ -7,6 +7,7 @@ import pytest
 from metareward.runstore import store
 from metareward.config import load_config
 from metareward.records import Judgment, MetaVerdict, PreferencePair, Response
+from metareward.runstore.layout import RunLayout
 
 STAGES = ["prompts", "generate", "judge", "meta_judge", "pairs", "train", "benchmark"]
 
@@ -25,7 +26,7 @@ def test_two_iterations_then_cached_then_rekeyed(tmp_path, prefect_harness, fake
 
     cfg = _cfg(tmp_path)
     summaries = run_pipeline(cfg)
-    run = Path(store.run_uri(str(tmp_path), "fake"))
+    run = Path(RunLayout(str(tmp_path), "fake").run)
 
     # iteration 1 has every stage; iteration 2 has no meta-judge (pairs.judge_pairs=[true, false])
     for stage in STAGES:
@@ -72,12 +73,12 @@ def test_collapsed_judge_gives_no_actor_pairs(tmp_path, prefect_harness, fake_tr
 
     with pytest.raises(stages.StageError, match="no preference pair survived"):
         run_pipeline(cfg)
-    m = store.read_manifest(store.stage_uri(str(tmp_path), "fake", 1, "pairs"))
+    m = store.read_manifest(RunLayout(str(tmp_path), "fake").stage(1, "pairs"))
     assert m.counts["actor_pairs"] == 0 and m.counts["actor_tie"] == 16
 
 
 def test_the_iteration_flow_is_its_six_stage_calls_and_the_loop_reads_no_store():
-    """The flow bodies read like the algorithm: the iteration calls the six stages (on `StageTasks`) and returns
+    """The flow bodies read like the algorithm: the iteration calls the six stages (on `RunTasks`) and returns
     M_t; the loop passes M_t on and never reads the run store."""
     import ast
     import inspect
@@ -86,8 +87,8 @@ def test_the_iteration_flow_is_its_six_stage_calls_and_the_loop_reads_no_store()
 
     [fn] = ast.parse(inspect.getsource(iteration.meta_rewarding_iteration.fn)).body
     calls = sorted((n.lineno, n.col_offset, n.func.attr) for n in ast.walk(fn) if isinstance(n, ast.Call)
-                   and isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name) and n.func.value.id == "s")
-    assert [c[-1] for c in calls] == ["prompts", "generate", "judge", "meta_judge", "build_pairs", "train"]
+                   and isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name) and n.func.value.id == "tasks")
+    assert [c[-1] for c in calls] == ["prompts", "generate", "judge", "meta_judge", "pairs", "train"]
     assert isinstance(fn.body[-1], ast.Return)
     names = {n.id for n in ast.walk(ast.parse(inspect.getsource(meta_rewarding))) if isinstance(n, ast.Name)}
     assert not names & {"store", "read_manifest", "train_manifest"}

@@ -9,6 +9,7 @@ import pytest
 from metareward.runstore import store
 from metareward.config import load_config
 from metareward.records import Prompt
+from metareward.runstore.layout import RunLayout
 
 
 @pytest.mark.slow
@@ -24,7 +25,7 @@ def test_smoke_eft_recipe_on_the_real_model(tmp_path, prefect_harness):
         "dpo.gradient_accumulation_steps=1", "dpo.max_length=512",
     ])
     [summary] = run_pipeline(cfg)
-    run = Path(store.run_uri(str(tmp_path), "real-eft"))
+    run = Path(RunLayout(str(tmp_path), "real-eft").run)
 
     pool_m = store.read_manifest(str(run / "iter_0/prompt_pool"))
     assert pool_m.counts["seeds"] == 8 and pool_m.counts["requests"] == 2 and pool_m.counts["completions"] == 2

@@ -11,6 +11,7 @@ import pytest
 from metareward.runstore import store
 from metareward.config import load_config
 from metareward.records import Judgment, MetaVerdict, PreferencePair
+from metareward.runstore.layout import RunLayout
 
 
 @pytest.mark.slow
@@ -25,7 +26,7 @@ def test_smoke_recipe_on_the_real_model(tmp_path, prefect_harness):
         "dpo.gradient_accumulation_steps=1", "dpo.max_length=512",
     ])
     [summary] = run_pipeline(cfg)
-    run = Path(store.run_uri(str(tmp_path), "real"))
+    run = Path(RunLayout(str(tmp_path), "real").run)
 
     judgments = store.read_jsonl(str(run / "iter_1/judge/judgments.jsonl"), Judgment)
     assert len(judgments) == 4 * 3 * 3

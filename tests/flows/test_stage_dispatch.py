@@ -96,3 +96,19 @@ def test_a_run_refused_by_the_stage_is_not_retried(runs):
     runs["states"]["r-train-iter1"] = Failed(message="Flow run encountered an exception: StageError: the stage key")
     with pytest.raises(contract.StageError, match="r-train-iter1 Failed"):
         launch.run_deployments(cfg, "train", 1, None)
+
+
+def test_every_task_of_a_run_takes_the_runs_retry_policy():
+    """Retries are set in one place (`RunTasks`), from ``execution.*``, on every task the flows call."""
+    from metareward.config import load_config
+    from tasks import stages as stage_tasks
+
+    cfg = load_config("smoke", ["execution.retries=4", "execution.retry_delay_seconds=1.5"])
+    tasks = stage_tasks.RunTasks(cfg)
+    for name in (*stage_tasks.STAGES, "base_model"):
+        task = getattr(tasks, name)
+        assert (task.retries, task.retry_delay_seconds, task.retry_condition_fn) == (
+            4, 1.5, stage_tasks.retry_worthwhile), name
+        assert getattr(stage_tasks, name).retries == 0  # the bare task declares none of its own
+    with pytest.raises(AttributeError):
+        tasks.placed

@@ -6,6 +6,7 @@ from metareward.reporting import report
 from metareward.runstore import store
 from metareward.config import load_config
 from metareward.records import Judgment
+from metareward.runstore.layout import RunLayout
 
 
 def test_iteration_publishes_report_and_artifacts(tmp_path, prefect_harness, fake_trainer):
@@ -16,7 +17,7 @@ def test_iteration_publishes_report_and_artifacts(tmp_path, prefect_harness, fak
 
     cfg = load_config("smoke", [f"storage.root={tmp_path}", "engine.backend=fake", "execution.stage_process=inline", "run.name=UI_Run.1"])
     run_pipeline(cfg, recipe="smoke")
-    run = Path(store.run_uri(str(tmp_path), "UI_Run.1"))
+    run = Path(RunLayout(str(tmp_path), "UI_Run.1").run)
     html = (run / "report" / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 5
 

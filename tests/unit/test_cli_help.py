@@ -9,6 +9,7 @@ from flows.cli import app
 from metareward.config import load_config
 from metareward.reporting.console import RichBars
 from metareward.records import Manifest
+from metareward.runstore.layout import RunLayout
 
 runner = CliRunner()
 
@@ -37,7 +38,7 @@ def test_every_command_has_help():
 
 def test_status_shows_done_partial_and_missing(tmp_path):
     cfg = load_config("smoke", [f"storage.root={tmp_path}", "run.name=st"])
-    run = store.run_uri(str(tmp_path), "st")
+    run = RunLayout(str(tmp_path), "st").run
     store.write_json(store.join(run, "config.json"), cfg.model_dump(mode="json"))
     folder = store.join(run, "iter_1", "generate")
     store.write_manifest(Manifest(stage="generate", iteration=1, run="st", key="k", uri=folder,

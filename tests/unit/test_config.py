@@ -13,9 +13,9 @@ def test_llama3_recipe_has_the_papers_settings():
     cfg = load_config("llama3-8b")
     assert (cfg.actor.k, cfg.judge.n) == (7, 11)
     assert (cfg.actor.sampling.temperature, cfg.actor.sampling.top_p) == (0.8, 0.95)
-    assert [schedule(cfg.pairs.rho, t) for t in (1, 2, 3, 4)] == [0.0, 0.32, 0.32, 0.4]
-    assert [cfg.judge_pairs_at(t) for t in (1, 2, 3, 4)] == [True, True, False, False]
-    assert [schedule(cfg.pairs.judge_max_chosen_chars, t) for t in (1, 2)] == [1100, 1000]
+    assert [cfg.at(t).rho for t in (1, 2, 3, 4)] == [0.0, 0.32, 0.32, 0.4]
+    assert [cfg.at(t).judge_pairs for t in (1, 2, 3, 4)] == [True, True, False, False]
+    assert [cfg.at(t).judge_max_chosen_chars for t in (1, 2)] == [1100, 1000]
     assert (cfg.dpo.beta, cfg.dpo.learning_rate, cfg.dpo.lr_scheduler_type) == (0.1, 5e-6, "cosine")
     assert cfg.dpo.per_device_batch_size * cfg.dpo.gradient_accumulation_steps == 32
 
@@ -24,6 +24,20 @@ def test_schedule_repeats_last_value():
     assert [schedule([0.0, 0.32], t) for t in (1, 2, 3, 7)] == [0.0, 0.32, 0.32, 0.32]
     with pytest.raises(ValueError):
         schedule([1], 0)
+
+
+def test_an_iteration_sees_its_own_schedule_values():
+    cfg = load_config("smoke", ["pairs.rho=[0.0, 0.3]", "pairs.judge_pairs=[true, false]", "run.iterations=3"])
+    assert cfg.at(2).schedules() == {"pairs.rho": 0.3, "pairs.actor_max_chosen_chars": 2500,
+                                     "pairs.judge_pairs": False, "pairs.judge_max_chosen_chars": 1100}
+    with pytest.raises(ValueError, match="pairs.rho: iteration 0 has no schedule value"):
+        cfg.at(0).rho
+    # iteration 2 and 3 use the same values, so their digests agree; iteration 1 differs; other sections don't care
+    assert cfg.at(2).digest("pairs") == cfg.at(3).digest("pairs") != cfg.at(1).digest("pairs")
+    assert cfg.at(1).digest("dpo") == cfg.at(2).digest("dpo") == cfg.digest("dpo")
+    assert cfg.at(0).digest("pairs") == cfg.digest("pairs")  # the seed-model stages see the lists as they are
+    longer = load_config("smoke", ["pairs.rho=[0.0, 0.3, 0.3]", "pairs.judge_pairs=[true, false]"])
+    assert longer.at(2).digest("pairs") == cfg.at(2).digest("pairs")  # a longer list with the same value at t
 
 
 def test_overrides_are_parsed_as_yaml():

@@ -10,6 +10,7 @@ from metareward.runstore import store
 from metareward.config import load_config
 from metareward.engines.fake import FakeEngine
 from metareward.records import ModelRef
+from metareward.runstore.layout import RunLayout
 
 
 class OutOfMemoryError(RuntimeError):  # torch.OutOfMemoryError's name and base
@@ -56,7 +57,7 @@ def test_engine_oom_names_the_setting_and_keeps_finished_shards(tmp_path, monkey
         stages.generate(cfg, 1, model, prompts_m)
     assert str(e.value) == ("generate iter 1: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; "
                             "79.1 GiB total)); lower engine.batch_size (now 128) or engine.shard_size (now 4)")
-    folder = store.stage_uri(str(tmp_path), "oom", 1, "generate")
+    folder = RunLayout(str(tmp_path), "oom").stage(1, "generate")
     assert store.read_manifest(folder) is None
     monkeypatch.setattr(FakeEngine, "generate", generate)
     m = stages.generate(cfg, 1, model, prompts_m)  # the rerun (smaller settings would re-key; same here)

@@ -6,6 +6,7 @@ from metareward.pipeline import contract
 from metareward.config import load_config
 from metareward.pipeline.contract import stage_key
 from metareward.registry import PIPELINE, STAGES
+from metareward.runstore.layout import RunLayout
 
 
 def test_stage_keys_follow_what_each_stage_reads():
@@ -27,7 +28,7 @@ def test_initial_model_is_the_eft_model_when_eft_is_on(tmp_path):
     cfg = load_config("smoke", [f"storage.root={tmp_path}", "eft.enabled=true"])
     with pytest.raises(stages.StageError, match="eft iter 0"):
         stages.initial_model(cfg)
-    folder = store.stage_uri(cfg.storage.root, cfg.run.name, 0, "eft")
+    folder = RunLayout.of(cfg).stage(0, "eft")
     store.write_manifest(Manifest(stage="eft", iteration=0, run=cfg.run.name, key="k", uri=folder,
                                   files={"model": f"{folder}/model"}))
     m0 = stages.initial_model(cfg)
@@ -37,11 +38,10 @@ def test_initial_model_is_the_eft_model_when_eft_is_on(tmp_path):
 def test_health_check_names_a_judge_manifest_without_judgments(tmp_path):
     """A judge manifest with no judgments file gets an error naming the manifest, not a KeyError."""
     from metareward.pipeline import stages
-    from metareward.runstore import store
     from metareward.records import Manifest
 
     cfg = load_config("smoke", [f"storage.root={tmp_path}"])
-    folder = store.stage_uri(cfg.storage.root, cfg.run.name, 1, "judge")
+    folder = RunLayout.of(cfg).stage(1, "judge")
     m = Manifest(stage="judge", iteration=1, run=cfg.run.name, key="k", uri=folder, files={"model": folder})
     with pytest.raises(stages.StageError, match=r"judge iter 1: the manifest at .* lists no judgments file"):
         stages.check_health(cfg, 1, m)

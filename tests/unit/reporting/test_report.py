@@ -21,6 +21,7 @@ import pytest
 
 from metareward.reporting import report
 from metareward.runstore import store
+from metareward.runstore.layout import RunLayout
 from metareward.records import Judgment, Manifest, PreferencePair, Response
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -170,7 +171,7 @@ def test_a_report_of_the_same_inputs_is_not_drawn_again(run, monkeypatch):
     # a lost figure is drawn again too, as is a report whose stamp is unreadable
     store.fs_for(first["lengths.png"]).rm(first["lengths.png"])
     assert store.exists(report.write_report(run)["lengths.png"]) and len(drawn) == 3
-    stamp = store.join(run, report.REPORT_DIR, report.STAMP)
+    stamp = store.join(RunLayout.at(run).report, report.STAMP)
     store.write_bytes(stamp, b"{not json")
     report.write_report(run)
     assert len(drawn) == 4

@@ -4,6 +4,7 @@ import pytest
 
 from metareward.runstore import store
 from metareward.records import Manifest, Prompt
+from metareward.runstore.layout import RunLayout
 
 
 def test_jsonl_roundtrip_and_digest(tmp_path):
@@ -22,7 +23,7 @@ def test_bad_jsonl_line_is_named(tmp_path):
 
 
 def test_manifest_is_the_done_marker(tmp_path):
-    folder = store.stage_uri(str(tmp_path), "run", 1, "judge")
+    folder = RunLayout(str(tmp_path), "run").stage(1, "judge")
     assert store.read_manifest(folder) is None
     m = Manifest(stage="judge", iteration=1, run="run", key="k1", uri=folder, digests={"x": "d"})
     store.write_manifest(m)

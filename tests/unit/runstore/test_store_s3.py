@@ -17,6 +17,7 @@ from metareward.runstore import store  # noqa: E402
 from metareward.config import load_config  # noqa: E402
 from metareward.engines.fake import FakeEngine  # noqa: E402
 from metareward.records import ModelRef  # noqa: E402
+from metareward.runstore.layout import RunLayout  # noqa: E402
 
 
 class Server:
@@ -90,7 +91,7 @@ def test_stage_survives_an_s3_outage(s3, tmp_path, monkeypatch, caplog):
 
 def test_s3_gone_for_good_names_the_uri(s3, monkeypatch, capsys):
     cfg = _cfg(f"s3://{s3.bucket}/runs")
-    store.write_json(store.join(store.run_uri(cfg.storage.root, "s3run"), "config.json"), cfg.model_dump(mode="json"))
+    store.write_json(store.join(RunLayout(cfg.storage.root, "s3run").run, "config.json"), cfg.model_dump(mode="json"))
     s3.stop()
     monkeypatch.setattr(store, "RETRY_ATTEMPTS", 3)
     monkeypatch.setattr(store, "RETRY_FIRST_DELAY_S", 0.01)
