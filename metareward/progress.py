@@ -59,10 +59,6 @@ def relay(label: str, done: int, total: int) -> None:
             log.debug("progress listener failed: %s", e)
 
 
-def current_stage() -> str:
-    return _stage.get()
-
-
 class Tracker:
     """``total`` units of work (rows, steps); `advance` as they finish. A listener that raises is logged, not
     propagated: progress never breaks a stage."""

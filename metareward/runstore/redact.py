@@ -61,14 +61,6 @@ def redact_obj(obj, env: Mapping[str, str] | None = None):
     return walk(obj)
 
 
-class RedactingFilter(logging.Filter):
-    """A logging filter that masks secrets in a record's message (and drops its args once merged)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        _redact_record(record)
-        return True
-
-
 def _redact_record(record: logging.LogRecord) -> None:
     try:
         message = record.getMessage()
