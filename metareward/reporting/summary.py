@@ -112,44 +112,44 @@ def _pairs(d: dict) -> str:
     return ", ".join(f"{k} {_fmt(v)}" for k, v in d.items())
 
 
-def _bench_table(s: dict) -> list[str]:
+def _bench_table(summary: dict) -> list[str]:
     """The run report's benchmark table (`metareward.reporting.tables.benchmark_table`: M_0 beside M_t, each result with
     its judge and label) for this summary, and the benchmark answers' mean length."""
     from metareward.reporting.tables import Table, bench_rows, table_markdown
 
-    cols = [s[label] for label in ("benchmark_baseline", "benchmark") if label in s]
+    cols = [summary[label] for label in ("benchmark_baseline", "benchmark") if label in summary]
     if not cols:
         return []
-    tab = Table(f"Iteration {s['iteration']}: benchmark", ["model", "metric", "value", "judge", "label"])
+    tab = Table(f"Iteration {summary['iteration']}: benchmark", ["model", "metric", "value", "judge", "label"])
     for b in cols:
         tab.rows += bench_rows(b)
     chars = ", ".join(f"M_{b.get('model_iteration')} {_fmt(b.get('mean_chars'))}" for b in cols)
     return ["", table_markdown(tab).rstrip("\n"), "", f"Benchmark answers, mean chars: {chars}"]
 
 
-def to_markdown(s: dict) -> str:
-    lines = [f"# Iteration {s['iteration']}", "", "| quantity | value |", "|---|---|"]
+def to_markdown(summary: dict) -> str:
+    lines = [f"# Iteration {summary['iteration']}", "", "| quantity | value |", "|---|---|"]
     for key in ("prompts", "responses", "response_mean_chars", "judgments", "judge_parse_rate", "judge_mean_score",
                 "meta_judge_calls", "meta_judge_decided", "actor_pairs", "judge_pairs",
                 "actor_chosen_mean_chars", "actor_rejected_mean_chars"):
-        lines.append(f"| {key} | {_fmt(s.get(key))} |")
+        lines.append(f"| {key} | {_fmt(summary.get(key))} |")
     lines += ["", "Score histogram (rounded points): " + ", ".join(f"{k}: {v}" for k, v in
-                                                                   (s.get("score_histogram") or {}).items())]
-    lines.append("Pairs skipped: " + (", ".join(f"{k}: {v}" for k, v in s["pair_skips"].items()) or "none"))
-    if "train" in s:
-        lines.append("Training: " + _pairs(s["train"]))
+                                                                   (summary.get("score_histogram") or {}).items())]
+    lines.append("Pairs skipped: " + (", ".join(f"{k}: {v}" for k, v in summary["pair_skips"].items()) or "none"))
+    if "train" in summary:
+        lines.append("Training: " + _pairs(summary["train"]))
     for label in ("prompt_pool", "eft"):
-        if label in s:
-            lines.append(f"{label}: " + _pairs(s[label]))
-    lines += _bench_table(s)
+        if label in summary:
+            lines.append(f"{label}: " + _pairs(summary[label]))
+    lines += _bench_table(summary)
     lines += ["", "Stage seconds: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {_fmt(v)}"
-                                                for k, v in s["durations_s"].items())]
+                                                for k, v in summary["durations_s"].items())]
     return "\n".join(lines) + "\n"
 
 
-def write_summary(run: RunLayout, s: dict) -> str:
-    """Iteration ``s["iteration"]``'s summary as JSON and markdown; returns the markdown's URI."""
-    t = s["iteration"]
-    store.write_json(run.summary(t, "json"), s)
-    store.write_bytes(run.summary(t, "md"), to_markdown(s).encode())
+def write_summary(run: RunLayout, summary: dict) -> str:
+    """The summary as JSON and markdown in its iteration's folder; returns the markdown's URI."""
+    t = summary["iteration"]
+    store.write_json(run.summary(t, "json"), summary)
+    store.write_bytes(run.summary(t, "md"), to_markdown(summary).encode())
     return run.summary(t, "md")
