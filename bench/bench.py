@@ -151,7 +151,7 @@ def compare(results: dict) -> dict:
 def bench_engine() -> dict:
     from metareward.engines.transformers_engine import TransformersEngine
     from metareward.engines.models import embedded_model_path
-    from metareward.engines.precision import inference_dtype
+    from metareward.hardware import inference_dtype
 
     from ceiling import achieved, distinct_prefix_tokens, flops_per_token, matmul_ceiling, stage_bound
 
@@ -290,7 +290,7 @@ def dpo_summary(runs: list[dict]) -> dict:
 def bench_dpo() -> dict:
     from dpo_step_time import run_in_process
 
-    from metareward.engines.precision import train_bf16
+    from metareward.hardware import train_bf16
 
     precision = "bf16" if train_bf16(workload.recipe().dpo.bf16, on_gpu=False) else "fp32"
     runs = []
@@ -467,7 +467,7 @@ def bench_fanout() -> dict:
         print(f"fanout: judge at 1 replica of 1 thread: {one_s:.1f} s", flush=True)
         two_s, two_rows = _fanout_judge(root, "two", 2)
         print(f"fanout: judge at 2 replicas of {max(1, cores // 2)} thread(s): {two_s:.1f} s", flush=True)
-    from metareward.engines.precision import inference_dtype
+    from metareward.hardware import inference_dtype
 
     return {"stage": "judge", "model": "SmolLM2-135M-Instruct (embedded)",
             "dtype": inference_dtype(base.engine.dtype, "cpu"), "settings": list(FANOUT_SETTINGS),

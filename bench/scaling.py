@@ -215,7 +215,7 @@ def run_size(engine, prompts: list[str], k: int, n: int) -> dict:
 
 def bench_scaling() -> dict:
     from metareward.engines.models import embedded_model_path
-    from metareward.engines.precision import inference_dtype
+    from metareward.hardware import inference_dtype
     from metareward.engines.transformers_engine import TransformersEngine
 
     sizes, doubled = selected_sizes()

@@ -10,7 +10,7 @@ bench.py -> workload.py.
 - meta-judge: the first response of each prompt, every ordered pair of its N judgments (`render_meta_judge`, both
   orders, so its position bias averages out), one sample each, META_TOKENS;
 - the paper's sampling (T 0.8, top-p 0.95); judges write text; the smoke recipe's batch size and dtype (``auto``
-  resolved for this CPU by `metareward.engines.precision`).
+  resolved for this CPU by `metareward.hardware`).
 
 Importing this module loads no torch: the engine and the prompts are imported inside the functions.
 """
@@ -35,7 +35,7 @@ MAX_TOKENS = {"generate": ACTOR_TOKENS, "judge": JUDGE_TOKENS, "meta_judge": MET
 
 def recipe():
     """The smoke recipe: the bench measures what `make run` uses (its batch size, dtype and training precision,
-    resolved for this machine by `metareward.engines.precision`: bf16 only where the CPU computes it natively)."""
+    resolved for this machine by `metareward.hardware`: bf16 only where the CPU computes it natively)."""
     from metareward.config import load_config
 
     return load_config("smoke")

@@ -1,11 +1,11 @@
 """Generation backends behind one `Engine` interface; `open_engine` picks one from the config: transformers (the
 CPU default; `decoding` and `shared_prefix` are its decode loop and attention), vLLM (GPU), a fake engine for
-tests; the token helpers they share (`tokens`), where a model comes from (`models`: the embedded SmolLM2, paths
-and hub ids) and the hardware's precision (`precision`).
+tests; the token helpers they share (`tokens`) and where a model comes from (`models`: the embedded SmolLM2,
+paths and hub ids). What the hardware does best (precision, GPU count) is asked of `metareward.hardware`.
 
-Backends are imported lazily: importing this package never imports torch, transformers or vllm. May import
-`metareward.config`, `metareward.progress`, `metareward.method.prompts` (the fake engine's canned answers) and
-`metareward.training.launch` (the GPU count); nothing of the stages or the store.
+Backends are imported lazily: importing this package never imports torch, transformers or vllm. May import the
+top-level modules (`metareward.config`, `metareward.progress`, `metareward.hardware`) and
+`metareward.method.prompts` (the fake engine's canned answers); nothing of training, the stages or the store.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def open_engine(
         )
     if backend == "vllm":
         from metareward.engines.vllm_engine import VLLMEngine
-        from metareward.training.launch import tensor_parallel_size, visible_gpus
+        from metareward.hardware import tensor_parallel_size, visible_gpus
 
         return VLLMEngine(
             model_path,

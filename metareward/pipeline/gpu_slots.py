@@ -18,28 +18,15 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import subprocess
 import time
 from pathlib import Path
 
+from metareward.hardware import host_gpus  # the host's GPU ids (METAREWARD_GPUS, else CUDA_VISIBLE_DEVICES, ...)
+
 ENV = "METAREWARD_GPU_SLOTS"  # the lock folder; unset = this process claims nothing
-GPUS_ENV = "METAREWARD_GPUS"  # the host's GPU ids, comma-separated (default: nvidia-smi's)
 
 log = logging.getLogger("metareward")
 _held: list[int] = []  # open lock files: closed by the process's exit, which releases them
-
-
-def host_gpus() -> list[int]:
-    """The GPU ids to share: METAREWARD_GPUS, else CUDA_VISIBLE_DEVICES, else nvidia-smi's list (none: [])."""
-    given = os.environ.get(GPUS_ENV, os.environ.get("CUDA_VISIBLE_DEVICES"))
-    if given is not None:
-        return [int(g) for g in given.split(",") if g.strip().isdigit()]
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [int(g) for g in out.stdout.split() if g.isdigit()] if out.returncode == 0 else []
 
 
 def _try_lock(folder: Path, gpu: int) -> int | None:

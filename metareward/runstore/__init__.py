@@ -2,5 +2,6 @@
 folders copied between an ``s3://`` store and the local cache, sharded stages that resume after a crash, secret
 redaction for everything written or logged, and the code digests that stage keys are built on.
 
-May import `metareward.records` and `metareward.engines.models` (the local model cache); nothing that computes.
+May import the top-level modules (`metareward.records`; `metareward.hardware`: the local model cache) and no
+other subpackage: nothing that computes.
 """

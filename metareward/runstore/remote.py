@@ -48,9 +48,9 @@ def is_remote(uri: str) -> bool:
 
 def cache_root(model_cache: str | None) -> Path:
     """``storage.model_cache`` or ``~/.cache/metareward/models`` (METAREWARD_CACHE moves it)."""
-    from metareward.engines.models import default_cache_dir
+    from metareward.hardware import model_cache_dir
 
-    return Path(model_cache).expanduser() if model_cache else default_cache_dir()
+    return Path(model_cache).expanduser() if model_cache else model_cache_dir()
 
 
 def local_model(uri: str, digest: str, model_cache: str | None = None) -> str:

@@ -49,7 +49,7 @@ def trainer_args(config_cls, section, *, output_dir: str, dtype: str, trust_remo
     """
     import torch
 
-    from metareward.engines.precision import train_bf16
+    from metareward.hardware import train_bf16
 
     on_gpu = torch.cuda.is_available()
     # Recent transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns and is

@@ -5,7 +5,8 @@
 * More than one GPU: the stage runs DPO through ``accelerate launch`` with a configuration shipped in
   ``metareward/configs/accelerate/`` (FSDP, or DeepSpeed ZeRO-3 with ``dpo.distributed=zero3``), one process per
   GPU; rank 0 saves the model and writes the statistics the stage records.
-* vLLM: ``engine.tensor_parallel_size=0`` shards the engine over every GPU of the worker.
+* vLLM: ``engine.tensor_parallel_size=0`` shards the engine over every GPU of the worker
+  (`metareward.hardware.tensor_parallel_size`).
 
 The command for a worker with 8 GPUs::
 
@@ -26,26 +27,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from metareward.hardware import visible_gpus
+
 CONFIG_DIR = Path(__file__).parents[1] / "configs" / "accelerate"
 STRATEGIES = {"fsdp": "fsdp.yaml", "zero3": "deepspeed_zero3.yaml"}
-
-
-def visible_gpus(env: dict[str, str] | None = None) -> int:
-    """GPUs this process may use: CUDA_VISIBLE_DEVICES when set, else what torch sees (0 without CUDA)."""
-    env = os.environ if env is None else env
-    if "CUDA_VISIBLE_DEVICES" in env:
-        ids = [d for d in env["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
-        return 0 if ids[:1] == ["-1"] else len(ids)
-    try:
-        import torch
-    except ImportError:
-        return 0
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def tensor_parallel_size(configured: int, gpus: int) -> int:
-    """vLLM's tensor_parallel_size: the configured value, or every GPU of the worker when it is 0."""
-    return configured if configured > 0 else max(gpus, 1)
 
 
 def accelerate_config(strategy: str) -> Path:

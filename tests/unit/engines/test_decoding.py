@@ -1,4 +1,5 @@
-"""The decode loop's helpers: the nucleus sampler on hand-made distributions, row compaction, the sliced output head."""
+"""The decode loop's helpers: the nucleus sampler on hand-made distributions, row compaction, the sliced output head;
+which loop `auto` picks."""
 
 from __future__ import annotations
 
@@ -150,3 +151,16 @@ def test_sliced_output_head_only_where_measured():
                            (_Head(4096, 64), 2)]:  # more than one compute thread
         with torch_threads(threads), output_head_in_slices(model):
             assert "forward" not in vars(model.lm_head)
+
+
+def test_the_decoder_is_ours_on_a_cpu_and_hf_generate_on_a_gpu_unless_one_is_asked_for(caplog):
+    from metareward.engines.decoding import own_decoder
+
+    with caplog.at_level("INFO", logger="metareward.engines.decoding"):
+        assert own_decoder("auto", "cpu") is True
+        assert own_decoder("auto", "cuda") is False
+    # 'auto' says which loop it took and why (the measured figures)
+    assert "auto -> own on cpu" in caplog.text and "auto -> generate on cuda" in caplog.text
+    assert own_decoder("own", "cuda") is True and own_decoder("generate", "cpu") is False
+    with pytest.raises(ValueError, match="decoder must be auto, own or generate"):
+        own_decoder("fast", "cpu")

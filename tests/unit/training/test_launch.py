@@ -1,5 +1,6 @@
-"""metareward.training.launch: the command and configuration a worker with 1 or 8 GPUs trains with; vLLM's tensor
-parallelism; LoRA (peft) as the one-GPU option, run for real on the embedded model."""
+"""metareward.training.launch: the command and configuration a worker with 1 or 8 GPUs trains with; LoRA (peft)
+as the one-GPU option, run for real on the embedded model. (GPU counts and vLLM's tensor parallelism:
+tests/unit/test_hardware.py.)"""
 
 from __future__ import annotations
 
@@ -9,15 +10,7 @@ import pytest
 import yaml
 
 from metareward.training import launch
-from metareward.config import DPOSection, load_config
-
-
-@pytest.mark.parametrize("env, gpus", [
-    ({"CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}, 8), ({"CUDA_VISIBLE_DEVICES": "3"}, 1),
-    ({"CUDA_VISIBLE_DEVICES": ""}, 0), ({"CUDA_VISIBLE_DEVICES": "-1"}, 0),
-])
-def test_visible_gpus_from_cuda_visible_devices(env, gpus):
-    assert launch.visible_gpus(env) == gpus
+from metareward.config import DPOSection
 
 
 def test_no_launch_on_one_gpu_or_inside_accelerate():
@@ -79,13 +72,6 @@ def test_eight_gpus_train_through_accelerate(monkeypatch, tmp_path):
     assert seen["cmd"][3].endswith("deepspeed_zero3.yaml")
     assert seen["args"]["pairs"][0]["chosen"] == "a" and seen["args"]["kwargs"] == {"seed": 5}
     assert seen["args"]["dpo"]["distributed"] == "zero3"
-
-
-def test_tensor_parallel_over_the_workers_gpus():
-    assert launch.tensor_parallel_size(0, 8) == 8 and launch.tensor_parallel_size(0, 0) == 1
-    assert launch.tensor_parallel_size(2, 8) == 2
-    cfg = load_config("llama3-8b", [])
-    assert cfg.engine.tensor_parallel_size == 1 and cfg.engine.replicas == 0  # the recipe: a replica per GPU
 
 
 @pytest.mark.slow
