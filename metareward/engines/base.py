@@ -11,6 +11,15 @@ cover all three roles:
 - ``choice_probs(prompts, prefixes, choices)``: after the assistant has written ``prefix`` (e.g. a
   justification followed by ``"Score: "``), the probability of each choice string (``"0".."5"`` or
   ``"A"/"B"``), renormalised over the choices. This is the ``expected`` scoring mode.
+
+Anything more an engine can do it declares in ``capabilities`` (names from `CAPABILITIES`, each with the members it
+brings); callers ask `can(engine, name)` instead of probing for methods. An engine without the declaration can
+do none of them.
+
+    >>> class Plain:
+    ...     capabilities = frozenset({COUNTS_PROMPT_TOKENS})
+    >>> can(Plain(), COUNTS_PROMPT_TOKENS), can(Plain(), CHATS), can(object(), CHATS)
+    (True, False, False)
 """
 
 from __future__ import annotations
@@ -21,6 +30,25 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 Seeds = int | Sequence[int]
 R = TypeVar("R")
+
+# What an engine may do beyond generate / choice_probs / close: the name it declares, and the members that brings.
+COUNTS_PROMPT_TOKENS = "counts_prompt_tokens"  # its context length and each prompt's tokens (the context check)
+SCORES_WHILE_GENERATING = "scores_while_generating"  # choice probabilities read on the KV cache that wrote a sample
+CHATS = "chats"  # generation from whole message lists (multi-turn benchmarks)
+RUNS_TOGETHER = "runs_together"  # several callers' jobs in one scheduler at once (vLLM)
+CAPABILITIES: dict[str, tuple[str, ...]] = {
+    COUNTS_PROMPT_TOKENS: ("context_length", "prompt_tokens"),
+    SCORES_WHILE_GENERATING: ("generate_scored",),
+    CHATS: ("generate_chat",),
+    RUNS_TOGETHER: ("run_together",),
+}
+
+
+def can(engine, capability: str) -> bool:
+    """Whether ``engine`` declares ``capability`` (one of `CAPABILITIES`)."""
+    if capability not in CAPABILITIES:
+        raise KeyError(f"unknown engine capability {capability!r}; known: {', '.join(CAPABILITIES)}")
+    return capability in getattr(engine, "capabilities", frozenset())
 
 
 @dataclass(frozen=True)
@@ -54,6 +82,8 @@ def prompt_seeds(seed: Seeds, count: int, n: int) -> list[int]:
 
 @runtime_checkable
 class Engine(Protocol):
+    capabilities: frozenset[str]  # names from `CAPABILITIES`: what it does beyond the three operations below
+
     def generate(self, prompts: list[str], n: int, sampling: Sampling, seed: Seeds) -> list[list[Completion]]:
         """n completions for each prompt, in prompt order."""
         ...
@@ -71,11 +101,10 @@ def run_together(engine, jobs: Sequence[Callable[[], R]]) -> Iterator[tuple[int,
     """Run ``jobs`` (each makes its own calls on ``engine``) and yield ``(job index, result)`` as each one ends.
 
     An engine that schedules many callers' requests at once (vLLM: all of a replica's shards in one scheduler)
-    provides ``run_together`` itself; elsewhere the jobs run one after another, in order, each with the engine's
-    own batching (the CPU engine), so their results do not depend on what else ran."""
-    own = getattr(engine, "run_together", None)
-    if own is not None:
-        yield from own(jobs)
+    declares `RUNS_TOGETHER` and provides ``run_together`` itself; elsewhere the jobs run one after another, in
+    order, each with the engine's own batching (the CPU engine), so their results do not depend on what else ran."""
+    if can(engine, RUNS_TOGETHER):
+        yield from engine.run_together(jobs)
         return
     for i, job in enumerate(jobs):
         yield i, job()

@@ -12,7 +12,7 @@ import hashlib
 import re
 
 from metareward import progress
-from metareward.engines.base import Completion, Sampling, Seeds, prompt_seeds
+from metareward.engines.base import COUNTS_PROMPT_TOKENS, Completion, Sampling, Seeds, prompt_seeds
 from metareward.method.prompts import JUDGE_HEAD, META_JUDGE_HEAD
 
 
@@ -22,6 +22,8 @@ def _h(*parts) -> int:
 
 class FakeEngine:
     """Canned outputs; ``collapse=True`` makes the judge give 5 to everything (a judge-collapse drill)."""
+
+    capabilities = frozenset({COUNTS_PROMPT_TOKENS})  # prompts measured in words
 
     def __init__(self, model_path: str = "fake", collapse: bool = False, context_length: int | None = None):
         self.model_path = model_path

@@ -43,7 +43,8 @@ import threading
 from typing import Any
 
 from metareward import progress
-from metareward.engines.base import Completion, Sampling, Seeds, prompt_seeds
+from metareward.engines.base import (CHATS, COUNTS_PROMPT_TOKENS, SCORES_WHILE_GENERATING, Completion, Sampling,
+                                     Seeds, prompt_seeds)
 from metareward.engines.choice_scoring import ChoiceScoring, torch_threads
 from metareward.engines.memory import keep_freed_memory, release_freed_memory
 from metareward.engines.tokens import END_OF_TURN_TOKENS
@@ -73,6 +74,8 @@ def batch_chunks(n: int, per_batch: int) -> list[tuple[int, int]]:
 
 class TransformersEngine(ChoiceScoring):
     """A `metareward.engines.base.Engine` on ``AutoModelForCausalLM``; CUDA when available, else CPU."""
+
+    capabilities = frozenset({COUNTS_PROMPT_TOKENS, SCORES_WHILE_GENERATING, CHATS})
 
     def __init__(
         self,

@@ -57,7 +57,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from metareward.engines.base import Completion, Sampling, Seeds, prompt_seeds
+from metareward.engines.base import (CHATS, COUNTS_PROMPT_TOKENS, RUNS_TOGETHER, Completion, Sampling, Seeds,
+                                     prompt_seeds)
 from metareward.engines.tokens import END_OF_TURN_TOKENS, split_choices
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,8 @@ _JOB = threading.local()  # .driver: the _Driver whose job runs on this thread
 
 class VLLMEngine:
     """A `metareward.engines.base.Engine` on ``vllm.LLM`` (GPU)."""
+
+    capabilities = frozenset({COUNTS_PROMPT_TOKENS, CHATS, RUNS_TOGETHER})
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from metareward.engines.base import Sampling
+from metareward.engines.base import CHATS, Sampling, can
 from metareward.evals import alpaca, arena_hard, mtbench
 from metareward.evals.io import EvalFileError, read_json_list, read_jsonl
 from metareward.evals.judges import Chat
@@ -41,7 +41,7 @@ def chat_generate(engine, conversations: list[list[dict]], max_new_tokens: int, 
     """Greedy replies to message lists; (texts, how the history was passed: "messages" or "transcript")."""
     if not conversations:
         return [], "messages"
-    if hasattr(engine, "generate_chat"):
+    if can(engine, CHATS):
         outs = engine.generate_chat(conversations, 1, _greedy(max_new_tokens), seed)
         return [cs[0].text for cs in outs], "messages"
     outs = engine.generate([transcript(c) for c in conversations], 1, _greedy(max_new_tokens), seed)
