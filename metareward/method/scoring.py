@@ -1,4 +1,5 @@
-"""Numbers behind the pairs: judge-score statistics, the meta-judge's battle matrix, Bradley-Terry and Elo.
+"""Numbers behind the pairs: the judge's expected score and the meta-judge's expected verdict (read from choice
+probabilities), judge-score statistics, the meta-judge's battle matrix, Bradley-Terry and Elo.
 
 Method.md 4.3: each meta-judge call compares judgments j_m (shown first, "A") and j_n. Wins are weighted to
 cancel the meta-judge's position bias, summed into a battle matrix B, and a Bradley-Terry fit turns B into one
@@ -47,6 +48,65 @@ def score_stats(scores: Sequence[float | None]) -> ScoreStats:
         return ScoreStats(None, None, 0, len(scores))
     arr = np.asarray(valid)
     return ScoreStats(float(arr.mean()), float(arr.var(ddof=0)), len(valid), len(scores))
+
+
+# ----------------------------------------------------------------------------------------------- expected mode
+# 'expected' scoring keeps the judge's (or meta-judge's) reasoning, writes the forced prefix after it ("Score: ",
+# "Winner: Judgment ") and reads the probability of each choice there (AlpacaEval-style weighting).
+
+
+def choice_prefix(reasoning: str, prefix: str) -> str:
+    """The assistant text the choices are read after: the reasoning, then the forced prefix on a line of its own
+    (the prefix alone when there is no reasoning).
+
+    >>> choice_prefix("Clear and correct.", "Score: "), choice_prefix("", "Score: ")
+    ('Clear and correct.\\nScore: ', 'Score: ')
+    """
+    return f"{reasoning}\n{prefix}" if reasoning else prefix
+
+
+def expected_score(probs: Sequence[float]) -> float:
+    """The judge's score: the mean of the rubric's points 0, 1, ... weighted by their probabilities.
+
+    >>> expected_score([0.0, 0.0, 0.5, 0.5, 0.0, 0.0]), expected_score([0.1, 0.0, 0.0, 0.0, 0.0, 0.9])
+    (2.5, 4.5)
+    """
+    return sum(i * p for i, p in enumerate(probs))
+
+
+def likeliest_choice(probs: Sequence[float]) -> int:
+    """The index of the most probable choice (the first of equals): the point written after the prefix.
+
+    >>> likeliest_choice([0.1, 0.4, 0.4, 0.1])
+    1
+    """
+    return max(range(len(probs)), key=probs.__getitem__)
+
+
+def cache_scores_stand(sample: str, suffix: str, prefix: str) -> bool:
+    """Whether choice probabilities read on a sample's own KV cache, right after ``sample + suffix`` (the shortcut
+    that spares a second prefill), are the ones the judge is scored by: those read after ``prefix``
+    (`choice_prefix` of the sample's justification). Only where both are the same text, i.e. nothing of the
+    sample was cut off (a score statement it wrote itself, or trailing space).
+
+    >>> cache_scores_stand("Clear.", "\\nScore: ", choice_prefix("Clear.", "Score: "))
+    True
+    >>> cache_scores_stand("Clear.\\nScore: 4", "\\nScore: ", choice_prefix("Clear.", "Score: "))
+    False
+    """
+    return sample + suffix == prefix
+
+
+def expected_verdict(p_a: float) -> str | None:
+    """The meta-judge's verdict from P(A) (renormalised over A and B): the likelier judgment, None on a tie.
+
+    >>> expected_verdict(0.7), expected_verdict(0.3), expected_verdict(0.5)
+    ('A', 'B', None)
+    """
+    return "A" if p_a > 0.5 else "B" if p_a < 0.5 else None
+
+
+# ----------------------------------------------------------------------------------------------- pairs
 
 
 def position_weights(p_as: Iterable[float]) -> tuple[float, float]:

@@ -10,7 +10,9 @@ import math
 from collections import Counter
 
 from metareward.config import RunConfig
-from metareward.engines.base import Sampling, Seeds
+from metareward.engines.base import COUNTS_PROMPT_TOKENS, SCORES_WHILE_GENERATING, Sampling, Seeds, can
+from metareward.method.scoring import (cache_scores_stand, choice_prefix, expected_score, expected_verdict,
+                                       likeliest_choice)
 from metareward.records import Judgment, MetaVerdict, Response
 
 log = logging.getLogger("metareward")
@@ -22,9 +24,9 @@ def to_sampling(s) -> Sampling:
 
 def fits_context(engine, items: list, texts: list[str], max_new_tokens: int) -> list:
     """The items whose prompt plus ``max_new_tokens`` fits the engine's context (skipped ones are counted by the
-    stage from what is missing); every item when the engine states no context length."""
-    limit = getattr(engine, "context_length", None)
-    if not limit or not hasattr(engine, "prompt_tokens") or not items:
+    stage from what is missing); every item when the engine does not count prompt tokens or states no context."""
+    limit = engine.context_length if can(engine, COUNTS_PROMPT_TOKENS) else None
+    if not limit or not items:
         return items
     kept = [i for i, n in zip(items, engine.prompt_tokens(texts)) if n + max_new_tokens <= limit]
     if len(kept) < len(items):
@@ -42,27 +44,26 @@ def judge_responses(engine, cfg: RunConfig, responses: list[Response], n: int,
     seed = cfg.run.seed if seed is None else seed
     texts = [render_judge(r.prompt, r.text) for r in responses]
     sampling = cfg.judge.sampling
-    shortcut = (cfg.judge.scoring == "expected" and sampling.max_new_tokens > 0
-                and hasattr(engine, "generate_scored"))
-    if shortcut:  # score each justification on the KV cache that wrote it (no second prefill)
-        scored = engine.generate_scored(texts, n, to_sampling(sampling), seed, "\n" + SCORE_PREFIX,
-                                        list(SCORE_CHOICES))
+    suffix = "\n" + SCORE_PREFIX  # what the cache shortcut scores after each sample
+    on_cache = (cfg.judge.scoring == "expected" and sampling.max_new_tokens > 0
+                and can(engine, SCORES_WHILE_GENERATING))
+    if on_cache:  # score each justification on the KV cache that wrote it (no second prefill)
+        scored = engine.generate_scored(texts, n, to_sampling(sampling), seed, suffix, list(SCORE_CHOICES))
         outs = [[c for c, _ in row] for row in scored]
-        early = [p for row in scored for _, p in row]
+        cache_probs = [p for row in scored for _, p in row]
     else:
         outs = reason(engine, texts, n, sampling, seed)
-        early = [None] * sum(len(cs) for cs in outs)
+        cache_probs = [None] * sum(len(cs) for cs in outs)
     flat = [(r, text, j, c.text) for r, text, cs in zip(responses, texts, outs) for j, c in enumerate(cs)]
     if cfg.judge.scoring == "parse":
         return [Judgment(id=f"{r.id}-j{j}", response_id=r.id, prompt_id=r.prompt_id, text=out,
                          score=parsing.parse_score(out)) for r, _, j, out in flat]
     # expected: keep the model's justification, force "Score: " and read P(0..5) (AlpacaEval-style weighting)
-    prefixes = [forced(parsing.justification(out), SCORE_PREFIX) for *_, out in flat]
-    # The shortcut scored out + "\nScore: "; it stands only where that is the prefix (nothing was cut off).
-    probs = [p if p is not None and pre == f"{out}\n{SCORE_PREFIX}" else None
-             for p, pre, (*_, out) in zip(early, prefixes, flat)]
+    prefixes = [choice_prefix(parsing.justification(out), SCORE_PREFIX) for *_, out in flat]
+    probs = [p if p is not None and cache_scores_stand(out, suffix, pre) else None
+             for p, pre, (*_, out) in zip(cache_probs, prefixes, flat)]
     todo = [i for i, p in enumerate(probs) if p is None]
-    if shortcut:
+    if on_cache:
         log.info("judge: %d of %d scores read on the sample's own KV cache, %d re-scored", len(probs) - len(todo),
                  len(probs), len(todo))
     for i, p in zip(todo, engine.choice_probs([flat[i][1] for i in todo], [prefixes[i] for i in todo],
@@ -70,10 +71,8 @@ def judge_responses(engine, cfg: RunConfig, responses: list[Response], n: int,
         probs[i] = p
     rows = []
     for (r, _, j, _), prefix, p in zip(flat, prefixes, probs):
-        best = max(range(len(p)), key=p.__getitem__)
-        score = sum(i * pi for i, pi in enumerate(p))
         rows.append(Judgment(id=f"{r.id}-j{j}", response_id=r.id, prompt_id=r.prompt_id,
-                             text=prefix + SCORE_CHOICES[best], score=round(score, 6),
+                             text=prefix + SCORE_CHOICES[likeliest_choice(p)], score=round(expected_score(p), 6),
                              score_probs=[round(x, 6) for x in p]))
     return rows
 
@@ -85,10 +84,6 @@ def reason(engine, texts: list[str], n: int, sampling, seed: Seeds):
 
         return [[Completion(text="", n_tokens=0, finish_reason="length")] * n for _ in texts]
     return engine.generate(texts, n, to_sampling(sampling), seed)
-
-
-def forced(reasoning: str, prefix: str) -> str:
-    return f"{reasoning}\n{prefix}" if reasoning else prefix
 
 
 def judgeable(engine, cfg: RunConfig, responses: list[Response],
@@ -104,7 +99,7 @@ def judgeable(engine, cfg: RunConfig, responses: list[Response],
 
 
 def meta_requests(cfg, targets, responses, judgments) -> list[tuple[Response, Judgment, Judgment, str]]:
-    from metareward.method import pairs as P
+    from metareward.method.pairs import meta_judge_requests
     from metareward.method.parsing import strip_score
     from metareward.method.prompts import render_meta_judge
 
@@ -114,7 +109,7 @@ def meta_requests(cfg, targets, responses, judgments) -> list[tuple[Response, Ju
     for prompt_id in sorted(targets):
         r = by_resp[targets[prompt_id]]
         mine = [j for j in judgments if j.response_id == r.id]
-        for a_id, b_id in P.meta_judge_requests(r, mine):
+        for a_id, b_id in meta_judge_requests(r, mine):
             a, b = by_id[a_id], by_id[b_id]
             ta, tb = (strip_score(a.text), strip_score(b.text)) if cfg.meta_judge.strip_score else (a.text, b.text)
             requests.append((r, a, b, render_meta_judge(r.prompt, r.text, ta, tb)))
@@ -132,9 +127,9 @@ def run_meta(engine, cfg: RunConfig, requests, seed: Seeds | None = None) -> lis
         winners = [parsing.parse_verdict(o) for o in outs]
         p_as = [None if w is None else float(w == "A") for w in winners]
     else:  # expected: force "Winner: Judgment " and compare P(A) with P(B)
-        outs = [forced(parsing.verdict_reasoning(o), VERDICT_PREFIX) for o in outs]
+        outs = [choice_prefix(parsing.verdict_reasoning(o), VERDICT_PREFIX) for o in outs]
         p_as = [round(p[0], 6) for p in engine.choice_probs(texts, outs, VERDICT_CHOICES)]
-        winners = ["A" if p > 0.5 else "B" if p < 0.5 else None for p in p_as]
+        winners = [expected_verdict(p) for p in p_as]
         outs = [o + (w or "") for o, w in zip(outs, winners)]
     return [MetaVerdict(prompt_id=r.prompt_id, response_id=r.id, a_id=a.id, b_id=b.id, text=o, winner=w, p_a=p)
             for (r, a, b, _), o, w, p in zip(requests, outs, winners, p_as)]

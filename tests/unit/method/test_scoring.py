@@ -1,4 +1,5 @@
-"""metareward.method.scoring: score statistics, position weights, battle matrix, Bradley-Terry, Elo."""
+"""metareward.method.scoring: the expected score and verdict, when cache scores stand, score statistics, position
+weights, battle matrix, Bradley-Terry, Elo."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import pytest
 
 from metareward.method import scoring
 from metareward.records import MetaVerdict
-from metareward.method.scoring import ScoreStats, battle_matrix, bradley_terry, elo, position_weights, score_stats
+from metareward.method.prompts import SCORE_PREFIX, VERDICT_PREFIX
+from metareward.method.scoring import (ScoreStats, battle_matrix, bradley_terry, cache_scores_stand, choice_prefix, elo,
+                                       expected_score, expected_verdict, likeliest_choice, position_weights,
+                                       score_stats)
 
 
 def _v(a: str, b: str, p_a: float | None) -> MetaVerdict:
@@ -27,6 +31,39 @@ def _gradient(e: np.ndarray, B: np.ndarray, l2: float) -> np.ndarray:
             g[m] += B[m, n] * (1 - p)
             g[n] -= B[m, n] * (1 - p)
     return g
+
+
+def test_expected_score_by_hand():
+    """P(0..5) = [0.05, 0.05, 0.1, 0.2, 0.4, 0.2]: 0 + 0.05 + 0.2 + 0.6 + 1.6 + 1.0 = 3.45; the written point is the
+    likeliest, 4, though the score sits between 3 and 4."""
+    p = [0.05, 0.05, 0.1, 0.2, 0.4, 0.2]
+    assert expected_score(p) == pytest.approx(3.45)
+    assert likeliest_choice(p) == 4
+    assert expected_score([1, 0, 0, 0, 0, 0]) == 0 and expected_score([0, 0, 0, 0, 0, 1]) == 5
+    assert likeliest_choice([0.0, 0.5, 0.5]) == 1  # the first of equals
+
+
+def test_the_choice_prefix_puts_the_forced_prefix_on_its_own_line():
+    assert choice_prefix("Relevant and clear.", SCORE_PREFIX) == "Relevant and clear.\nScore: "
+    assert choice_prefix("", SCORE_PREFIX) == "Score: "  # no reasoning (max_new_tokens=0): the prefix alone
+    assert choice_prefix("A is careful.", VERDICT_PREFIX) == "A is careful.\nWinner: Judgment "
+
+
+@pytest.mark.parametrize("sample, stands", [
+    ("Relevant and clear.", True),  # scored after "Relevant and clear.\nScore: ": the very prefix
+    ("Relevant and clear.\nScore: 4", False),  # wrote its own score: the cache read after "...4\nScore: "
+    ("Relevant and clear.  ", False),  # trailing space stripped from the justification: another text
+    ("", False),  # no reasoning: the prefix is "Score: " alone, the cache read after "\nScore: "
+])
+def test_cache_scores_stand_only_where_the_sample_is_its_own_justification(sample, stands):
+    from metareward.method.parsing import justification
+
+    prefix = choice_prefix(justification(sample), SCORE_PREFIX)
+    assert cache_scores_stand(sample, "\n" + SCORE_PREFIX, prefix) is stands
+
+
+def test_expected_verdict_is_the_likelier_judgment():
+    assert [expected_verdict(p) for p in (0.51, 0.49, 0.5, 1.0, 0.0)] == ["A", "B", None, "A", "B"]
 
 
 def test_score_stats_population_variance():
