@@ -1,5 +1,5 @@
-"""The README's Layout section is the tree: every module of metareward/, tasks/ and flows/ is listed under its
-folder, and everything listed exists."""
+"""docs/layout.md (the README links it) is the tree: every module of metareward/, tasks/ and flows/ is listed under
+its folder, and everything listed exists."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ PACKAGES = ("metareward", "tasks", "flows")
 
 
 def layout_block() -> str:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
-    return re.search(r"^```\n(.*?)^```", section, re.S | re.M)[1]
+    """The first fenced block of docs/layout.md."""
+    text = (ROOT / "docs" / "layout.md").read_text()
+    return re.search(r"^```\n(.*?)^```", text, re.S | re.M)[1]
 
 
 def listed(block: str) -> tuple[set[str], set[str]]:

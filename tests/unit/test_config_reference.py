@@ -1,16 +1,19 @@
-"""The README's configuration reference is generated from the models and must match them."""
+"""The configuration reference (docs/configuration.md, linked from the README) is generated from the models and
+must match them."""
 
 from pathlib import Path
 
 from metareward import config_reference
 from metareward.config import RunConfig
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_readme_reference_matches_the_models():
-    text = README.read_text()
+def test_the_reference_matches_the_models():
+    assert config_reference.DOC == ROOT / "docs" / "configuration.md"
+    text = config_reference.DOC.read_text()
     assert config_reference.block() in text, "run: python -m metareward.config_reference --write"
+    assert "config-reference:begin" not in (ROOT / "README.md").read_text()  # one copy, in docs/
 
 
 def test_every_leaf_field_is_listed_once_with_its_default():
