@@ -16,18 +16,10 @@ section takes over an hour on such a CPU, so a bare `make bench` does not run it
 
     METAREWARD_SCALING_SIZES=16,64 METAREWARD_SCALING_DOUBLED= make bench-scaling   # "" = none of that series
 
-Results (the ``scaling`` key of bench/results.json; stable keys):
-
-- ``model``, ``dtype``, ``batch_size`` (rows), ``sizes`` and ``doubled`` (the prompt counts that ran in each
-  series), ``k``, ``n``, ``doubled_k``, ``doubled_n``, ``max_new_tokens.<stage>``;
-- ``runs``: one per (prompts, K, N), in the order run: {``prompts``, ``k``, ``n``, ``stages.<generate|judge|
-  meta_judge>``: {``requests`` (rows), ``tokens``, ``seconds``, ``tok_per_s``, ``ms_per_token``},
-  ``total_seconds``, ``total_tokens``};
-- ``cost_trend.<stage>``: {``smallest_prompts``, ``largest_prompts``, ``ms_per_token_smallest``,
-  ``ms_per_token_largest``, ``ratio`` (largest / smallest), ``flat_or_falling``} over the K=4, N=3 series:
-  ``flat_or_falling`` is true when the largest size's ms per token is at most TOLERANCE (10%) above the
-  smallest's: this shared machine's speed drifts by up to ~25% over minutes (bench/README.md), so a strict
-  "never higher" would fail on noise. Empty when that series ran at fewer than two sizes.
+Results: the ``scaling`` key of bench/results.json (its keys: bench/README.md, "results.json"). ``cost_trend``
+calls a stage's cost ``flat_or_falling`` when the largest size's ms per token is at most TOLERANCE (10%) above the
+smallest's: a shared machine's speed drifts over minutes (bench/README.md), so a strict "never higher" would fail
+on noise; it is empty when the K=4, N=3 series ran at fewer than two sizes.
 
 `plot` draws bench/scaling.png from them; `estimate_seconds` extrapolates a bigger run's seconds per stage.
 """
