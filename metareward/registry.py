@@ -16,11 +16,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-# The pipeline's own modules are part of every key; the engine's modules decide sampled texts as much as the
-# engine does, so the stages that run one digest them all.
+# The pipeline's own modules are part of every key.
 PIPELINE = ("pipeline.contract", "pipeline.modelrefs", "pipeline.roles", "pipeline.stages")
-ENGINES = ("engines.transformers_engine", "engines.choice_scoring", "engines.decoding", "engines.shared_prefix",
-           "engines.tokens", "engines.vllm_engine", "engines.fake", "runstore.shards")
+# An engine's modules decide sampled texts as much as the model does, so a stage that runs one digests those of the
+# backend it runs (engine.backend; `code_of`): a change to the CPU engine does not re-key a vLLM run's stages.
+ENGINE_CODE: dict[str, tuple[str, ...]] = {
+    "transformers": ("engines", "engines.base", "engines.transformers_engine", "engines.choice_scoring",
+                     "engines.decoding", "engines.shared_prefix", "engines.tokens", "hardware"),
+    "vllm": ("engines", "engines.base", "engines.vllm_engine", "engines.tokens"),
+    "fake": ("engines", "engines.base", "engines.fake", "method.prompts"),
+}
+ENGINE_STAGES = ("runstore.shards",)  # what every stage that runs an engine digests, whatever the backend
 EVALS = ("pipeline.benchmark", "evals.bench", "evals.judges", "evals.mtbench", "evals.alpaca", "evals.arena_hard",
          "evals.agreement", "evals.io")
 PROMPT_INPUTS = ("inputs.prompt_sets", "inputs.prompt_sources", "inputs.dedupe", "inputs.decontam")
@@ -33,7 +39,8 @@ class Stage:
     ``none``); ``sections``: the config it reads (its key digests them); ``code``: modules under ``metareward.``
     whose source its key digests; ``device``: ``gpu`` stages run in a process of their own (the stage command, a
     deployment run); ``sharded``: its work is cut into shards that replicas compute at once; ``samples``: the
-    config field giving the samples per work item (the spacing of the per-sample seeds)."""
+    config field giving the samples per work item (the spacing of the per-sample seeds). A stage with
+    ``engine=True`` also digests its backend's modules (`ENGINE_CODE`, through `code_of`)."""
 
     name: str
     function: str
@@ -57,21 +64,23 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     # before iteration 1, as iteration 0 (metareward/pipeline/bootstrap.py)
     Stage("prompt_pool", "metareward.pipeline.bootstrap:prompt_pool", model="seed", iteration0=True,
           sections=("prompt_pool", "prompts", "engine", "model"),
-          code=("pipeline.bootstrap", "inputs.prompt_pool", *PROMPT_INPUTS, *ENGINES)),
+          code=("pipeline.bootstrap", "inputs.prompt_pool", *PROMPT_INPUTS, *ENGINE_STAGES)),
     Stage("eft", "metareward.pipeline.bootstrap:eft", model="seed", iteration0=True,
           sections=("eft", "judge", "engine", "model"),
-          code=("pipeline.bootstrap", "inputs.eft", "training.sft", "method.parsing", "method.prompts", *ENGINES)),
+          code=("pipeline.bootstrap", "inputs.eft", "training.sft", "method.parsing", "method.prompts",
+                "method.scoring", *ENGINE_STAGES)),
     # one iteration, M_{t-1} -> M_t
     Stage("prompts", "metareward.pipeline.stages:prompts", model="none", device="cpu", engine=False,
           sections=("prompts",), code=PROMPT_INPUTS),
     Stage("generate", "metareward.pipeline.stages:generate", inputs=("prompts",), sharded=True, samples="actor.k",
-          sections=("actor", "engine", "model"), code=ENGINES),
+          sections=("actor", "engine", "model"), code=ENGINE_STAGES),
     Stage("judge", "metareward.pipeline.stages:judge", inputs=("generate",), sharded=True, samples="judge.n",
-          sections=("judge", "engine", "model"), code=(*ENGINES, "method.parsing", "method.prompts")),
+          sections=("judge", "engine", "model"),
+          code=(*ENGINE_STAGES, "method.parsing", "method.prompts", "method.scoring")),
     # l2 and position_weights are read by the pairs stage only: changing them must not re-run the meta-judge
     Stage("meta_judge", "metareward.pipeline.stages:meta_judge", inputs=("generate", "judge"), sharded=True,
           sections=("meta_judge.sampling", "meta_judge.scoring", "meta_judge.strip_score", "engine", "model"),
-          code=(*ENGINES, "method.parsing", "method.prompts", "method.pairs")),
+          code=(*ENGINE_STAGES, "method.parsing", "method.prompts", "method.pairs", "method.scoring")),
     Stage("pairs", "metareward.pipeline.stages:pairs", inputs=("generate", "judge", "meta_judge"),
           model="none", device="cpu", engine=False, sections=("pairs", "meta_judge"),
           code=("method.pairs", "method.scoring", "method.prompts")),
@@ -79,11 +88,28 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           code=("training.dpo",)),
     Stage("benchmark", "metareward.pipeline.stages:benchmark", inputs=("prompts",), model="current",
           sections=("eval", "judge", "engine", "model"),
-          code=(*ENGINES, "method.parsing", "method.prompts", *EVALS)),
+          code=(*ENGINE_STAGES, "method.parsing", "method.prompts", "method.scoring", *EVALS)),
 )}
 
 ITERATION = tuple(s.name for s in STAGES.values() if not s.iteration0)
 BOOTSTRAP = tuple(s.name for s in STAGES.values() if s.iteration0)
+
+
+def code_of(name: str, backend: str) -> tuple[str, ...]:
+    """The modules under ``metareward.`` the key of stage ``name`` digests besides `PIPELINE`: its own and, when it
+    runs an engine, those of ``backend``.
+
+    >>> "engines.vllm_engine" in code_of("generate", "vllm"), "engines.decoding" in code_of("generate", "vllm")
+    (True, False)
+    >>> code_of("train", "vllm") == stage("train").code
+    True
+    """
+    s = stage(name)
+    if not s.engine:
+        return s.code
+    if backend not in ENGINE_CODE:
+        raise KeyError(f"unknown engine backend {backend!r}; expected one of {', '.join(ENGINE_CODE)}")
+    return (*s.code, *ENGINE_CODE[backend])
 
 
 def stage(name: str) -> Stage:

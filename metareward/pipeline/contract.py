@@ -60,15 +60,18 @@ class Output:
 # ----------------------------------------------------------------------------------------------- keys
 
 
-def code_digest(stage: str) -> str:
-    """The digest of the code a stage runs: `PIPELINE` and the stage's own modules (`metareward.registry`), by
-    content."""
-    return _digest_of(f"metareward.{m}" for m in (*PIPELINE, *spec(stage).code))[:16]
+def code_digest(stage: str, backend: str) -> str:
+    """The digest of the code a stage runs: `PIPELINE`, the stage's own modules and, when it runs an engine, those
+    of ``backend`` (``engine.backend``; `metareward.registry.code_of`), by content."""
+    from metareward.registry import code_of
+
+    return _digest_of(f"metareward.{m}" for m in (*PIPELINE, *code_of(stage, backend)))[:16]
 
 
 def stage_key(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str]) -> str:
     """The digest that decides whether a stage's stored output can be reused."""
-    parts = [stage, str(t), str(cfg.run.seed), cfg.at(t).digest(*spec(stage).sections), code_digest(stage)]
+    parts = [stage, str(t), str(cfg.run.seed), cfg.at(t).digest(*spec(stage).sections),
+             code_digest(stage, cfg.engine.backend)]
     parts += [f"{k}={v}" for k, v in sorted(inputs.items())]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 

@@ -55,24 +55,24 @@ def test_every_module_in_a_stage_key_exists():
     for stage, spec in STAGES.items():
         for mod in (*PIPELINE, *spec.code):
             assert module_file(f"metareward.{mod}").is_file(), (stage, mod)
-        assert contract.code_digest(stage)
+        assert contract.code_digest(stage, "transformers")
 
 
 def test_a_change_in_the_decode_loop_rekeys_the_stages_that_generate(monkeypatch):
-    before = {s: contract.code_digest(s) for s in STAGES}
+    before = {s: contract.code_digest(s, "transformers") for s in STAGES}
     real = Path.read_text
     monkeypatch.setattr(Path, "read_text",
                         lambda self, *a, **k: real(self, *a, **k) + ("\n_x = 1\n" if self.name == "decoding.py" else ""))
-    changed = {s for s in STAGES if contract.code_digest(s) != before[s]}
+    changed = {s for s in STAGES if contract.code_digest(s, "transformers") != before[s]}
     assert changed == {"prompt_pool", "eft", "generate", "judge", "meta_judge", "benchmark"}
 
 
 def test_a_comment_or_docstring_edit_keeps_every_key(monkeypatch):
-    before = {s: contract.code_digest(s) for s in STAGES}
+    before = {s: contract.code_digest(s, "transformers") for s in STAGES}
     real = Path.read_text
     monkeypatch.setattr(Path, "read_text",
                         lambda self, *a, **k: "# edited\n" + real(self, *a, **k).replace('"""', '"""Edited. ', 1))
-    assert {s: contract.code_digest(s) for s in STAGES} == before
+    assert {s: contract.code_digest(s, "transformers") for s in STAGES} == before
 
 
 def test_every_sample_of_a_stage_draws_its_own_stream_whatever_the_shard_size(tmp_path, monkeypatch):
