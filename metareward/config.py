@@ -10,7 +10,7 @@ Values that change per iteration (rho, the judge-length cap, ...) are *schedules
 Unknown keys and bad values raise `ConfigError` naming the field's dotted path.
 
 One module over the usual ~400 lines on purpose: every section with its fields' help texts in one place, as
-TRL's DPOConfig keeps its own (the README's configuration table is generated from these).
+TRL's DPOConfig keeps its own (docs/configuration.md is generated from these).
 """
 
 from __future__ import annotations
@@ -217,8 +217,8 @@ class EngineSection(_Section):
     decoder: Literal["auto", "own", "generate"] = Field(
         "auto", description="The transformers engine's decode loop: 'own' (metareward.engines.decoding: shared "
         "prompt prefixes, two batches on two cores), 'generate' (HF model.generate on length-sorted, left-padded "
-        "batches), or 'auto': the one measured faster on the device, own on a CPU (1.8-5.8x batched generate per "
-        "stage on the CPU hosts measured), generate on a GPU (bench/README.md). The engine logs which and why.")
+        "batches), or 'auto': the one measured faster on the device (bench/README.md): own on a CPU, generate on a "
+        "GPU. The engine logs which and why.")
     batch_size: int = Field(64, ge=1, description="Sequences (prompt x sample rows) per forward batch (transformers engine). "
                             "Larger batches share more prompt prefixes (read once) and use the cores better; on 2 cores, "
                             "64-128 is fastest.")

@@ -16,7 +16,7 @@ IMAGE_UID = 1000  # the image's non-root user (docker/Dockerfile.cpu)
 
 def aws_folder(key: str, secret: str, endpoint: str) -> Path:
     """S3 keys and endpoint as the folder a container mounts read-only as its ~/.aws: outside the tests' 0700
-    temporary folders, owned by the image's user and readable by it alone (the README's /etc/metareward/aws)."""
+    temporary folders, owned by the image's user and readable by it alone (docs/cluster.md's /etc/metareward/aws)."""
     folder = Path(tempfile.mkdtemp(prefix="metareward-aws-"))
     (folder / "credentials").write_text(f"[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n")
     (folder / "config").write_text(f"[default]\nendpoint_url = {endpoint}\n")
