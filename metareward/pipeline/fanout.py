@@ -27,7 +27,7 @@ from metareward import progress
 from metareward.config import RunConfig
 from metareward.pipeline.contract import StageError
 from metareward.registry import stage as spec
-from metareward.runstore import store
+from metareward.runstore.layout import RunLayout
 
 log = logging.getLogger("metareward")
 PROGRESS_PREFIX = "metareward-progress "  # a stdout line the parent reads as a progress event
@@ -71,7 +71,7 @@ def run_processes(cfg: RunConfig, stage: str, t: int, key: str | None = None) ->
     from metareward.pipeline.calls import save_config
 
     save_config(cfg)  # the processes read the run's config from the store: this call's, exactly
-    run_folder = store.run_uri(cfg.storage.root, cfg.run.name)
+    run_folder = RunLayout.of(cfg).run
     procs = []
     for r in range(count):
         env = {**os.environ, **(replica_env(r, count, gpus, per, cores) if count > 1 or gpus else {})}

@@ -5,8 +5,8 @@ Engines and trainers read and write plain folders, so a GPU stage working on an 
 * pulls the model folder it needs into a local cache once, keyed by the model's digest (``local_model``),
 * trains into a local scratch folder, then pushes every file into the store (``model_output``); the stage's
   manifest is written by ``stages.execute`` after this returns, so it is never in the store before its data, and
-* finds M_0 in the store too: the orchestrator copies the seed model's folder once to
-  ``<storage.root>/models/<digest>/``, shared by every run under that root, with ``<digest>.complete`` written
+* finds M_0 in the store too: the orchestrator copies the seed model's folder once to the store's models folder
+  (`metareward.runstore.layout`), shared by every run under that root, with ``<digest>.complete`` written
   after its last file (``store_model``).
 
 Digesting a large local folder reads every byte, so ``cached_folder_digest`` remembers a folder's digest in the
@@ -14,10 +14,8 @@ model cache under its files' names, sizes and mtimes. On a local store nothing i
 place. Credentials and the endpoint come from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_ENDPOINT_URL, ...) through s3fs; nothing here sees them.
 
-    >>> is_remote("/data/runs/smoke/iter_1/train/model"), is_remote("s3://bucket/runs/smoke/iter_1/train/model")
+    >>> is_remote("/data/runs/smoke"), is_remote("s3://bucket/runs/smoke")
     (False, True)
-    >>> store_uri("s3://bucket/runs", "0123abcd")
-    's3://bucket/runs/models/0123abcd'
 """
 
 from __future__ import annotations
@@ -38,7 +36,6 @@ from metareward.runstore import store
 log = logging.getLogger("metareward")
 
 COMPLETE = ".complete"  # marker written into a cached copy after its last file (beside a store copy)
-MODELS = "models"  # <storage.root>/models/<digest>/: seed models, shared by the runs of one store
 DIGESTS = "digests"  # <model cache>/digests/: a local folder's digest, by its files' names, sizes and mtimes
 
 
@@ -145,22 +142,17 @@ def _write_memo(memo: Path, entry: dict) -> None:
     tmp.replace(memo)
 
 
-def store_uri(root: str, digest: str) -> str:
-    """Where the store keeps a seed model's copy: beside the runs, so every run of the same model shares it."""
-    return store.join(root, MODELS, digest)
+def store_model(local: str | Path, uri: str) -> str:
+    """A local model folder copied to ``uri`` (`layout.RunLayout.model`: named by its content digest), unless a
+    complete copy is there already; returns ``uri``.
 
-
-def store_model(local: str | Path, digest: str, root: str) -> str:
-    """The store URI of a local model folder under ``root``, uploaded unless a complete copy is there already.
-
-    The copy is named by its content digest, so re-uploading after a crash rewrites the same objects; the
-    ``<digest>.complete`` marker, written last, is what makes a copy complete."""
-    uri = store_uri(root, digest)
+    Re-uploading after a crash rewrites the same objects; the ``<digest>.complete`` marker, written last, is what
+    makes a copy complete."""
     marker = uri + COMPLETE
     if store.exists(marker):
         return uri
     upload_folder(local, uri)
-    store.write_json(marker, {"digest": digest})
+    store.write_json(marker, {"digest": uri.rstrip("/").rsplit("/", 1)[-1]})
     log.info("model %s: pushed from %s", uri, local)
     return uri
 

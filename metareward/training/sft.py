@@ -6,7 +6,7 @@ the final model saved as safetensors with its tokenizer, statistics returned as 
 stay inside the function.
 
     from metareward.training.sft import train_sft
-    stats = train_sft(rows, "/models/seed", "/runs/x/iter_0/eft/model", cfg.eft.sft, seed=0)
+    stats = train_sft(rows, "/models/seed", "/tmp/m0-eft", cfg.eft.sft, seed=0)
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import fsspec
 import pytest
 
 from metareward.runstore import remote, store
+from metareward.runstore.layout import RunLayout
 from metareward.records import Manifest
 
 
@@ -103,11 +104,11 @@ def test_folder_files_follow_symlinks_like_folder_digest(tmp_path):
 def test_store_model_uploads_once_under_its_digest(s3_bucket, tmp_path, monkeypatch):
     src = _model(tmp_path / "src")
     digest = store.folder_digest(str(src))
-    uri = remote.store_model(src, digest, f"{s3_bucket}/runs")
+    uri = remote.store_model(src, RunLayout(f"{s3_bucket}/runs", "r").model(digest))
     assert uri == f"{s3_bucket}/runs/models/{digest}" and store.folder_digest(uri) == digest
     assert store.exists(uri + remote.COMPLETE)
     monkeypatch.setattr(remote, "upload_folder", lambda *a: pytest.fail("uploaded again"))
-    assert remote.store_model(src, digest, f"{s3_bucket}/runs") == uri
+    assert remote.store_model(src, uri) == uri
     got = Path(remote.local_model(uri, digest, str(tmp_path / "cache")))
     assert store.folder_digest(str(got)) != digest  # the cached copy adds its own marker, nothing else
     assert sorted(p.name for p in got.iterdir()) == [remote.COMPLETE, "config.json", "model.safetensors", "sub"]
