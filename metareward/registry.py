@@ -27,7 +27,7 @@ ENGINE_CODE: dict[str, tuple[str, ...]] = {
     "fake": ("engines", "engines.base", "engines.fake", "method.prompts"),
 }
 ENGINE_STAGES = ("runstore.shards",)  # what every stage that runs an engine digests, whatever the backend
-EVALS = ("pipeline.benchmark", "evals.bench", "evals.judges", "evals.mtbench", "evals.alpaca", "evals.arena_hard",
+EVALS = ("pipeline.benchmark", "evals.harness", "evals.judges", "evals.mtbench", "evals.alpaca", "evals.arena_hard",
          "evals.agreement", "evals.io")
 PROMPT_INPUTS = ("inputs.prompt_sets", "inputs.prompt_sources", "inputs.dedupe", "inputs.decontam")
 

@@ -75,7 +75,7 @@ def cli():
 def test_the_readme_is_a_short_guide(readme):
     assert len(readme.splitlines()) <= MAX_LINES, "move reference material to docs/"
     assert "config-reference:begin" not in readme  # the generated reference lives in docs/configuration.md
-    assert "\n## Layout\n" not in readme  # docs/layout.md (tests/test_layout.py)
+    assert "\n## Layout\n" not in readme  # docs/layout.md (tests/test_docs_layout.py)
 
 
 def make_targets() -> set[str]:

@@ -12,6 +12,6 @@ checked against theirs row by row. Nothing here imports torch, vLLM or Prefect a
     arena_hard.py  arena-hard-auto v0.1: two games per prompt, ``[[A>>B]]`` verdicts, Bradley-Terry, bootstrap
     agreement.py   judge vs human labels (with/without ties), swap consistency, Spearman/Kendall, importer
     judges.py      the evaluator judge (OpenAI-compatible endpoint or a local engine) and its call cache
-    bench.py       what the benchmark stage runs: answer, judge, score, write the official files
+    harness.py     what the benchmark stage runs: answer, judge, score, write the official files
     cli.py         ``metareward eval ...``: the scorers on the official harnesses' files
 """

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from metareward.runstore import store
 from metareward.runstore.layout import RunLayout
-from metareward.evals import agreement, alpaca, arena_hard, bench, mtbench
+from metareward.evals import agreement, alpaca, arena_hard, harness, mtbench
 from metareward.evals.io import write_jsonl
 from metareward.evals.judges import CachedJudge, JudgeCache, LocalJudge, OpenAIJudge
 from metareward.records import ModelRef, Response
@@ -77,16 +77,16 @@ def run(cfg, model: ModelRef, folder: str, pool: EnginePool, seed_model: Callabl
     engine = pool.get(model)
     todo = {}
     if e.mt_bench.enabled:
-        qs, official = bench.load_mt_questions(e.mt_bench.questions)
-        qs = bench.add_references(qs, e.mt_bench.reference_answers)
-        answers, how = bench.answer_mt_bench(engine, qs, e.mt_bench.max_new_tokens, seed)
+        qs, official = harness.load_mt_questions(e.mt_bench.questions)
+        qs = harness.add_references(qs, e.mt_bench.reference_answers)
+        answers, how = harness.answer_mt_bench(engine, qs, e.mt_bench.max_new_tokens, seed)
         todo["mt_bench"] = (qs, official, answers, how)
     if e.alpaca_eval.enabled:
-        refs, official = bench.load_alpaca_references(e.alpaca_eval.references)
-        todo["alpaca_eval"] = (refs, official, bench.answer_alpaca(engine, refs, e.alpaca_eval.max_new_tokens, seed))
+        refs, official = harness.load_alpaca_references(e.alpaca_eval.references)
+        todo["alpaca_eval"] = (refs, official, harness.answer_alpaca(engine, refs, e.alpaca_eval.max_new_tokens, seed))
     if e.arena_hard.enabled:
         qs = arena_hard.read_questions(e.arena_hard.questions)
-        outs, _ = bench.chat_generate(engine, [[{"role": "user", "content": q["prompt"]}] for q in qs],
+        outs, _ = harness.chat_generate(engine, [[{"role": "user", "content": q["prompt"]}] for q in qs],
                                       e.arena_hard.max_new_tokens, seed)
         todo["arena_hard"] = (qs, dict(zip([q["question_id"] for q in qs], outs)))
     if e.judge_quality.labels is not None:
@@ -107,7 +107,7 @@ def run(cfg, model: ModelRef, folder: str, pool: EnginePool, seed_model: Callabl
 
 
 def _mt_bench(c, judge, folder, model_id, qs, official, answers, how, res: Output) -> None:
-    rows = bench.judge_mt_bench(judge, qs, answers, model_id, c.judge.scoring if judge.kind == "local" else "parse",
+    rows = harness.judge_mt_bench(judge, qs, answers, model_id, c.judge.scoring if judge.kind == "local" else "parse",
                                 c.judge.max_tokens)
     base = store.join(folder, "mt_bench")
     res.add("mt_bench_questions", store.join(base, "question.jsonl"), mtbench.write_questions(
@@ -121,11 +121,11 @@ def _mt_bench(c, judge, folder, model_id, qs, official, answers, how, res: Outpu
     res.stats["mt_bench"] = {**{k: v for k, v in s.items() if k != "model"}, "multi_turn": how,
                              "judge_scoring": c.judge.scoring if judge.kind == "local" else "parse",
                              "mean_chars": _mean_len([a for t in answers.values() for a in t]),
-                             **bench.judge_record("mt_bench", judge, official)}
+                             **harness.judge_record("mt_bench", judge, official)}
 
 
 def _alpaca(c, judge, folder, model_id, refs, official, outputs, seed, res: Output) -> None:
-    rows = bench.annotate_alpaca(judge, refs, outputs, model_id, seed)
+    rows = harness.annotate_alpaca(judge, refs, outputs, model_id, seed)
     base = store.join(folder, "alpaca_eval")
     uri = store.join(base, "model_outputs.json")
     res.add("alpaca_model_outputs", uri, alpaca.write_outputs(uri, [r["instruction"] for r in refs], outputs,
@@ -134,12 +134,12 @@ def _alpaca(c, judge, folder, model_id, refs, official, outputs, seed, res: Outp
     res.add("alpaca_annotations", uri, alpaca.write_annotations(uri, rows))
     s = alpaca.evaluate(rows, c.difficulty_path, c.gamed_path)
     res.counts.update(alpaca_annotations=len(rows), alpaca_failed=len(rows) - s["n_total"])
-    res.stats["alpaca_eval"] = {**s, **bench.judge_record("alpaca_eval", judge, official)}
+    res.stats["alpaca_eval"] = {**s, **harness.judge_record("alpaca_eval", judge, official)}
 
 
 def _arena(c, judge, folder, model_id, qs, answers, res: Output) -> None:
     baseline = arena_hard.read_answers(c.baseline_answers)
-    rows = bench.judge_arena_hard(judge, qs, answers, baseline, model_id, c.judge.max_tokens)
+    rows = harness.judge_arena_hard(judge, qs, answers, baseline, model_id, c.judge.max_tokens)
     base = store.join(folder, "arena_hard")
     uri = store.join(base, "model_answer", f"{model_id}.jsonl")
     res.add("arena_hard_answers", uri, write_jsonl(uri, [arena_hard.answer_row(q, model_id, a, len(a.split()))
@@ -149,7 +149,7 @@ def _arena(c, judge, folder, model_id, qs, answers, res: Output) -> None:
     s = arena_hard.score(rows, rounds=c.bootstrap_rounds).get(model_id, {})
     res.counts.update(arena_hard_games=2 * len(rows),
                       arena_hard_failed=sum(g["score"] is None for r in rows for g in r["games"]))
-    res.stats["arena_hard"] = {**s, **bench.judge_record("arena_hard", judge, True)}
+    res.stats["arena_hard"] = {**s, **harness.judge_record("arena_hard", judge, True)}
 
 
 def _judge_quality(cfg, model: ModelRef, folder, engine, own_judge, res: Output) -> None:

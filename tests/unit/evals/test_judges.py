@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from metareward.engines.fake import FakeEngine
-from metareward.evals import alpaca, bench, mtbench
+from metareward.evals import alpaca, harness, mtbench
 from metareward.evals.judges import CachedJudge, Chat, JudgeCache, JudgeError, LocalJudge, OpenAIJudge
 
 
@@ -56,7 +56,7 @@ def test_openai_judge_generate_with_key_from_env(server, monkeypatch):
     monkeypatch.setenv("MY_JUDGE_KEY", "sk-secret")
     judge = OpenAIJudge("gpt-4", server["url"], "MY_JUDGE_KEY", retry_sleep_s=0)
     q = mtbench.Question(1, "writing", ["Write a haiku."])
-    rows = bench.judge_mt_bench(judge, [q], {1: ["Leaves fall"]}, "mine", "parse", 2048)
+    rows = harness.judge_mt_bench(judge, [q], {1: ["Leaves fall"]}, "mine", "parse", 2048)
     assert rows[0]["score"] == 7 and rows[0]["judge"] == [judge.identity, "single-v1"]
     req = server["requests"][0]
     assert req["path"] == "/v1/chat/completions" and req["auth"] == "Bearer sk-secret"
@@ -69,7 +69,7 @@ def test_openai_judge_alpaca_preference_from_logprobs(server):
     judge = OpenAIJudge("gpt-4-1106-preview", server["url"], None, retry_sleep_s=0)
     refs = [{"instruction": "Say hi", "output": "Hello!", "generator": "gpt4_turbo"}]
     swapped = alpaca.is_swapped("Say hi", 0)
-    rows = bench.annotate_alpaca(judge, refs, ["Hi there"], "mine", seed=0)
+    rows = harness.annotate_alpaca(judge, refs, ["Hi there"], "mine", seed=0)
     # P(m) = e^-2.4 / (e^-2.4 + e^-0.1) = 1 / (1 + e^2.3); shown order preference = 2 - P(m)
     p_m = 1 / (1 + math.exp(2.3))
     expected = (3 - (2 - p_m)) if swapped else (2 - p_m)
@@ -117,7 +117,7 @@ def test_local_expected_rating_splits_ten_from_one():
             return [[0.4, 0, 0, 0, 0, 0, 0, 0.6, 0]] * len(chats)  # P("1") = .4, P("8") = .6
 
     # ratings: 1 with .4 * .75 = .3, 10 with .4 * .25 = .1, 8 with .6 -> .3 + 1.0 + 4.8 = 6.1
-    assert bench.expected_ratings(Probe(), [Chat(None, "x")]) == [6.1]
+    assert harness.expected_ratings(Probe(), [Chat(None, "x")]) == [6.1]
 
 
 def test_local_judge_on_the_fake_engine_flattens_the_system_message():

@@ -9,7 +9,7 @@ import pytest
 from metareward.config import load_config
 from metareward.engines.base import SCORES_WHILE_GENERATING
 from metareward.engines.fake import FakeEngine
-from metareward.evals.bench import chat_generate
+from metareward.evals.harness import chat_generate
 from metareward.method.prompts import SCORE_CHOICES, SCORE_PREFIX
 from metareward.pipeline.roles import fits_context, judge_responses
 from metareward.records import Response
