@@ -18,8 +18,9 @@ from metareward.records import Judgment, MetaVerdict, Response
 log = logging.getLogger("metareward")
 
 
-def to_sampling(s) -> Sampling:
-    return Sampling(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens)
+def to_sampling(section) -> Sampling:
+    """A config's ``*.sampling`` section as the engines take it."""
+    return Sampling(temperature=section.temperature, top_p=section.top_p, max_new_tokens=section.max_new_tokens)
 
 
 def fits_context(engine, items: list, texts: list[str], max_new_tokens: int) -> list:

@@ -28,18 +28,8 @@ def test_prefect_section_runs_a_no_work_iteration_through_the_real_flow():
         pytest.approx(res["overhead_per_stage_s"], abs=0.01 / extra + 5e-4)
 
 
-def _bench_module():
-    """bench/bench.py as a module (bench/ is no package); importing it loads no torch."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_under_test", ROOT / "bench" / "bench.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_the_batched_peer_runs_on_evenly_spaced_whole_prompts():
-    b = _bench_module()
+def test_the_batched_peer_runs_on_evenly_spaced_whole_prompts(bench_file):
+    b = bench_file("bench")
     assert b.peer_subset(16, 4, 64) == list(range(16))  # the generate stage: all of it
     assert b.peer_subset(64, 3, 64) == list(range(0, 63, 3))  # the judge: 21 prompts x 3 samples = 63 rows
     assert b.peer_subset(96, 1, 64) == [i * 96 // 64 for i in range(64)]  # the meta-judge: 0, 1, 3, 4, 6, ...
@@ -47,8 +37,8 @@ def test_the_batched_peer_runs_on_evenly_spaced_whole_prompts():
     assert b.peer_subset(2, 100, 64) == [0]  # at least one prompt
 
 
-def test_generate_calls_hold_at_most_the_batch_and_no_stray_remainder():
-    b = _bench_module()
+def test_generate_calls_hold_at_most_the_batch_and_no_stray_remainder(bench_file):
+    b = bench_file("bench")
     assert b.call_chunks(21, 3, 64) == [(0, 21)]  # 63 rows in one call
     assert b.call_chunks(21, 3, 32) == [(0, 7), (7, 14), (14, 21)]  # 10 prompts a call at most -> 7, 7, 7
     assert b.call_chunks(21, 3, 16) == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 21)]  # 5 a call at most
@@ -56,8 +46,8 @@ def test_generate_calls_hold_at_most_the_batch_and_no_stray_remainder():
     assert b.call_chunks(3, 4, 2) == [(0, 1), (1, 2), (2, 3)]  # a prompt's samples never split
 
 
-def test_the_best_batch_and_the_ratio_to_the_best_peer():
-    b = _bench_module()
+def test_the_best_batch_and_the_ratio_to_the_best_peer(bench_file):
+    b = bench_file("bench")
     tried = {"16": {"tok_per_s": 65.0}, "32": {"tok_per_s": 88.5}, "64": {"tok_per_s": 101.0}}
     assert b.best_batch(tried) == "64"
     assert b.best_batch({"16": {"tok_per_s": 90.0}, "32": {"tok_per_s": 90.0}}) == "16"  # a tie: the smaller
@@ -87,15 +77,18 @@ def test_the_best_batch_and_the_ratio_to_the_best_peer():
     assert "100.0 (64)" in text  # the batched peer's tok/s and its best batch size
 
 
-def test_the_docstring_examples_hold():
+@pytest.mark.parametrize("name", ["bench", "ceiling", "scaling", "workload"])
+def test_every_bench_files_docstring_examples_hold(bench_file, name):
     import doctest
 
-    result = doctest.testmod(_bench_module())
+    if name == "ceiling":
+        pytest.importorskip("torch")  # its examples time a real product
+    result = doctest.testmod(bench_file(name))
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_the_table_shows_the_dpo_wall_time_by_phase_and_the_products_rate():
-    b = _bench_module()
+def test_the_table_shows_the_dpo_wall_time_by_phase_and_the_products_rate(bench_file):
+    b = bench_file("bench")
     runs = [{"case": c, "wall_s": w, "sec_per_step": 1.0, "steps": 8, "phase_seconds": {"setup": 1.0, "train": 8.0,
                                                                                         "save": 0.5}}
             for c, w in (("fn-fp32", 10.0), ("direct-fp32", 8.0), ("direct-fp32", 8.0), ("fn-fp32", 12.0))]
@@ -111,8 +104,8 @@ def test_the_table_shows_the_dpo_wall_time_by_phase_and_the_products_rate():
     assert "80.0 (32) / 132.0 (128) GFLOP/s" in text and "generate: ours 200.0 tok/s = 53.8 GFLOP/s" in text
 
 
-def test_the_bound_over_the_best_peer_says_how_far_any_engine_could_beat_it():
-    b = _bench_module()
+def test_the_bound_over_the_best_peer_says_how_far_any_engine_could_beat_it(bench_file):
+    b = bench_file("bench")
     stage = {"tok_per_s": 80.0, "naive_tok_per_s": 9.0, "batched_tok_per_s": 20.0, "batched_best_rows": 16,
              "products": {"gflops": 21.5, "of_ceiling": 0.16}, "distinct_prompt_tokens": 19759,
              "products_gflops_with_prompt": 99.0, "bound": {"seconds": 51.2, "tok_per_s": 106.5, "ours_share": 0.75}}
@@ -132,8 +125,8 @@ def test_the_bound_over_the_best_peer_says_how_far_any_engine_could_beat_it():
     assert "bound_tok_per_s" not in b.compare(results)["meta_judge"] and "bound" not in b.table(results)
 
 
-def test_the_fanout_speedup_efficiency_and_goal_from_hand_worked_seconds():
-    b = _bench_module()
+def test_the_fanout_speedup_efficiency_and_goal_from_hand_worked_seconds(bench_file):
+    b = bench_file("bench")
     # 120 s at 1 replica, 64 s at 2: 120 / 64 = 1.875x, 1.875 / 2 = 0.9375 (rounded to 3 places), above 1.8
     assert b.fanout_summary(120.0, 64.0) == {"speedup": 1.875, "efficiency": 0.938, "goal": 1.8, "goal_met": True}
     # 100 s against 60 s: 1.667x, 83% efficient, under the goal
@@ -142,8 +135,8 @@ def test_the_fanout_speedup_efficiency_and_goal_from_hand_worked_seconds():
     assert b.fanout_summary(90.0, 50.0)["goal_met"]
 
 
-def test_the_table_shows_the_fanout_speedup_beside_its_goal():
-    b = _bench_module()
+def test_the_table_shows_the_fanout_speedup_beside_its_goal(bench_file):
+    b = bench_file("bench")
     fanout = {"stage": "judge", "dtype": "bfloat16", "responses": 16, "judgments": 48,
               "one": {"replicas": 1, "threads_per_replica": 1, "seconds": 120.0},
               "two": {"replicas": 2, "threads_per_replica": 1, "seconds": 64.0},

@@ -1,8 +1,6 @@
 """bench/ceiling.py: the FLOPs a token costs in matrix products, the products' own rate, and a decode rate's share
 of it, on numbers worked out by hand."""
 
-import doctest
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,17 +9,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def ceiling():
-    spec = importlib.util.spec_from_file_location("ceiling_under_test", ROOT / "bench" / "ceiling.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_the_docstring_examples_hold(ceiling):
-    pytest.importorskip("torch")
-    result = doctest.testmod(ceiling)
-    assert result.attempted > 0 and result.failed == 0
+def ceiling(bench_file):
+    return bench_file("ceiling")
 
 
 def test_a_tied_output_head_counts_once_and_an_untied_one_counts(ceiling):

@@ -2,8 +2,6 @@
 the model for an hour; what it computes from its timings is checked here on numbers worked out by hand (the
 workload's requests: test_workload.py)."""
 
-import doctest
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -13,22 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _module(name: str):
-    """A bench/ file as a module (bench/ is no package); importing it loads no torch."""
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test", ROOT / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
-def sc():
-    return _module("scaling")
-
-
-def test_the_docstring_examples_hold(sc):
-    result = doctest.testmod(sc)
-    assert result.attempted > 0 and result.failed == 0
+def sc(bench_file):
+    return bench_file("scaling")
 
 
 @pytest.mark.parametrize("n", [256, 512])
@@ -125,7 +110,7 @@ def _section():
                      _run(16, 8, 6, (3.5, 1.8, 4.5))]}
 
 
-def test_the_table_lines_and_bench_table(sc):
+def test_the_table_lines_and_bench_table(bench_file, sc):
     section = {**_section(), "cost_trend": sc.cost_trend(_section()["runs"])}
     text = "\n".join(sc.table_lines(section))
     assert "dtype bfloat16, 128 rows a batch" in text
@@ -133,7 +118,7 @@ def test_the_table_lines_and_bench_table(sc):
     # 64 prompts x 4 = 256 generate rows x 60 tokens x 3 ms = 46.08 s: the 64-prompt row
     assert re.search(r"^\s+64\s+4\s+3\s+46\.08 /\s+3\.0", text, re.M)
     assert "extrapolated to 256 prompts, K=4, N=3" in text
-    b = _module("bench")
+    b = bench_file("bench")
     machine = {"cpu": "x", "cores": 2, "load_avg_1m": 0.5, "flags": {"avx2": True}}
     assert "extrapolated to 256 prompts" in b.table({"machine": machine, "scaling": section})
     assert "scaling: FAILED: boom" in b.table({"machine": machine, "scaling": {"error": "boom"}})

@@ -3,8 +3,6 @@ without the model: row counts worked out by hand, the meta-judge's pairs in both
 engine; and bench/'s imports go one way (bench.py -> scaling.py -> workload.py)."""
 
 import ast
-import doctest
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,17 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def wl():
-    """bench/workload.py as a module (bench/ is no package); importing it loads no torch."""
-    spec = importlib.util.spec_from_file_location("workload_under_test", ROOT / "bench" / "workload.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_the_docstring_examples_hold(wl):
-    result = doctest.testmod(wl)
-    assert result.attempted > 0 and result.failed == 0
+def wl(bench_file):
+    return bench_file("workload")
 
 
 def _fake_workload(wl, prompts: int, k: int, n: int) -> dict[str, int]:

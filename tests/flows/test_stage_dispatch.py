@@ -81,12 +81,12 @@ def test_a_crashed_or_failed_run_raises_what_the_task_retries(runs):
 def test_deployments_mode_launches_through_the_pool(monkeypatch):
     import contextlib
 
-    from tasks import stages as T
+    from tasks import stages as stage_tasks
 
     seen = []
     monkeypatch.setattr(contract, "launching", lambda launcher: seen.append(launcher) or contextlib.nullcontext())
     for mode in ("deployments", "local"):
-        with T.placed(load_config("smoke", [f"execution.mode={mode}"])):
+        with stage_tasks.placed(load_config("smoke", [f"execution.mode={mode}"])):
             pass
     assert seen[0] is launch.run_deployments and seen[1] is not launch.run_deployments
 
