@@ -59,3 +59,18 @@ def test_each_backends_modules_exist_and_an_unknown_backend_is_an_error():
     assert "engines.decoding" not in code_of("judge", "vllm")
     with pytest.raises(KeyError, match="unknown engine backend 'tpu'"):
         code_of("generate", "tpu")
+
+
+def test_an_iterations_key_sees_only_its_own_schedule_values():
+    """pairs.rho is a schedule: iteration 1's pairs stage keeps its key when a later entry changes, iteration 2's
+    re-keys; the stages that do not read ``pairs`` keep theirs everywhere."""
+    before = load_config("smoke", ["pairs.rho=[0.0, 0.3]", "run.iterations=2"])
+    after = load_config("smoke", ["pairs.rho=[0.0, 0.5]", "run.iterations=2"])
+
+    def key(cfg, stage, t):
+        return contract.stage_key(stage, cfg, t, {"responses": "d1"})
+
+    assert key(before, "pairs", 1) == key(after, "pairs", 1)
+    assert key(before, "pairs", 2) != key(after, "pairs", 2)
+    assert all(key(before, s, t) == key(after, s, t) for s in ("generate", "judge", "meta_judge", "train")
+               for t in (1, 2))
