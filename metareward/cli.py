@@ -3,6 +3,7 @@
     metareward status smoke                    # iterations x stages, from the manifests
     metareward report smoke                    # runs/smoke/report/report.html (+ .md, PNGs)
     metareward eval mt-bench --judgments FILE  # score benchmark files as the official harnesses do
+    metareward export smoke exported/smoke     # the run's pairs, judgments, verdicts as a HF dataset
 
 ``run`` and ``resume`` start the Prefect flows, so they live above the library, in flows/cli.py: the installed
 ``metareward`` command is `flows.cli.main` (this app's commands plus those two). ``python -m metareward`` runs
@@ -130,6 +131,29 @@ def report(
     folder = run_dir(run_name, root)
     for name, uri in write_report(folder).items():
         typer.echo(f"{name}: {uri}")
+
+
+@app.command()
+def export(
+    run_name: Annotated[str, typer.Argument(metavar="RUN", help="Run name under --root, or the run folder.")],
+    dest: Annotated[str, typer.Argument(metavar="DEST", help="The dataset folder to write.")],
+    root: Annotated[str, typer.Option(help="Store root holding the run.")] = "runs",
+    push_to_hub: Annotated[Optional[str], typer.Option(
+        "--push-to-hub", metavar="REPO", help="Also upload DEST as Hub dataset REPO (token: HF_TOKEN).")] = None,
+) -> None:
+    """Every iteration's actor and judge pairs, judgments and meta-verdicts as a Hugging Face dataset.
+
+    One config per kind (actor_pairs, judge_pairs, judgments, meta_verdicts), one split per iteration (iter1, ...),
+    Parquet files and a dataset card (README.md) with the Hub's YAML header."""
+    from metareward.reporting import export as exporter
+
+    header = exporter.export_run(run_dir(run_name, root), dest)
+    for info in header["dataset_info"]:
+        sizes = ", ".join(f"{s['name']} {s['num_examples']}" for s in info["splits"])
+        typer.echo(f"{info['config_name']}: {sizes}")
+    typer.echo(f"card: {os.path.join(dest, 'README.md')}")
+    if push_to_hub:
+        typer.echo(f"pushed: {exporter.push(dest, push_to_hub)}")
 
 
 from metareward.evals.cli import app as _eval_app  # noqa: E402  (typer and the scorers only; no torch)

@@ -49,5 +49,10 @@ def test_the_metareward_command_is_the_flows_cli():
     [script] = [e for e in entry_points(group="console_scripts") if e.name == "metareward"]
     assert script.value == "flows.cli:main"
     names = list(typer.main.get_command(app).commands)
-    assert names == ["run", "resume", "status", "stage", "report", "eval"]
-    assert list(typer.main.get_command(lib.app).commands) == ["status", "stage", "report", "eval"]
+    assert names == ["run", "resume", "status", "stage", "report", "export", "eval"]
+    assert list(typer.main.get_command(lib.app).commands) == ["status", "stage", "report", "export", "eval"]
+
+
+def test_export_of_missing_run(tmp_path):
+    p = _run("export", "ghost", str(tmp_path / "out"), "--root", str(tmp_path), cwd=tmp_path)
+    assert p.returncode == 2 and "no such run folder" in p.stderr and "Traceback" not in p.stderr
