@@ -20,6 +20,7 @@ from metareward.records import Manifest, ModelRef
 from metareward.reporting import summary
 from metareward.runstore.layout import RunLayout
 from tasks import ui
+from tasks.tracking import track_iteration
 from tasks.stages import RunTasks
 
 
@@ -39,7 +40,8 @@ def meta_rewarding_iteration(cfg: RunConfig, t: int, model: ModelRef, pool: Mani
 @flow(name="meta-rewarding-report", flow_run_name="{cfg.run.name}-iter{t}-report")
 def iteration_report(cfg: RunConfig, t: int, model: ModelRef, first: ModelRef) -> dict:
     """Iteration t's report: M_t (``model``) on the held-out prompts, M_0 (``first``) beside it at t = 1, the
-    summary (returned, and stored beside the iteration's stages), the run report and the iteration's artifacts."""
+    summary (returned, and stored beside the iteration's stages), the run report and the iteration's artifacts, and
+    the iteration in the experiment tracker (tracking.backend)."""
     tasks = RunTasks(cfg)
     done = summary.stored_manifests(cfg, t)
     baseline = None
@@ -50,4 +52,6 @@ def iteration_report(cfg: RunConfig, t: int, model: ModelRef, first: ModelRef) -
     out = summary.iteration_summary(t, done, baseline)
     summary.write_summary(RunLayout.of(cfg), out)
     ui.publish_iteration(cfg, t)  # <run>/report/ and the iteration's markdown and table artifacts
+    if cfg.tracking.backend != "none":
+        track_iteration(cfg, t)  # MLflow / W&B, once per iteration and destination
     return out

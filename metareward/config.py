@@ -429,6 +429,17 @@ class HealthSection(_Section):
                            "for training to go on.")
 
 
+class TrackingSection(_Section):
+    """Experiment tracking (off by default). Credentials and server come from the environment only
+    (MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME/PASSWORD, WANDB_API_KEY, WANDB_MODE), never from the config."""
+
+    backend: Literal["none", "mlflow", "wandb"] = Field(
+        "none", description="Where each iteration's statistics, the config, the DPO curves and the report go; the "
+        "tracking run is named after run.name.")
+    experiment: str = Field("metareward", description="mlflow: the experiment holding the run.")
+    project: str = Field("metareward", description="wandb: the project holding the run.")
+
+
 class RunConfig(_Section):
     """Everything one Meta-Rewarding run needs; written into every manifest (as its digest)."""
 
@@ -447,6 +458,7 @@ class RunConfig(_Section):
     prompt_pool: PromptPoolSection = Field(default_factory=PromptPoolSection)
     eft: EFTSection = Field(default_factory=EFTSection)
     health: HealthSection = Field(default_factory=HealthSection)
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:

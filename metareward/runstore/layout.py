@@ -8,6 +8,7 @@
     <root>/<run>/iter_<t>/<stage>/shards/   a sharded stage's committed shards, until its manifest
     <root>/<run>/iter_<t>/health.json       the judge-health gates of iteration t
     <root>/<run>/iter_<t>/summary.json|md   iteration t's summary
+    <root>/<run>/iter_<t>/tracked.json      the tracking run iteration t was logged to (tracking.backend)
     <root>/<run>/iter_0/seed_model.json     what M_0 was made from
     <root>/<run>/report/                    the run report (markdown, html, plots)
     <root>/<run>/eval_cache/                benchmark judges' answers, reused across iterations
@@ -103,6 +104,10 @@ class RunLayout:
     def summary(self, t: int, ext: str) -> str:
         """Iteration t's summary; ``ext`` json or md."""
         return store.join(self.iteration(t), f"summary.{ext}")
+
+    def tracked(self, t: int) -> str:
+        """Which tracking run iteration t was logged to (written after logging: a re-run does not log it twice)."""
+        return store.join(self.iteration(t), "tracked.json")
 
     @property
     def seed_record(self) -> str:
