@@ -1,0 +1,51 @@
+"""What tracking logs, worked out by hand from a tiny run store; the servers: tests/flows/test_tracking_flow.py."""
+
+from __future__ import annotations
+
+from metareward.config import load_config
+from metareward.records import Manifest
+from metareward.reporting import tracking
+from metareward.runstore import store
+from metareward.runstore.layout import RunLayout
+
+
+def test_numbers_flattens_and_names_as_mlflow_accepts():
+    got = tracking.numbers({"benchmark": {"mt_bench": {"score": 5, "label": "x"}}, "position_weights": {"w1": 0.25},
+                            "score_histogram": {"2": 95}, "bad name!": 1, "nan": float("nan"), "none": None})
+    assert got == {"benchmark.mt_bench.score": 5.0, "position_weights.w1": 0.25, "score_histogram.2": 95.0,
+                   "bad name_": 1.0}
+
+
+def test_iteration_metrics_and_the_dpo_curve(tmp_path):
+    run = RunLayout(str(tmp_path), "r")
+    store.write_json(run.summary(1, "json"), {"iteration": 1, "actor_pairs": 12, "judge_parse_rate": 0.75,
+                                              "durations_s": {"train": 4.5}})
+    store.write_json(run.health(1), {"judge": {"passed": True, "metrics": {"tie_rate": 0.125}, "failed": []}})
+    assert tracking.iteration_metrics(run, 1) == {"actor_pairs": 12.0, "judge_parse_rate": 0.75,
+                                                  "durations_s.train": 4.5, "health.judge.tie_rate": 0.125,
+                                                  "health.judge.passed": 1.0}
+    hist = store.join(run.stage(1, "train"), "log_history.json")
+    store.write_json(hist, [{"loss": 0.7, "rewards/accuracies": 0.5, "step": 1, "epoch": 0.5},
+                            {"loss": 0.6, "rewards/accuracies": 1.0, "step": 2, "epoch": 1.0},
+                            {"train_runtime": 3.0, "train_loss": 0.65, "step": 2}])
+    train = Manifest(stage="train", iteration=1, run="r", key="k", uri=run.stage(1, "train"),
+                     files={"log_history": hist}, digests={"model": "m1"})
+    assert tracking.dpo_curve({"train": train}) == [(1, {"loss": 0.7, "rewards/accuracies": 0.5}),
+                                                    (2, {"loss": 0.6, "rewards/accuracies": 1.0})]
+    assert tracking.digest_tags(1, {"train": train}) == {"iter1.train.digest": train.digest, "iter1.model.digest": "m1"}
+
+
+def test_the_target_names_no_credentials_and_the_marker_is_per_destination(tmp_path, monkeypatch):
+    cfg = load_config("smoke", [f"storage.root={tmp_path}", "tracking.backend=mlflow", "tracking.experiment=e"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://user:pw@mlflow.example/")
+    assert tracking.target(cfg.tracking) == "mlflow https://mlflow.example/ e"
+    run = RunLayout.of(cfg)
+    store.write_json(run.tracked(1), {"target": tracking.target(cfg.tracking)})
+    assert tracking.already_logged(run, 1, cfg.tracking)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert not tracking.already_logged(run, 1, cfg.tracking)
+
+
+def test_off_by_default_logs_nothing(tmp_path):
+    cfg = load_config("smoke", [f"storage.root={tmp_path}"])
+    assert cfg.tracking.backend == "none" and tracking.log_iteration(cfg, 1) is None
