@@ -89,6 +89,32 @@ def test_the_fake_run_in_mlflow(tmp_path, prefect_harness, fake_trainer, mlflow_
     assert len(client.get_metric_history(run.info.run_id, "actor_pairs")) == 2
 
 
+def wandb_records(run_folder: Path) -> list:
+    """The records of an offline run's ``run-<id>.wandb`` file: W&B's log format (LevelDB's): a 7-byte file header,
+    then 32 KiB blocks of chunks, each with a 7-byte header (CRC, length, type: 1 full, 2 first, 3 middle, 4 last)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    [path] = run_folder.glob("*.wandb")
+    data, pos, out, part = path.read_bytes(), 7, [], b""
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
+        if left < 7 or (length, kind) == (0, 0):  # the block's zero padding
+            pos += left
+            continue
+        part, pos = part + data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):
+            out.append(pb.Record.FromString(part))
+            part = b""
+    return out
+
+
+def _items(items) -> dict:
+    return {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items}
+
+
 def test_the_fake_run_in_wandb_offline(tmp_path, prefect_harness, fake_trainer, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -99,10 +125,16 @@ def test_the_fake_run_in_wandb_offline(tmp_path, prefect_harness, fake_trainer, 
 
     summaries = run_pipeline(_cfg(tmp_path / "store", "tracking.backend=wandb", "tracking.project=fake-runs"))
     runs = sorted((tmp_path / "wandb" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2  # one offline run folder per iteration's logging, both the same W&B run id
+    assert len(runs) == 2  # one offline session per iteration's logging, both the same W&B run id
     assert len({p.name.rsplit("-", 1)[-1] for p in runs}) == 1
-    last = json.loads((runs[-1] / "files" / "wandb-summary.json").read_text())
-    assert last["_step"] == 2 and last["actor_pairs"] == summaries[1]["actor_pairs"] and last["judge_pairs"] == 0
-    assert (runs[0] / "files" / "summary.md").is_file()
-    config = (runs[0] / "files" / "config.yaml").read_text()
-    assert "dpo.beta" in config and "tracking.backend" in config
+    history = [_items(r.history.item) for p in runs for r in wandb_records(p) if r.WhichOneof("record_type") == "history"]
+    assert [(h["_step"], h["actor_pairs"], h["judge_pairs"]) for h in history] == [
+        (1, summaries[0]["actor_pairs"], 16), (2, summaries[1]["actor_pairs"], 0)]
+    assert history[0]["judgments"] == 192 and history[0]["health.judge.passed"] == 1.0
+    config = {k for r in wandb_records(runs[0]) if r.WhichOneof("record_type") == "run" for k in _items(r.run.config.update)}
+    assert {"dpo.beta", "tracking.backend"} <= config
+    assert (runs[0] / "files" / "summary.md").is_file() and (runs[0] / "files" / "report.html").is_file()
+
+    # a cached re-run opens no new W&B session
+    run_pipeline(_cfg(tmp_path / "store", "tracking.backend=wandb", "tracking.project=fake-runs"))
+    assert len(list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))) == 2
