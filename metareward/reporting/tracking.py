@@ -4,7 +4,7 @@ One tracking run per Meta-Rewarding run, named ``run.name``: the config as param
 is made), per iteration (step = t) the summary's numbers, the judge-health figures and gates, the benchmark results
 and stage seconds as metrics, the stage manifests' digests as tags, the summary and run report as artifacts; DPO's
 own curves (TRL's per-step logs, ``loss``, ``rewards/accuracies``...) in a child run per iteration (MLflow: nested
-under the run; W&B: a table). ``iter_<t>/tracked.json`` records the tracking run an iteration went to, so a cached
+under the run; W&B: a table). The layout's ``tracked(t)`` file records the tracking run an iteration went to, so a cached
 or resumed run does not log it twice. Credentials and servers come from the environment only.
 
     >>> flatten({"a": {"b": 1, "c": [2]}, "d": "x", "e": None})
@@ -166,6 +166,7 @@ def _mlflow_iteration(name: str, tracking, params: dict, record: dict, files: li
         client.log_batch(child.info.run_id, metrics=[Metric(k, v, now, step) for step, m in record["dpo_curve"]
                                                      for k, v in m.items()])
         client.set_terminated(child.info.run_id)
+    client.set_terminated(run_id)  # FINISHED between iterations; the next one logs to it again
     return run_id
 
 
