@@ -30,7 +30,7 @@ from pathlib import Path
 from metareward.hardware import visible_gpus
 
 CONFIG_DIR = Path(__file__).parents[1] / "configs" / "accelerate"
-STRATEGIES = {"fsdp": "fsdp.yaml", "zero3": "deepspeed_zero3.yaml"}
+STRATEGIES = {"fsdp": "fsdp.yaml", "zero3": "deepspeed_zero3.yaml", "ddp": "ddp.yaml"}
 
 
 def accelerate_config(strategy: str) -> Path:
@@ -51,19 +51,23 @@ def train_command(gpus: int, strategy: str, args_file: str, python: str = sys.ex
             "--num_processes", str(gpus), "--num_machines", "1", "-m", "metareward.training.launch", "train", args_file]
 
 
-def train_dpo(pairs, model_path: str, output_dir: str, dpo, *, gpus: int | None = None, **kwargs) -> dict:
-    """``metareward.training.dpo.train_dpo`` in this process on one GPU (or CPU), else through ``accelerate launch``."""
+def train_dpo(pairs, model_path: str, output_dir: str, dpo, *, gpus: int | None = None, timeout: float | None = None,
+              **kwargs) -> dict:
+    """``metareward.training.dpo.train_dpo`` in this process on one GPU (or CPU), else through ``accelerate launch``
+    with ``gpus`` processes (on a CPU-only machine: CPU processes, with dpo.distributed=ddp); ``timeout`` seconds
+    bound the launch (a hang becomes subprocess.TimeoutExpired)."""
     from metareward.training import dpo as dpo_module  # `dpo` is the DPOSection argument
 
     gpus = visible_gpus() if gpus is None else gpus
     if not needs_launch(gpus):
         return dpo_module.train_dpo(pairs, model_path, output_dir, dpo, **kwargs)
+    dpo.accumulation_steps(gpus)  # a global batch the processes cannot share fails here, not in each of them
     with tempfile.TemporaryDirectory(prefix="metareward-launch-") as tmp:
         args = {"pairs": [p.model_dump(mode="json") for p in pairs], "model_path": model_path,
                 "output_dir": output_dir, "dpo": dpo.model_dump(mode="json"), "kwargs": kwargs,
                 "stats": str(Path(tmp, "stats.json"))}
         Path(tmp, "args.json").write_text(json.dumps(args))
-        subprocess.run(train_command(gpus, dpo.distributed, str(Path(tmp, "args.json"))), check=True)
+        subprocess.run(train_command(gpus, dpo.distributed, str(Path(tmp, "args.json"))), check=True, timeout=timeout)
         return json.loads(Path(tmp, "stats.json").read_text())
 
 

@@ -35,8 +35,43 @@ def test_command_for_eight_gpus(strategy, kind):
 
 def test_shipped_configs_are_package_data():
     assert {p.name for p in launch.CONFIG_DIR.glob("*.yaml")} == set(launch.STRATEGIES.values())
-    with pytest.raises(ValueError, match="dpo.distributed='ddp'"):
-        launch.accelerate_config("ddp")
+    with pytest.raises(ValueError, match="dpo.distributed='tp'"):
+        launch.accelerate_config("tp")
+
+
+def test_ddp_config_starts_one_process_per_device_and_leaves_precision_to_dpo_bf16():
+    """MULTI_GPU makes accelerate start the processes with torchrun; on a machine without GPUs each process falls
+    back to the CPU with gloo (the trainer's use_cpu), which is how the 2-process test runs."""
+    cfg = yaml.safe_load(launch.accelerate_config("ddp").read_text())
+    assert cfg["distributed_type"] == "MULTI_GPU" and cfg["mixed_precision"] == "no" and cfg["use_cpu"] is False
+
+
+@pytest.mark.parametrize("processes, accumulation", [(1, 16), (2, 8), (8, 2)])
+def test_the_global_batch_is_the_same_on_1_2_and_8_processes(processes, accumulation):
+    """32 pairs a step (the paper's) with 2 per process: 2 x 16 on one process, 2 x 2 x 8 on two, 2 x 8 x 2 on
+    eight: always 32."""
+    d = DPOSection(per_device_batch_size=2, global_batch_size=32)
+    assert d.accumulation_steps(processes) == accumulation
+    assert d.per_device_batch_size * processes * d.accumulation_steps(processes) == 32
+
+
+def test_a_global_batch_the_processes_cannot_share_is_refused_before_launch(monkeypatch):
+    """32 pairs over 3 processes of 2 pairs (6 a pass) does not divide: the error names both fields, and no
+    process starts."""
+    monkeypatch.setattr(launch.subprocess, "run", lambda *a, **k: pytest.fail("launched"))
+    d = DPOSection(per_device_batch_size=2, global_batch_size=32)
+    message = r"dpo.global_batch_size=32 is not a multiple of dpo.per_device_batch_size=2 x 3 process\(es\) = 6"
+    with pytest.raises(ValueError, match=message):
+        launch.train_dpo([], "/m0", "/out", d, gpus=3)
+    with pytest.raises(ValueError, match="dpo.global_batch_size=5 is not a multiple"):
+        DPOSection(per_device_batch_size=2, global_batch_size=5)  # no process count divides it: refused at config time
+
+
+def test_old_recipes_accumulation_reads_as_the_global_batch_it_meant():
+    """Before global_batch_size, `gradient_accumulation_steps: 32` with 1 pair per device meant 32 on one GPU."""
+    assert DPOSection(per_device_batch_size=1, gradient_accumulation_steps=32).global_batch_size == 32
+    with pytest.raises(ValueError, match="set dpo.global_batch_size only"):
+        DPOSection(global_batch_size=32, gradient_accumulation_steps=16)
 
 
 def test_one_gpu_trains_in_process(monkeypatch, tmp_path):
@@ -59,7 +94,7 @@ def test_eight_gpus_train_through_accelerate(monkeypatch, tmp_path):
                           rejected_id="p-r1", chosen_score=4.0, rejected_score=1.0)
     seen = {}
 
-    def fake_run(cmd, check):
+    def fake_run(cmd, check, timeout=None):
         seen["cmd"] = cmd
         args = json.loads(Path(cmd[-1]).read_text())
         seen["args"] = args
@@ -87,7 +122,7 @@ def test_lora_dpo_saves_a_merged_model(tmp_path):
              for i, (q, a, b) in enumerate([("What is the capital of France?", "Paris.", "A country."),
                                             ("Name a primary colour.", "Red.", "Colours are nice.")])]
     base_path = embedded_model_path()
-    dpo = DPOSection(max_steps=1, per_device_batch_size=2, gradient_accumulation_steps=1, max_length=128,
+    dpo = DPOSection(max_steps=1, per_device_batch_size=2, global_batch_size=2, max_length=128,
                      learning_rate=1e-3, lora_r=4, lora_alpha=8)
     stats = launch.train_dpo(PAIRS, base_path, str(tmp_path / "m"), dpo, seed=0, gpus=0)
     assert stats["steps"] == 1
