@@ -174,6 +174,9 @@ def train_dpo(
         clock.lap("save")
         stats = train_stats(trainer, result, pairs, n_used=n_used, n_offered=len(dataset), dpo=dpo)
         stats.update(saved or {}, phase_seconds=clock.laps)
+        trainer.accelerator.wait_for_everyone()  # ranks that tear down apart hung in `del trainer` (2 CPU processes)
+        if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, then the process group (collectives end)
+            trainer.end()
         del trainer
         import gc
 
@@ -264,10 +267,7 @@ def save_policy(trainer, output_dir: str, *, merge_lora: bool, dtype: str) -> di
     trainer.model.config.use_cache = True
     if merge_lora:  # the next iteration's engines load a plain model: merge the adapter into the weights
         trainer.model = trainer.model.merge_and_unload()
-    saved = save_in_dtype(trainer, output_dir, dtype)  # not Trainer.save_model: it keeps FSDP2's float32
-    if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers / process group
-        trainer.end()
-    return saved
+    return save_in_dtype(trainer, output_dir, dtype)  # not Trainer.save_model: it keeps FSDP2's float32
 
 
 def train_stats(trainer, result, pairs: list[PreferencePair], *, n_used: int, n_offered: int,
@@ -289,6 +289,7 @@ def train_stats(trainer, result, pairs: list[PreferencePair], *, n_used: int, n_
         "n_judge_pairs": sum(p.kind == "judge" for p in pairs),
         "epochs": float(trainer.state.epoch or 0.0),
         "ref_logps": getattr(trainer, "ref_logps_source", "precomputed" if dpo.precompute_ref_logps else "live"),
+        "ref_logps_by_rank": _every_rank(getattr(trainer, "ref_logps_source", None)),
         "world_size": trainer.accelerator.num_processes,
         "global_batch_size": dpo.global_batch_size,
         "gradient_accumulation_steps": int(trainer.args.gradient_accumulation_steps),
@@ -298,6 +299,14 @@ def train_stats(trainer, result, pairs: list[PreferencePair], *, n_used: int, n_
         stats["final_" + name.replace("/", "_")] = values[-1] if values else None
     stats["log_history"] = log_history
     return stats
+
+
+def _every_rank(value) -> list:
+    """``value`` from every process, in rank order (a list of one outside accelerate launch); a collective, so
+    every rank calls it."""
+    from accelerate.utils import gather_object
+
+    return list(gather_object([value]))
 
 
 def _progress_callback():

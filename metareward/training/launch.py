@@ -81,8 +81,9 @@ def _train_main(args_file: str) -> None:
     pairs = [PreferencePair.model_validate(p) for p in args["pairs"]]
     stats = dpo.train_dpo(pairs, args["model_path"], args["output_dir"], DPOSection.model_validate(args["dpo"]),
                             **args["kwargs"])
-    if int(os.environ.get("RANK", "0")) == 0:
-        Path(args["stats"]).write_text(json.dumps(stats))
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:  # the main process's numbers, once
+        Path(args["stats"]).write_text(json.dumps({**stats, "written_by_rank": rank}))
 
 
 if __name__ == "__main__":
