@@ -104,3 +104,28 @@ def test_two_processes_train_like_one_save_once_in_bf16_and_agree_on_stored_ref_
     changed = two("changed", tiny_llama(tmp_path / "m0b", seed=1))  # another reference: every rank recomputes
     assert changed["ref_logps_by_rank"] == ["computed", "computed"]
     assert json.loads(Path(ref).read_text())["fingerprint"] != fingerprint
+
+
+@pytest.mark.slow
+def test_fsdp_on_two_cpu_processes_saves_the_bf16_source_in_bf16(tmp_path, launch_env):
+    """The shipped FSDP2 config (full sharding, cpu_ram_efficient_loading, full state dict) runs on 2 CPU processes
+    with gloo. Loaded in bf16 (the recipe's model.dtype), FSDP2 with mixed precision upcasts the trainable
+    parameters to float32, so its gathered state dict is float32: the save casts back, one bf16 copy of the
+    source's size. (Its bf16 compute is not the float32 arithmetic of the DDP test: weights are not compared.)"""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from metareward.training import launch
+    from metareward.training.checkpoint import weights_bytes
+
+    model = tiny_llama(tmp_path / "m0", seed=0)
+    stats = launch.train_dpo(PAIRS, model, str(tmp_path / "fsdp"), DPO.model_copy(update={"distributed": "fsdp"}),
+                             gpus=2, seed=0, dtype="bfloat16", ref_logps_uri=str(tmp_path / "ref.json"),
+                             timeout=LAUNCH_TIMEOUT_S)
+    assert stats["world_size"] == 2 and stats["steps"] == 2 and stats["gradient_accumulation_steps"] == 1
+    assert stats["ref_logps_by_rank"] == ["computed", "computed"] and stats["written_by_rank"] == 0
+    assert stats["model_dtype"] == "bfloat16" and stats["model_bytes"] == weights_bytes(model)
+    trained = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp")
+    assert trained.dtype == torch.bfloat16
+    base = _weights(model)
+    assert any(not torch.equal(p, base[n]) for n, p in _weights(tmp_path / "fsdp").items())
