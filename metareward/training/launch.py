@@ -3,8 +3,10 @@
 * One GPU (or none): DPO runs in the stage's own process; ``dpo.lora_r > 0`` trains a LoRA adapter through peft
   (merged into the saved model), the one-GPU option for models whose full fine-tuning does not fit.
 * More than one GPU: the stage runs DPO through ``accelerate launch`` with a configuration shipped in
-  ``metareward/configs/accelerate/`` (FSDP, or DeepSpeed ZeRO-3 with ``dpo.distributed=zero3``), one process per
-  GPU; rank 0 saves the model and writes the statistics the stage records.
+  ``metareward/configs/accelerate/`` (FSDP, DeepSpeed ZeRO-3 with ``dpo.distributed=zero3``, or plain DDP with
+  ``ddp``, which also runs as CPU processes), one process per GPU; the gradient accumulation is derived from
+  ``dpo.global_batch_size`` and the process count; rank 0 saves the model (in M_{t-1}'s dtype) and writes the
+  statistics the stage records.
 * vLLM: ``engine.tensor_parallel_size=0`` shards the engine over every GPU of the worker
   (`metareward.hardware.tensor_parallel_size`).
 
@@ -39,6 +41,15 @@ def accelerate_config(strategy: str) -> Path:
     return CONFIG_DIR / STRATEGIES[strategy]
 
 
+def check_strategy(strategy: str) -> None:
+    """ZeRO-3 needs DeepSpeed where training runs; say what to install before any process starts."""
+    import importlib.util
+
+    if strategy == "zero3" and importlib.util.find_spec("deepspeed") is None:
+        raise RuntimeError("dpo.distributed=zero3 needs DeepSpeed in the training environment: `pip install "
+                           "deepspeed` (built against its torch and CUDA), or use dpo.distributed=fsdp (or ddp)")
+
+
 def needs_launch(gpus: int, env: dict[str, str] | None = None) -> bool:
     """Several GPUs, and not already one of accelerate's processes."""
     env = os.environ if env is None else env
@@ -62,6 +73,7 @@ def train_dpo(pairs, model_path: str, output_dir: str, dpo, *, gpus: int | None 
     if not needs_launch(gpus):
         return dpo_module.train_dpo(pairs, model_path, output_dir, dpo, **kwargs)
     dpo.accumulation_steps(gpus)  # a global batch the processes cannot share fails here, not in each of them
+    check_strategy(dpo.distributed)
     with tempfile.TemporaryDirectory(prefix="metareward-launch-") as tmp:
         args = {"pairs": [p.model_dump(mode="json") for p in pairs], "model_path": model_path,
                 "output_dir": output_dir, "dpo": dpo.model_dump(mode="json"), "kwargs": kwargs,

@@ -67,6 +67,16 @@ def test_a_global_batch_the_processes_cannot_share_is_refused_before_launch(monk
         DPOSection(per_device_batch_size=2, global_batch_size=5)  # no process count divides it: refused at config time
 
 
+def test_zero3_without_deepspeed_is_refused_before_launch_saying_what_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    monkeypatch.setattr(launch.subprocess, "run", lambda *a, **k: pytest.fail("launched"))
+    with pytest.raises(RuntimeError, match="pip install deepspeed"):
+        launch.train_dpo([], "/m0", "/out", DPOSection(distributed="zero3"), gpus=8)
+
+
 def test_old_recipes_accumulation_reads_as_the_global_batch_it_meant():
     """Before global_batch_size, `gradient_accumulation_steps: 32` with 1 pair per device meant 32 on one GPU."""
     assert DPOSection(per_device_batch_size=1, gradient_accumulation_steps=32).global_batch_size == 32
@@ -101,6 +111,7 @@ def test_eight_gpus_train_through_accelerate(monkeypatch, tmp_path):
         Path(args["stats"]).write_text(json.dumps({"steps": 3}))
 
     monkeypatch.setattr(launch.subprocess, "run", fake_run)
+    monkeypatch.setattr(launch, "check_strategy", lambda strategy: None)  # DeepSpeed is not installed here
     stats = launch.train_dpo([pair], "/m0", "/out", DPOSection(distributed="zero3"), gpus=8, seed=5)
     assert stats == {"steps": 3}
     assert seen["cmd"][seen["cmd"].index("--num_processes") + 1] == "8"

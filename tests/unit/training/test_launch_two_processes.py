@@ -109,9 +109,10 @@ def test_two_processes_train_like_one_save_once_in_bf16_and_agree_on_stored_ref_
 @pytest.mark.slow
 def test_fsdp_on_two_cpu_processes_saves_the_bf16_source_in_bf16(tmp_path, launch_env):
     """The shipped FSDP2 config (full sharding, cpu_ram_efficient_loading, full state dict) runs on 2 CPU processes
-    with gloo. Loaded in bf16 (the recipe's model.dtype), FSDP2 with mixed precision upcasts the trainable
-    parameters to float32, so its gathered state dict is float32: the save casts back, one bf16 copy of the
-    source's size. (Its bf16 compute is not the float32 arithmetic of the DDP test: weights are not compared.)"""
+    with gloo. Loaded in bf16 (the recipe's model.dtype); with mixed precision on, accelerate's FSDP2 preparation
+    upcasts trainable low-precision parameters to float32 (accelerate/utils/fsdp_utils.py), which a plain
+    save_model would write: the save casts back, one bf16 copy of the source's size. (Its bf16 compute is not the
+    float32 arithmetic of the DDP test, so the weights are not compared with one process.)"""
     import torch
     from transformers import AutoModelForCausalLM
 
