@@ -73,7 +73,7 @@ def trainer_args(config_cls, section, *, output_dir: str, dtype: str, trust_remo
         max_steps=section.max_steps,
         bf16=train_bf16(section.bf16, on_gpu),
         fp16=False,
-        **{ckpt: section.gradient_checkpointing},
+        **{ckpt: section.gradient_checkpointing and not fsdp_checkpoints_activations()},
         seed=seed,
         # device and data loading
         use_cpu=not on_gpu,
@@ -90,6 +90,13 @@ def trainer_args(config_cls, section, *, output_dir: str, dtype: str, trust_remo
 def world_size() -> int:
     """Processes training together: accelerate launch (torchrun) sets WORLD_SIZE in each; 1 outside it."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def fsdp_checkpoints_activations(env=None) -> bool:
+    """Whether this process runs under FSDP with FSDP's own activation checkpointing (accelerate launch's
+    --fsdp_activation_checkpointing): then the trainer's flag stays off (transformers: a redundant all-gather)."""
+    env = os.environ if env is None else env
+    return env.get("ACCELERATE_USE_FSDP") == "true" and env.get("FSDP_ACTIVATION_CHECKPOINTING") == "true"
 
 
 def accumulation_steps(section) -> int:

@@ -56,10 +56,14 @@ def needs_launch(gpus: int, env: dict[str, str] | None = None) -> bool:
     return gpus > 1 and "LOCAL_RANK" not in env
 
 
-def train_command(gpus: int, strategy: str, args_file: str, python: str = sys.executable) -> list[str]:
-    """``accelerate launch`` of ``python -m metareward.training.launch train ARGS`` with one process per GPU."""
+def train_command(gpus: int, strategy: str, args_file: str, python: str = sys.executable, *,
+                  activation_checkpointing: bool = False) -> list[str]:
+    """``accelerate launch`` of ``python -m metareward.training.launch train ARGS`` with one process per GPU; under
+    FSDP, activation checkpointing is FSDP's own (the trainer's flag would add a redundant all-gather)."""
+    fsdp_ckpt = ["--fsdp_activation_checkpointing", "true"] if strategy == "fsdp" and activation_checkpointing else []
     return [str(Path(python).parent / "accelerate"), "launch", "--config_file", str(accelerate_config(strategy)),
-            "--num_processes", str(gpus), "--num_machines", "1", "-m", "metareward.training.launch", "train", args_file]
+            *fsdp_ckpt, "--num_processes", str(gpus), "--num_machines", "1", "-m", "metareward.training.launch",
+            "train", args_file]
 
 
 def train_dpo(pairs, model_path: str, output_dir: str, dpo, *, gpus: int | None = None, timeout: float | None = None,
@@ -79,7 +83,9 @@ def train_dpo(pairs, model_path: str, output_dir: str, dpo, *, gpus: int | None 
                 "output_dir": output_dir, "dpo": dpo.model_dump(mode="json"), "kwargs": kwargs,
                 "stats": str(Path(tmp, "stats.json"))}
         Path(tmp, "args.json").write_text(json.dumps(args))
-        subprocess.run(train_command(gpus, dpo.distributed, str(Path(tmp, "args.json"))), check=True, timeout=timeout)
+        cmd = train_command(gpus, dpo.distributed, str(Path(tmp, "args.json")),
+                            activation_checkpointing=dpo.gradient_checkpointing)
+        subprocess.run(cmd, check=True, timeout=timeout)
         return json.loads(Path(tmp, "stats.json").read_text())
 
 

@@ -33,6 +33,39 @@ def test_command_for_eight_gpus(strategy, kind):
         assert cfg["deepspeed_config"]["zero_stage"] == 3 and cfg["deepspeed_config"]["zero3_save_16bit_model"]
 
 
+def test_under_fsdp_activation_checkpointing_is_fsdps_own():
+    """dpo.gradient_checkpointing under FSDP: accelerate launch turns FSDP's on, and the trainer's flag, read in
+    each process from accelerate's environment, stays off; other strategies keep the trainer's flag."""
+    from trl import DPOConfig
+
+    from metareward.training.dpo import fsdp_checkpoints_activations, trainer_args
+
+    cmd = launch.train_command(8, "fsdp", "/tmp/a.json", activation_checkpointing=True)
+    assert cmd[cmd.index("--fsdp_activation_checkpointing") + 1] == "true"
+    assert "--fsdp_activation_checkpointing" not in launch.train_command(8, "ddp", "/tmp/a.json",
+                                                                        activation_checkpointing=True)
+    fsdp_env = {"ACCELERATE_USE_FSDP": "true", "FSDP_ACTIVATION_CHECKPOINTING": "true"}
+    assert fsdp_checkpoints_activations(fsdp_env) and not fsdp_checkpoints_activations({})
+    args = dict(output_dir="o", dtype="float32", trust_remote_code=False, seed=0)
+    flag = "activation_checkpointing" if "activation_checkpointing" in DPOConfig.__dataclass_fields__ \
+        else "gradient_checkpointing"
+    assert trainer_args(DPOConfig, DPOSection(gradient_checkpointing=True), **args)[flag] is True
+
+
+def test_trainer_flag_is_off_where_fsdp_checkpoints(monkeypatch):
+    from trl import DPOConfig
+
+    from metareward.training.dpo import trainer_args
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_ACTIVATION_CHECKPOINTING", "true")
+    flag = "activation_checkpointing" if "activation_checkpointing" in DPOConfig.__dataclass_fields__ \
+        else "gradient_checkpointing"
+    args = trainer_args(DPOConfig, DPOSection(gradient_checkpointing=True), output_dir="o", dtype="float32",
+                        trust_remote_code=False, seed=0)
+    assert args[flag] is False
+
+
 def test_shipped_configs_are_package_data():
     assert {p.name for p in launch.CONFIG_DIR.glob("*.yaml")} == set(launch.STRATEGIES.values())
     with pytest.raises(ValueError, match="dpo.distributed='tp'"):

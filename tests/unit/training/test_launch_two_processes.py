@@ -112,7 +112,9 @@ def test_fsdp_on_two_cpu_processes_saves_the_bf16_source_in_bf16(tmp_path, launc
     with gloo. Loaded in bf16 (the recipe's model.dtype); with mixed precision on, accelerate's FSDP2 preparation
     upcasts trainable low-precision parameters to float32 (accelerate/utils/fsdp_utils.py), which a plain
     save_model would write: the save casts back, one bf16 copy of the source's size. (Its bf16 compute is not the
-    float32 arithmetic of the DDP test, so the weights are not compared with one process.)"""
+    float32 arithmetic of the DDP test, so the weights are not compared with one process.) With
+    dpo.gradient_checkpointing, FSDP's own activation checkpointing wraps the layers; the saved names stay the
+    source's."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -120,7 +122,8 @@ def test_fsdp_on_two_cpu_processes_saves_the_bf16_source_in_bf16(tmp_path, launc
     from metareward.training.checkpoint import weights_bytes
 
     model = tiny_llama(tmp_path / "m0", seed=0)
-    stats = launch.train_dpo(PAIRS, model, str(tmp_path / "fsdp"), DPO.model_copy(update={"distributed": "fsdp"}),
+    fsdp = DPO.model_copy(update={"distributed": "fsdp", "gradient_checkpointing": True})
+    stats = launch.train_dpo(PAIRS, model, str(tmp_path / "fsdp"), fsdp,
                              gpus=2, seed=0, dtype="bfloat16", ref_logps_uri=str(tmp_path / "ref.json"),
                              timeout=LAUNCH_TIMEOUT_S)
     assert stats["world_size"] == 2 and stats["steps"] == 2 and stats["gradient_accumulation_steps"] == 1
@@ -128,5 +131,5 @@ def test_fsdp_on_two_cpu_processes_saves_the_bf16_source_in_bf16(tmp_path, launc
     assert stats["model_dtype"] == "bfloat16" and stats["model_bytes"] == weights_bytes(model)
     trained = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp")
     assert trained.dtype == torch.bfloat16
-    base = _weights(model)
-    assert any(not torch.equal(p, base[n]) for n, p in _weights(tmp_path / "fsdp").items())
+    base, saved = _weights(model), _weights(tmp_path / "fsdp")
+    assert set(saved) == set(base) and any(not torch.equal(p, base[n]) for n, p in saved.items())
