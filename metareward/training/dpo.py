@@ -181,8 +181,10 @@ def train_dpo(
         clock.lap("save")
         stats = train_stats(trainer, result, pairs, n_used=n_used, n_offered=len(dataset), dpo=dpo)
         stats.update(saved or {}, phase_seconds=clock.laps)
-        trainer.accelerator.wait_for_everyone()  # ranks that tear down apart hung in `del trainer` (2 CPU processes)
-        if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, then the process group (collectives end)
+        trainer.accelerator.wait_for_everyone()
+        if world_size() > 1:  # accelerate's processes end with os._exit (launch._train_main), no teardown here
+            return stats
+        if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers / process group
             trainer.end()
         del trainer
         import gc

@@ -102,6 +102,11 @@ def _train_main(args_file: str) -> None:
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:  # the main process's numbers, once
         Path(args["stats"]).write_text(json.dumps({**stats, "written_by_rank": rank}))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # No teardown: freeing DDP's reducer after the gloo group was destroyed joined gloo's threads while holding the
+    # GIL one of them waited for: a hang (bench/README.md).
+    os._exit(0)
 
 
 if __name__ == "__main__":
