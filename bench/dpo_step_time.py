@@ -54,7 +54,7 @@ def run_case(case: str) -> dict:
 
     bf16 = case.endswith("bf16")
     dpo = DPOSection(
-        per_device_batch_size=BATCH, gradient_accumulation_steps=1, max_length=MAX_LENGTH, bf16=bf16,
+        per_device_batch_size=BATCH, global_batch_size=BATCH, max_length=MAX_LENGTH, bf16=bf16,
         learning_rate=5e-6, num_epochs=1.0,
     )
     model = embedded_model_path()

@@ -188,8 +188,11 @@ class DPOSection(_Section):
     beta: float = Field(0.1, gt=0.0, description="DPO beta (paper: 0.1).")
     learning_rate: float = Field(5e-6, gt=0.0, description="Peak learning rate (paper: 5e-6).")
     lr_scheduler_type: str = Field("cosine", description="transformers scheduler name (paper: cosine).")
-    per_device_batch_size: int = Field(2, ge=1, description="Pairs per device per step.")
-    gradient_accumulation_steps: int = Field(16, ge=1, description="Global batch = this x per-device x devices (paper: 32).")
+    per_device_batch_size: int = Field(2, ge=1, description="Pairs per process per forward pass.")
+    global_batch_size: int = Field(
+        32, ge=1, description="Pairs per optimizer step over all processes (paper: 32), whatever the GPU count: "
+        "gradient accumulation is derived at launch, global / (per_device_batch_size x processes), and must divide. "
+        "A recipe's old `gradient_accumulation_steps: A` alone still reads as global = per-device x A.")
     num_epochs: float = Field(1.0, gt=0.0, description="Epochs over the pairs.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1 = epochs decide).")
     max_length: int = Field(1024, ge=16, description="Truncate prompt+completion to this many tokens.")
@@ -205,9 +208,39 @@ class DPOSection(_Section):
     lora_r: int = Field(0, ge=0, description="LoRA rank through peft (0 = full fine-tuning): the one-GPU option for "
                         "models whose full DPO does not fit; the adapter is merged into the saved model.")
     lora_alpha: int = Field(16, ge=1, description="LoRA scaling alpha (with lora_r > 0).")
-    distributed: Literal["fsdp", "zero3"] = Field(
-        "fsdp", description="On a worker with several GPUs: train through `accelerate launch` with the shipped FSDP "
-        "or DeepSpeed ZeRO-3 config (metareward/configs/accelerate/), one process per GPU.")
+    distributed: Literal["fsdp", "zero3", "ddp"] = Field(
+        "fsdp", description="On a worker with several GPUs: train through `accelerate launch` with the shipped FSDP, "
+        "DeepSpeed ZeRO-3 or DDP config (metareward/configs/accelerate/), one process per GPU (ddp: a full model per "
+        "process; also runs on CPU processes, gloo).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_accumulation(cls, data: Any) -> Any:
+        """Recipes written before global_batch_size meant global = per-device x accumulation (on one device)."""
+        if not isinstance(data, dict) or "gradient_accumulation_steps" not in data:
+            return data
+        data = dict(data)
+        accumulation = data.pop("gradient_accumulation_steps")
+        if "global_batch_size" in data:
+            raise ValueError("set dpo.global_batch_size only: dpo.gradient_accumulation_steps is derived from it "
+                             "(global / (per_device_batch_size x processes))")
+        data["global_batch_size"] = int(accumulation) * int(data.get("per_device_batch_size", 2))
+        return data
+
+    @model_validator(mode="after")
+    def _global_batch_divides(self) -> DPOSection:
+        self.accumulation_steps(1)
+        return self
+
+    def accumulation_steps(self, processes: int) -> int:
+        """Gradient accumulation that keeps ``global_batch_size`` on ``processes`` processes, or a ValueError that
+        names the fields."""
+        per_step = self.per_device_batch_size * processes
+        if self.global_batch_size % per_step:
+            raise ValueError(
+                f"dpo.global_batch_size={self.global_batch_size} is not a multiple of dpo.per_device_batch_size="
+                f"{self.per_device_batch_size} x {processes} process(es) = {per_step}: change one of them")
+        return self.global_batch_size // per_step
 
 
 class EngineSection(_Section):

@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 SMALLEST = ["execution.retry_delay_seconds=1", "prompts.per_iteration=3", "prompts.eval_count=1", "actor.k=3",
             "judge.n=2", "actor.sampling.max_new_tokens=8", "judge.sampling.max_new_tokens=4", "eval.max_new_tokens=4",
             "eval.mt_bench.enabled=false", "eval.alpaca_eval.enabled=false", "dpo.max_steps=1",
-            "dpo.per_device_batch_size=1", "dpo.gradient_accumulation_steps=1", "dpo.max_length=512"]
+            "dpo.per_device_batch_size=1", "dpo.global_batch_size=1", "dpo.max_length=512"]
 
 
 # What Prefect's own client retries: the server answers 503 for errors a client can retry (e.g. its SQLite

@@ -32,8 +32,8 @@ def oom_advice(stage: str, cfg: RunConfig) -> str:
     """The settings that lower this stage's peak memory, with their current values."""
     if stage == "train":
         d = cfg.dpo
-        tips = [f"dpo.per_device_batch_size (now {d.per_device_batch_size}; raise dpo.gradient_accumulation_steps, "
-                f"now {d.gradient_accumulation_steps}, to keep the global batch)", f"dpo.max_length (now {d.max_length})"]
+        tips = [f"dpo.per_device_batch_size (now {d.per_device_batch_size}; accumulation grows to keep "
+                f"dpo.global_batch_size={d.global_batch_size})", f"dpo.max_length (now {d.max_length})"]
         if not d.gradient_checkpointing:
             tips.append("or set dpo.gradient_checkpointing=true")
         return "lower " + ", ".join(tips)

@@ -10,13 +10,14 @@ stays cheap for the orchestration code.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import random
 import shutil
 import tempfile
 from typing import TYPE_CHECKING, Any
+
+from metareward.training.checkpoint import checkpoint_dtype, save_in_dtype
 
 if TYPE_CHECKING:
     from metareward.config import DPOSection
@@ -67,12 +68,12 @@ def trainer_args(config_cls, section, *, output_dir: str, dtype: str, trust_remo
         lr_scheduler_type=section.lr_scheduler_type,
         warmup_steps=section.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
         per_device_train_batch_size=section.per_device_batch_size,
-        gradient_accumulation_steps=section.gradient_accumulation_steps,
+        gradient_accumulation_steps=accumulation_steps(section),
         num_train_epochs=section.num_epochs,
         max_steps=section.max_steps,
         bf16=train_bf16(section.bf16, on_gpu),
         fp16=False,
-        **{ckpt: section.gradient_checkpointing},
+        **{ckpt: section.gradient_checkpointing and not fsdp_checkpoints_activations()},
         seed=seed,
         # device and data loading
         use_cpu=not on_gpu,
@@ -86,12 +87,31 @@ def trainer_args(config_cls, section, *, output_dir: str, dtype: str, trust_remo
     )
 
 
-def rows_seen(n_rows: int, dpo: DPOSection, world_size: int = 1) -> int:
-    """How many pairs training reads: all of them, unless ``max_steps`` stops it first (steps x per-device batch x
-    accumulation x devices)."""
+def world_size() -> int:
+    """Processes training together: accelerate launch (torchrun) sets WORLD_SIZE in each; 1 outside it."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def fsdp_checkpoints_activations(env=None) -> bool:
+    """Whether this process runs under FSDP with FSDP's own activation checkpointing (accelerate launch's
+    --fsdp_activation_checkpointing): then the trainer's flag stays off (transformers: a redundant all-gather)."""
+    env = os.environ if env is None else env
+    return env.get("ACCELERATE_USE_FSDP") == "true" and env.get("FSDP_ACTIVATION_CHECKPOINTING") == "true"
+
+
+def accumulation_steps(section) -> int:
+    """DPO derives it from its global batch and this launch's process count; SFT states it."""
+    if hasattr(section, "global_batch_size"):
+        return section.accumulation_steps(world_size())
+    return section.gradient_accumulation_steps
+
+
+def rows_seen(n_rows: int, dpo: DPOSection) -> int:
+    """How many pairs training reads: all of them, unless ``max_steps`` stops it first (steps x global batch,
+    whatever the process count)."""
     if dpo.max_steps is None or dpo.max_steps < 0:
         return n_rows
-    return min(n_rows, dpo.max_steps * dpo.per_device_batch_size * dpo.gradient_accumulation_steps * world_size)
+    return min(n_rows, dpo.max_steps * dpo.global_batch_size)
 
 
 def _jsonable_logs(log_history: list[dict]) -> list[dict]:
@@ -157,10 +177,15 @@ def train_dpo(
             )
         result = trainer.train()
         clock.lap("train")
-        save_policy(trainer, output_dir, merge_lora=dpo.lora_r > 0)
+        saved = save_policy(trainer, output_dir, merge_lora=dpo.lora_r > 0, dtype=checkpoint_dtype(model_path))
         clock.lap("save")
         stats = train_stats(trainer, result, pairs, n_used=n_used, n_offered=len(dataset), dpo=dpo)
-        stats["phase_seconds"] = clock.laps
+        stats.update(saved or {}, phase_seconds=clock.laps)
+        trainer.accelerator.wait_for_everyone()
+        if world_size() > 1:  # accelerate's processes end with os._exit (launch._train_main), no teardown here
+            return stats
+        if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers / process group
+            trainer.end()
         del trainer
         import gc
 
@@ -196,7 +221,7 @@ def dpo_dataset(pairs: list[PreferencePair], dpo: DPOSection, seed: int):
     from datasets import Dataset
 
     rows = preference_rows(pairs, seed)
-    return Dataset.from_list(rows[:rows_seen(len(rows), dpo, int(os.environ.get("WORLD_SIZE", "1")))])
+    return Dataset.from_list(rows[:rows_seen(len(rows), dpo)])
 
 
 def dpo_config(dpo: DPOSection, scratch: str, *, dtype: str, trust_remote_code: bool, seed: int):
@@ -222,7 +247,9 @@ def dpo_trainer(model_path: str, args, dataset, dpo: DPOSection, *, trust_remote
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     trainer_cls, extra = DPOTrainer, {}
     if dpo.precompute_ref_logps and ref_logps_uri is not None:
-        trainer_cls, extra = _stored_ref_trainer(DPOTrainer), {"ref_logps_uri": ref_logps_uri}
+        from metareward.training.ref_logps import stored_ref_trainer
+
+        trainer_cls, extra = stored_ref_trainer(DPOTrainer), {"ref_logps_uri": ref_logps_uri}
     if dpo.lora_r > 0:  # one-GPU option: a LoRA adapter (the reference is the base with the adapter off)
         from peft import LoraConfig
 
@@ -240,21 +267,16 @@ def dpo_trainer(model_path: str, args, dataset, dpo: DPOSection, *, trust_remote
     return trainer
 
 
-def save_policy(trainer, output_dir: str, *, merge_lora: bool) -> None:
-    """The trained policy, for generation, into ``output_dir``: safetensors weights, config, generation config and
-    tokenizer, and nothing that depends on where training ran."""
+def save_policy(trainer, output_dir: str, *, merge_lora: bool, dtype: str) -> dict | None:
+    """The trained policy, for generation, into ``output_dir`` in ``dtype`` (M_{t-1}'s), written once by the main
+    process: safetensors weights, config, generation config and tokenizer, and nothing that depends on where
+    training ran. Returns {model_dtype, model_bytes} on the main process, None on the others."""
     # Trainer switches the KV cache off for training (TrainingArguments.use_cache=False) and that flag would be
     # saved into config.json; the saved model is for generation, so switch it back on.
     trainer.model.config.use_cache = True
     if merge_lora:  # the next iteration's engines load a plain model: merge the adapter into the weights
         trainer.model = trainer.model.merge_and_unload()
-    trainer.save_model(output_dir)
-    # save_model also pickles the DPOConfig (with the scratch path) into the model folder: drop it so the folder
-    # holds only the model and its digest does not depend on where the scratch folder was.
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(output_dir, "training_args.bin"))
-    if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers / process group
-        trainer.end()
+    return save_in_dtype(trainer, output_dir, dtype)  # not Trainer.save_model: it keeps FSDP2's float32
 
 
 def train_stats(trainer, result, pairs: list[PreferencePair], *, n_used: int, n_offered: int,
@@ -276,12 +298,24 @@ def train_stats(trainer, result, pairs: list[PreferencePair], *, n_used: int, n_
         "n_judge_pairs": sum(p.kind == "judge" for p in pairs),
         "epochs": float(trainer.state.epoch or 0.0),
         "ref_logps": getattr(trainer, "ref_logps_source", "precomputed" if dpo.precompute_ref_logps else "live"),
+        "ref_logps_by_rank": _every_rank(getattr(trainer, "ref_logps_source", None)),
+        "world_size": trainer.accelerator.num_processes,
+        "global_batch_size": dpo.global_batch_size,
+        "gradient_accumulation_steps": int(trainer.args.gradient_accumulation_steps),
     }
     for name in FINAL_METRICS:
         values = [e[name] for e in log_history if e.get(name) is not None]
         stats["final_" + name.replace("/", "_")] = values[-1] if values else None
     stats["log_history"] = log_history
     return stats
+
+
+def _every_rank(value) -> list:
+    """``value`` from every process, in rank order (a list of one outside accelerate launch); a collective, so
+    every rank calls it."""
+    from accelerate.utils import gather_object
+
+    return list(gather_object([value]))
 
 
 def _progress_callback():
@@ -301,57 +335,3 @@ def _progress_callback():
                 self.bar.advance(1)
 
     return StepProgress()
-
-
-# ------------------------------------------------------------------------------------ stored reference log-probs
-
-
-def _ref_fingerprint(trainer, dataset) -> str:
-    """What the reference log-probs depend on: the reference weights (TRL's own hash of them), the tokenised
-    pairs, truncation and precision. Anything else (beta, learning rate, steps) leaves them valid."""
-    import hashlib
-
-    from trl import __version__ as trl_version
-
-    h = hashlib.sha256()
-    args = trainer.args
-    h.update(repr((trainer._precompute_model_hash, args.max_length, getattr(args, "truncation_mode", None),
-                   args.bf16, args.fp16, trl_version)).encode())
-    for col in ("prompt_ids", "chosen_ids", "rejected_ids"):
-        h.update(repr(dataset[col] if col in dataset.column_names else None).encode())
-    return h.hexdigest()
-
-
-def _stored_ref_trainer(base):
-    """``base`` (TRL's DPOTrainer) with its reference log-prob pass backed by a JSON file in the run store.
-
-    TRL computes the reference log-probs in ``_precompute_ref_logps`` and caches them only in the local
-    datasets cache, keyed by an in-memory dataset's fingerprint: nothing survives a new process or machine
-    (trl#3985). Overriding that one method keeps everything else TRL's own.
-    """
-    from metareward.runstore import store
-
-    class StoredRefLogpsDPOTrainer(base):
-        def __init__(self, *args, ref_logps_uri: str, **kwargs):
-            self.ref_logps_uri = ref_logps_uri
-            self.ref_logps_source = "computed"
-            super().__init__(*args, **kwargs)
-
-        def _precompute_ref_logps(self, dataset, name, batch_size):
-            if name != "train":
-                return super()._precompute_ref_logps(dataset, name, batch_size)
-            fingerprint = _ref_fingerprint(self, dataset)
-            stored = store.read_json(self.ref_logps_uri) if store.exists(self.ref_logps_uri) else None
-            if stored and stored.get("fingerprint") == fingerprint and len(stored["chosen"]) == len(dataset):
-                self.ref_logps_source = "stored"
-                return (dataset.add_column("ref_chosen_logps", stored["chosen"])
-                        .add_column("ref_rejected_logps", stored["rejected"]))
-            out = super()._precompute_ref_logps(dataset, name, batch_size)
-            store.write_json(self.ref_logps_uri, {
-                "fingerprint": fingerprint, "rows": len(out),
-                "chosen": [float(x) for x in out["ref_chosen_logps"]],
-                "rejected": [float(x) for x in out["ref_rejected_logps"]],
-            })
-            return out
-
-    return StoredRefLogpsDPOTrainer

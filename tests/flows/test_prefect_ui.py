@@ -93,7 +93,7 @@ def test_iteration_markdown_artifact_is_visible_in_the_ui(tmp_path, chromium, pr
     env = _env(tmp_path / "client-home", PREFECT_API_URL=api)
     # The smoke recipe with the fake engine (canned actor/judge/meta-judge text) and real DPO on the embedded model
     cmd = [sys.executable, "-m", "flows", "run", "smoke", f"storage.root={tmp_path / 'runs'}", "run.name=ui",
-           "engine.backend=fake", "dpo.max_steps=1", "dpo.gradient_accumulation_steps=1", "--no-progress"]
+           "engine.backend=fake", "dpo.max_steps=1", "dpo.global_batch_size=2", "--no-progress"]
     start = time.monotonic()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     print(f"pipeline: {time.monotonic() - start:.1f} s")

@@ -22,7 +22,7 @@ def test_smoke_eft_recipe_on_the_real_model(tmp_path, prefect_harness):
         "eft.sft.max_steps=2", "eft.sft.gradient_accumulation_steps=1",
         "prompts.per_iteration=4", "actor.k=2", "judge.n=2", "actor.sampling.max_new_tokens=16",
         "judge.sampling.max_new_tokens=0", "eval.enabled=false", "dpo.max_steps=1",
-        "dpo.gradient_accumulation_steps=1", "dpo.max_length=512",
+        "dpo.global_batch_size=2", "dpo.max_length=512",
     ])
     [summary] = run_pipeline(cfg)
     run = Path(RunLayout(str(tmp_path), "real-eft").run)

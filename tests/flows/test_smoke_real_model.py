@@ -23,7 +23,7 @@ def test_smoke_recipe_on_the_real_model(tmp_path, prefect_harness):
         "actor.k=3", "judge.n=3", "actor.sampling.max_new_tokens=24", "judge.sampling.max_new_tokens=12",
         "meta_judge.sampling.max_new_tokens=8", "eval.max_new_tokens=16", "eval.mt_bench.max_new_tokens=8",
         "eval.alpaca_eval.max_new_tokens=8", "eval.alpaca_eval.judge.max_tokens=8", "dpo.max_steps=1",
-        "dpo.gradient_accumulation_steps=1", "dpo.max_length=512",
+        "dpo.global_batch_size=2", "dpo.max_length=512",
     ])
     [summary] = run_pipeline(cfg)
     run = Path(RunLayout(str(tmp_path), "real").run)

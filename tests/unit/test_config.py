@@ -17,7 +17,7 @@ def test_llama3_recipe_has_the_papers_settings():
     assert [cfg.at(t).judge_pairs for t in (1, 2, 3, 4)] == [True, True, False, False]
     assert [cfg.at(t).judge_max_chosen_chars for t in (1, 2)] == [1100, 1000]
     assert (cfg.dpo.beta, cfg.dpo.learning_rate, cfg.dpo.lr_scheduler_type) == (0.1, 5e-6, "cosine")
-    assert cfg.dpo.per_device_batch_size * cfg.dpo.gradient_accumulation_steps == 32
+    assert cfg.dpo.global_batch_size == 32 and cfg.dpo.accumulation_steps(8) == 4  # 32 / (1 x 8 GPUs)
 
 
 def test_schedule_repeats_last_value():

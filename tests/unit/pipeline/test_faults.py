@@ -33,8 +33,8 @@ def test_advice_names_the_settings_with_their_values():
     assert faults.oom_advice("generate", vllm).startswith("lower engine.max_model_len (now 4096) or "
                                                           "engine.gpu_memory_utilization (now 0.85)")
     assert faults.oom_advice("train", cfg) == (
-        "lower dpo.per_device_batch_size (now 2; raise dpo.gradient_accumulation_steps, now 2, to keep the global "
-        "batch), dpo.max_length (now 640), or set dpo.gradient_checkpointing=true")
+        "lower dpo.per_device_batch_size (now 2; accumulation grows to keep dpo.global_batch_size=4), "
+        "dpo.max_length (now 640), or set dpo.gradient_checkpointing=true")
 
 
 def _cfg(root):

@@ -109,7 +109,7 @@ def test_train_dpo_updates_and_saves_the_model(tmp_path):
         pytest.skip(str(e))
 
     dpo = DPOSection(
-        max_steps=2, per_device_batch_size=2, gradient_accumulation_steps=1, max_length=128, learning_rate=1e-5
+        max_steps=2, per_device_batch_size=2, global_batch_size=2, max_length=128, learning_rate=1e-5
     )
     out = tmp_path / "model"
     stats = train_dpo(PAIRS, base_path, str(out), dpo, seed=0, work_dir=str(tmp_path / "work"))
@@ -152,7 +152,7 @@ def test_reference_logps_are_computed_once_and_reused(tmp_path):
     except ModelNotFound as e:
         pytest.skip(str(e))
     ref = tmp_path / "pairs" / "ref_logps.json"
-    dpo = DPOSection(max_steps=2, per_device_batch_size=2, gradient_accumulation_steps=1, max_length=128,
+    dpo = DPOSection(max_steps=2, per_device_batch_size=2, global_batch_size=2, max_length=128,
                      learning_rate=1e-5)
 
     def run(name: str, d: DPOSection) -> dict:
@@ -178,9 +178,8 @@ def test_reference_logps_are_computed_once_and_reused(tmp_path):
 def test_rows_seen_counts_what_max_steps_lets_training_read():
     from metareward.training.dpo import rows_seen
 
-    d = DPOSection(max_steps=4, per_device_batch_size=2, gradient_accumulation_steps=2)
-    assert rows_seen(32, d) == 16  # 4 steps x 2 pairs x 2 accumulation
-    assert rows_seen(32, d, world_size=2) == 32
+    d = DPOSection(max_steps=4, per_device_batch_size=2, global_batch_size=4)
+    assert rows_seen(32, d) == 16  # 4 steps x a global batch of 4, on any number of processes
     assert rows_seen(10, d) == 10  # never more than there are
     assert rows_seen(32, d.model_copy(update={"max_steps": -1})) == 32  # epochs decide: all pairs
 
