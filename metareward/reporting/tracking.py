@@ -4,8 +4,8 @@ One tracking run per Meta-Rewarding run, named ``run.name``: the config as param
 is made), per iteration (step = t) the summary's numbers, the judge-health figures and gates, the benchmark results
 and stage seconds as metrics, the stage manifests' digests as tags, the summary and run report as artifacts; DPO's
 own curves (TRL's per-step logs, ``loss``, ``rewards/accuracies``...) in a child run per iteration (MLflow: nested
-under the run; W&B: a table). The layout's ``tracked(t)`` file records the tracking run an iteration went to, so a cached
-or resumed run does not log it twice. Credentials and servers come from the environment only.
+under the run; W&B: a table). The layout's ``tracked(t)`` file records the tracking run an iteration went to and its
+stages' digests, so a cached or resumed run does not log it twice; a recomputed stage logs the iteration again. Credentials and servers come from the environment only.
 
     >>> flatten({"a": {"b": 1, "c": [2]}, "d": "x", "e": None})
     {'a.b': 1, 'a.c': '[2]', 'd': 'x', 'e': None}
@@ -105,24 +105,31 @@ def target(tracking) -> str:
     return f"wandb {os.environ.get('WANDB_MODE', 'online')} {tracking.project}"
 
 
-def already_logged(run: RunLayout, t: int, tracking) -> bool:
+def already_logged(run: RunLayout, t: int, tracking, tags: dict[str, str]) -> bool:
+    """Iteration t went to this destination with these stage digests (a recomputed stage is logged again)."""
     uri = run.tracked(t)
-    return store.exists(uri) and store.read_json(uri).get("target") == target(tracking)
+    if not store.exists(uri):
+        return False
+    marker = store.read_json(uri)
+    return marker.get("target") == target(tracking) and marker.get("tags") == tags
 
 
 def log_iteration(cfg, t: int) -> dict | None:
     """Log iteration t of the run ``cfg`` describes to ``cfg.tracking``; the marker written, or None when tracking
     is off or this iteration already went to the same destination."""
     tracking, run = cfg.tracking, RunLayout.of(cfg)
-    if tracking.backend == "none" or already_logged(run, t, tracking):
+    if tracking.backend == "none":
+        return None
+    ms = manifests(run, t)
+    tags = digest_tags(t, ms)
+    if already_logged(run, t, tracking, tags):
         return None
     config = store.read_json(run.config)  # as stored: secrets masked
-    ms = manifests(run, t)
     record = {"iteration": t, "target": target(tracking),
-              "metrics": iteration_metrics(run, t), "tags": digest_tags(t, ms), "dpo_curve": dpo_curve(ms)}
+              "metrics": iteration_metrics(run, t), "tags": tags, "dpo_curve": dpo_curve(ms)}
     sink = _mlflow_iteration if tracking.backend == "mlflow" else _wandb_iteration
     record["run_id"] = sink(cfg.run.name, tracking, flatten(config), record, artifacts(run, t))
-    marker = {k: record[k] for k in ("iteration", "target", "run_id")}
+    marker = {k: record[k] for k in ("iteration", "target", "tags", "run_id")}
     store.write_json(run.tracked(t), marker)
     return marker
 

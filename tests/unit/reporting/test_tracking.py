@@ -35,15 +35,16 @@ def test_iteration_metrics_and_the_dpo_curve(tmp_path):
     assert tracking.digest_tags(1, {"train": train}) == {"iter1.train.digest": train.digest, "iter1.model.digest": "m1"}
 
 
-def test_the_target_names_no_credentials_and_the_marker_is_per_destination(tmp_path, monkeypatch):
+def test_the_target_names_no_credentials_and_the_marker_is_per_destination_and_data(tmp_path, monkeypatch):
     cfg = load_config("smoke", [f"storage.root={tmp_path}", "tracking.backend=mlflow", "tracking.experiment=e"])
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://user:pw@mlflow.example/")
     assert tracking.target(cfg.tracking) == "mlflow https://mlflow.example/ e"
-    run = RunLayout.of(cfg)
-    store.write_json(run.tracked(1), {"target": tracking.target(cfg.tracking)})
-    assert tracking.already_logged(run, 1, cfg.tracking)
+    run, tags = RunLayout.of(cfg), {"iter1.train.digest": "d1"}
+    store.write_json(run.tracked(1), {"target": tracking.target(cfg.tracking), "tags": tags})
+    assert tracking.already_logged(run, 1, cfg.tracking, tags)
+    assert not tracking.already_logged(run, 1, cfg.tracking, {"iter1.train.digest": "d2"})  # a stage recomputed
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert not tracking.already_logged(run, 1, cfg.tracking)
+    assert not tracking.already_logged(run, 1, cfg.tracking, tags)
 
 
 def test_off_by_default_logs_nothing(tmp_path):
