@@ -13,7 +13,7 @@ import pytest
 from metareward.config import load_config
 from metareward.runstore import store
 from metareward.runstore.layout import RunLayout
-from tests.servers import free_port, wait_until
+from servers import free_port, wait_until  # tests/ is on sys.path (tests/conftest.py)
 
 pytestmark = pytest.mark.slow
 
