@@ -32,7 +32,12 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan pass every ge/gt bound, then fail (or train on garbage) deep inside a stage
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# transformers' set_seed (training) seeds numpy's global generator, which takes 0 .. 2**32 - 1 only
+SEED_MAX = 2**32 - 1
 
 
 def schedule(values: list, t: int):
@@ -45,7 +50,8 @@ def schedule(values: list, t: int):
 class RunSection(_Section):
     name: str = Field("smoke", description="Run name: the folder under storage.root holding every artifact.")
     iterations: int = Field(1, ge=1, description="Number of Meta-Rewarding iterations (M_0 -> M_T).")
-    seed: int = Field(0, description="Seed for sampling, tie-breaking and training.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed for sampling, tie-breaking and training (0 to "
+                      "2**32 - 1: training seeds numpy, whose seeds are 32-bit).")
 
     @field_validator("name")
     @classmethod
@@ -587,6 +593,8 @@ def recipe_names() -> list[str]:
 def _read_recipe(name_or_path: str) -> tuple[dict, str]:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise ConfigError(f"{name_or_path}: is a folder, expected a YAML config file")
         if not path.is_file():
             raise ConfigError(f"{name_or_path}: no such config file")
         data = path.read_bytes()
@@ -600,29 +608,77 @@ def _read_recipe(name_or_path: str) -> tuple[dict, str]:
         if not res.is_file():
             raise ConfigError(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(recipe_names())}")
         text, where = res.read_text(encoding="utf-8"), f"recipe {name_or_path}"
+    return parse_recipe(text, where), where
+
+
+def parse_recipe(text: str, where: str) -> dict:
+    """A recipe's YAML text as a dict; malformed YAML, an empty file and a key given twice name ``where`` and the
+    line."""
     try:
-        data = yaml.safe_load(text) or {}
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _refuse_duplicate_keys(node, where)
+        data = yaml.SafeLoader("").construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{where}:{line} malformed YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:  # an empty recipe would silently run every default
+        raise ConfigError(f"{where}: empty file (no settings)")
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of sections")
-    return data, where
+    return data
+
+
+def _refuse_duplicate_keys(node: yaml.Node, where: str, path: str = "") -> None:
+    """PyYAML keeps the last of two equal keys silently; a recipe that sets a field twice is refused instead."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set = set()
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            dotted = f"{path}.{name}" if path else str(name)
+            if name is not None and name != "<<":
+                if name in seen:
+                    raise ConfigError(f"{where} line {key.start_mark.line + 1}: {dotted} given twice")
+                seen.add(name)
+            _refuse_duplicate_keys(value, where, dotted)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, where, f"{path}[{i}]")
 
 
 def apply_override(data: dict, override: str) -> None:
     """Apply one ``a.b.c=value`` override in place; the value is parsed as YAML (``0.2``, ``[0, 0.3]``, ``null``)."""
-    if "=" not in override:
-        raise ConfigError(f"override {override!r}: expected key=value, e.g. dpo.beta=0.2")
-    key, raw = override.split("=", 1)
-    parts = key.strip().split(".")
+    key, raw = _split_override(override)
+    parts = key.split(".")
     node = data
     for i, p in enumerate(parts[:-1]):
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {'.'.join(parts[:i + 1])} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {override!r}: malformed YAML value: {getattr(e, 'problem', e)}") from None
+
+
+def _split_override(override: str) -> tuple[str, str]:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected key=value, e.g. dpo.beta=0.2")
+    key, raw = override.split("=", 1)
+    return key.strip(), raw
+
+
+def _refuse_overlapping_overrides(overrides: list[str] | tuple[str, ...]) -> None:
+    """``dpo.beta=0.1 dpo.beta=0.2`` (or ``dpo={...} dpo.beta=0.2``): which one was meant is a guess."""
+    keys: list[str] = []
+    for o in overrides:
+        key = _split_override(o)[0]
+        for k in keys:
+            if key == k or key.startswith(k + ".") or k.startswith(key + "."):
+                raise ConfigError(f"override {key}: given twice on the command line" if key == k
+                                  else f"overrides {k} and {key} overlap: give one of them")
+        keys.append(key)
 
 
 def _format_error(err: ValidationError, where: str) -> str:
@@ -658,6 +714,7 @@ def config_from_dict(data: dict, where: str = "config") -> RunConfig:
 def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Load a shipped recipe or a YAML file, apply ``key=value`` overrides, validate."""
     data, where = _read_recipe(name_or_path)
+    _refuse_overlapping_overrides(overrides)
     for o in overrides:
         apply_override(data, o)
     return config_from_dict(data, where + (" + overrides" if overrides else ""))
