@@ -185,6 +185,8 @@ def main(cli: typer.Typer | None = None) -> None:
     from metareward.engines.models import ModelNotFound
     from metareward.inputs.prompt_sets import PromptFileError
     from metareward.pipeline.contract import StageError
+    from pydantic import ValidationError
+    import yaml
 
     from metareward.runstore import redact
 
@@ -197,16 +199,30 @@ def main(cli: typer.Typer | None = None) -> None:
     try:
         (cli or app)()
     except (ConfigError, PromptFileError, store.StoreError, ModelNotFound, StageError, EvalFileError, JudgeError,
-            OSError) as e:
+            OSError, ValidationError, yaml.YAMLError) as e:
         if debug:
             raise
         typer.echo(f"error: {redact.redact(_one_line(e))}", err=True)
         raise SystemExit(2) from None
+    except (KeyboardInterrupt, SystemExit) as e:
+        # typer turns Ctrl-C into a silent exit 130
+        if isinstance(e, SystemExit) and e.code != 130:
+            raise
+        typer.echo("interrupted: finished stages are kept; `metareward resume RUN` continues", err=True)
+        raise SystemExit(130) from None
 
 
 def _one_line(e: BaseException) -> str:
     """The message as one line (an OSError names its file; a multi-line message keeps its first line)."""
-    text = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
+    from pydantic import ValidationError
+
+    if isinstance(e, ValidationError):  # a record of the run store that a check upstream let through
+        first = e.errors()[0]
+        text = f"{e.title}: {'.'.join(str(p) for p in first['loc']) or '(top level)'}: {first['msg']}"
+    elif isinstance(e, OSError) and e.filename:
+        text = f"{e.filename}: {e.strerror}"
+    else:
+        text = str(e)
     return text.strip().splitlines()[0] if text.strip() else type(e).__name__
 
 
