@@ -24,7 +24,7 @@ import typer
 
 from metareward.runstore import store
 from metareward.runstore.layout import RunLayout
-from metareward.registry import BOOTSTRAP, ITERATION, STAGES, stage as spec
+from metareward.registry import BOOTSTRAP, ITERATION, STAGES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Meta-Rewarding: actor, judge and meta-judge.")
@@ -85,15 +85,18 @@ def stage(
     smoke --iter 1 --replica 0 --replicas 2` computes replica 0's shards of iteration 1's judge stage, then
     `--merge` writes its manifest. Without --replica the whole stage runs and writes its manifest."""
     from metareward.pipeline import calls, gpu_slots
-    from metareward.pipeline.contract import launching
+    from metareward.pipeline.contract import StageError, launching
     from metareward.runstore.shards import Part
 
-    spec(name)  # an unknown stage names the known ones
     cfg = calls.stored_config(run_dir(run_name, root))
+    calls.check_ready(cfg, name, t)  # an unknown stage or a missing input: one line, before any log or write
+    try:
+        mode = "merge" if merge else Part(replica, replicas) if replica is not None else None
+    except ValueError as e:
+        raise StageError(f"{name} --replica/--replicas: {e}") from None
     logging.getLogger("metareward").info("%s iter %d: stage process %d (%s)", name, t, os.getpid(),
                                          "merge" if merge else f"replica {replica} of {replicas}"
                                          if replica is not None else "whole stage")
-    mode = "merge" if merge else Part(replica, replicas) if replica is not None else None
     gpu_slots.claim_from_env(cfg.engine.tensor_parallel_size)  # a shared host: its own GPUs, before any engine
     with _progress_lines(progress_lines), launching(None, expected_key=key):
         m = calls.run(cfg, name, t, mode)

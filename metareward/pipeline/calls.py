@@ -76,6 +76,21 @@ def inputs(cfg: RunConfig, stage: str, t: int) -> list[Manifest | None]:
     return out
 
 
+def check_ready(cfg: RunConfig, stage: str, t: int) -> None:
+    """A StageError, before anything is logged or written, for an unknown stage, an iteration the run does not
+    have, or an input stage (or the model-making train stage) that has not finished."""
+    try:
+        which = spec(stage).model
+    except KeyError as e:
+        raise StageError(e.args[0]) from None
+    if not 0 <= t <= cfg.run.iterations:
+        raise StageError(f"{stage} --iter {t}: run {cfg.run.name} has iterations 0 to {cfg.run.iterations}")
+    inputs(cfg, stage, t)
+    made_by = t - 1 if which == "previous" else t
+    if which in ("previous", "current") and made_by > 0:
+        manifest(cfg, "train", made_by)
+
+
 def arguments(cfg: RunConfig, stage: str, t: int) -> list:
     """``(cfg, t, [model], *inputs)`` as the stage function takes them."""
     ref = model(cfg, stage, t)
