@@ -90,3 +90,79 @@ def test_digest_of_dotted_fields():
     a, b = load_config("smoke"), load_config("smoke", ["meta_judge.l2=0.5"])
     assert a.digest("meta_judge") != b.digest("meta_judge")
     assert a.digest("meta_judge.sampling", "meta_judge.scoring") == b.digest("meta_judge.sampling", "meta_judge.scoring")
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("dpo.beta=inf", "dpo.beta: Input should be a finite number"),
+    ("dpo.beta=.nan", "dpo.beta: Input should be a finite number"),
+    ("actor.sampling.temperature=.inf", "actor.sampling.temperature: Input should be a finite number"),
+    ("judge.sampling.temperature=-.inf", "judge.sampling.temperature: Input should be a finite number"),
+    ("pairs.rho=[0.0, .nan]", "pairs.rho.1: Input should be a finite number"),
+    ("pairs.judge_max_share=.nan", "pairs.judge_max_share: Input should be a finite number"),
+    ("run.seed=4294967296", "run.seed: Input should be less than or equal to 4294967295"),
+    ("run.seed=-1", "run.seed: Input should be greater than or equal to 0"),
+])
+def test_values_no_run_can_use_are_refused(override, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_config("smoke", [override])
+    assert fragment in str(e.value)
+
+
+def test_the_seed_range_is_what_training_can_take():
+    """Training seeds numpy's global generator (transformers' set_seed): 2**32 - 1 is its largest seed."""
+    import numpy as np
+
+    from metareward.config import SEED_MAX
+
+    assert load_config("smoke", [f"run.seed={SEED_MAX}"]).run.seed == SEED_MAX
+    np.random.seed(SEED_MAX)
+    with pytest.raises(ValueError):
+        np.random.seed(SEED_MAX + 1)
+
+
+def test_empty_and_folder_recipes(tmp_path):
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "comments.yaml").write_text("# dpo:\n#   beta: 0.2\n")
+    for name in ("empty.yaml", "comments.yaml"):
+        with pytest.raises(ConfigError, match=f"{name}: empty file \\(no settings\\)"):
+            load_config(str(tmp_path / name))
+    with pytest.raises(ConfigError, match="is a folder, expected a YAML config file"):
+        load_config(str(tmp_path))
+
+
+def test_a_key_given_twice_in_a_recipe_names_the_line(tmp_path):
+    f = tmp_path / "my.yaml"
+    f.write_text("run:\n  name: a\ndpo:\n  beta: 0.1\n  learning_rate: 1.0e-6\n\n  beta: 0.2\n")
+    with pytest.raises(ConfigError, match=r"my.yaml line 7: dpo.beta given twice$"):
+        load_config(str(f))
+    f.write_text("dpo: {beta: 0.1}\nrun: {name: a}\ndpo: {beta: 0.2}\n")
+    with pytest.raises(ConfigError, match=r"my.yaml line 3: dpo given twice$"):
+        load_config(str(f))
+    f.write_text("prompts:\n  decontam:\n    benchmarks: {a: x.jsonl, a: y.jsonl}\n")
+    with pytest.raises(ConfigError, match=r"my.yaml line 3: prompts.decontam.benchmarks.a given twice$"):
+        load_config(str(f))
+    # a merge key (<<) is not a repeated key: the anchor's values, then the mapping's own
+    f.write_text("judge:\n  sampling: &s {temperature: 0.5, top_p: 0.9}\nactor:\n  sampling:\n    <<: *s\n"
+                 "    temperature: 0.7\n")
+    cfg = load_config(str(f))
+    assert (cfg.actor.sampling.temperature, cfg.actor.sampling.top_p, cfg.judge.sampling.temperature) == (0.7, 0.9, 0.5)
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["dpo.beta=0.1", "actor.k=3", "dpo.beta=0.2"], "override dpo.beta: given twice on the command line"),
+    ([" dpo.beta=0.1", "dpo.beta =0.2"], "override dpo.beta: given twice"),
+    (["dpo={beta: 0.1}", "dpo.beta=0.2"], "overrides dpo and dpo.beta overlap: give one of them"),
+    (["dpo.beta=0.2", "dpo={beta: 0.1}"], "overrides dpo.beta and dpo overlap"),
+    (["pairs.rho=[0.0,"], "override 'pairs.rho=[0.0,': malformed YAML value"),
+])
+def test_ambiguous_or_malformed_overrides(overrides, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_config("smoke", overrides)
+    assert fragment in str(e.value)
+
+
+def test_sibling_and_nested_but_distinct_overrides_are_fine():
+    cfg = load_config("smoke", ["eval.max_new_tokens=10", "eval.mt_bench.max_new_tokens=5",
+                                "actor.sampling.top_p=0.9", "actor.sampling.temperature=0.5", "actor.k=5"])
+    assert (cfg.eval.max_new_tokens, cfg.eval.mt_bench.max_new_tokens) == (10, 5)
+    assert (cfg.actor.sampling.top_p, cfg.actor.sampling.temperature, cfg.actor.k) == (0.9, 0.5, 5)
