@@ -21,7 +21,7 @@ import typer
 
 from flows.run import run_pipeline
 from metareward import cli as lib
-from metareward.config import RunConfig, load_config
+from metareward.config import RunConfig, check_overrides, load_config
 from metareward.pipeline.calls import stored_config
 from metareward.runstore import store
 from metareward.runstore.layout import RunLayout
@@ -39,6 +39,7 @@ def run(
     bars: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")] = True,
 ) -> None:
     """Run (or continue) a multi-iteration Meta-Rewarding run; finished stages are skipped."""
+    check_overrides(overrides or [])  # a setting given twice on the command line: which one was meant?
     cfg = load_config(config, overrides or [])
     run_pipeline(cfg, recipe=Path(config).stem, bars=bars)
     _print_summaries(cfg, RunLayout.of(cfg).run)

@@ -669,8 +669,9 @@ def _split_override(override: str) -> tuple[str, str]:
     return key.strip(), raw
 
 
-def _refuse_overlapping_overrides(overrides: list[str] | tuple[str, ...]) -> None:
-    """``dpo.beta=0.1 dpo.beta=0.2`` (or ``dpo={...} dpo.beta=0.2``): which one was meant is a guess."""
+def check_overrides(overrides: list[str] | tuple[str, ...]) -> None:
+    """A command line's overrides: ``dpo.beta=0.1 dpo.beta=0.2`` (or ``dpo={...} dpo.beta=0.2``) is refused, which
+    one was meant being a guess. (`load_config` itself applies them in order, so code can layer them.)"""
     keys: list[str] = []
     for o in overrides:
         key = _split_override(o)[0]
@@ -712,9 +713,8 @@ def config_from_dict(data: dict, where: str = "config") -> RunConfig:
 
 
 def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Load a shipped recipe or a YAML file, apply ``key=value`` overrides, validate."""
+    """Load a shipped recipe or a YAML file, apply ``key=value`` overrides in order (a later one wins), validate."""
     data, where = _read_recipe(name_or_path)
-    _refuse_overlapping_overrides(overrides)
     for o in overrides:
         apply_override(data, o)
     return config_from_dict(data, where + (" + overrides" if overrides else ""))

@@ -1,6 +1,6 @@
 import pytest
 
-from metareward.config import ConfigError, RunConfig, load_config, recipe_names, schedule
+from metareward.config import ConfigError, RunConfig, check_overrides, load_config, recipe_names, schedule
 
 
 def test_every_shipped_recipe_loads():
@@ -157,12 +157,22 @@ def test_a_key_given_twice_in_a_recipe_names_the_line(tmp_path):
 ])
 def test_ambiguous_or_malformed_overrides(overrides, fragment):
     with pytest.raises(ConfigError) as e:
+        check_overrides(overrides)
         load_config("smoke", overrides)
     assert fragment in str(e.value)
 
 
+def test_code_may_layer_overrides_the_command_line_may_not():
+    """Tests and tools build a base list and add to it (the later wins); `metareward run` refuses the same."""
+    assert load_config("smoke", ["dpo.beta=0.1", "dpo.beta=0.2"]).dpo.beta == 0.2
+    with pytest.raises(ConfigError, match="override dpo.beta: given twice on the command line"):
+        check_overrides(["dpo.beta=0.1", "dpo.beta=0.2"])
+
+
 def test_sibling_and_nested_but_distinct_overrides_are_fine():
-    cfg = load_config("smoke", ["eval.max_new_tokens=10", "eval.mt_bench.max_new_tokens=5",
-                                "actor.sampling.top_p=0.9", "actor.sampling.temperature=0.5", "actor.k=5"])
+    overrides = ["eval.max_new_tokens=10", "eval.mt_bench.max_new_tokens=5", "actor.sampling.top_p=0.9",
+                 "actor.sampling.temperature=0.5", "actor.k=5"]
+    check_overrides(overrides)
+    cfg = load_config("smoke", overrides)
     assert (cfg.eval.max_new_tokens, cfg.eval.mt_bench.max_new_tokens) == (10, 5)
     assert (cfg.actor.sampling.top_p, cfg.actor.sampling.temperature, cfg.actor.k) == (0.9, 0.5, 5)
