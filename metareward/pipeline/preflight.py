@@ -25,6 +25,11 @@ from metareward.engines.models import ModelNotFound
 from metareward.inputs.prompt_sets import PromptFileError
 
 
+# The near-duplicate pass (MinHash) is the one cleaning step slow enough to be felt at start-up: a source larger
+# than this is checked without it (the stage, which runs it, can only drop more).
+NEAR_DEDUPE_MAX = 5000
+
+
 def check(cfg: RunConfig) -> None:
     """Raise PromptFileError / ModelNotFound naming the field of the first bad input file."""
     for name, path in sorted(cfg.prompts.decontam.benchmarks.items()):  # before the cleaning that reads them
@@ -57,6 +62,8 @@ def _prompts(cfg: RunConfig) -> None:
     if p.path is not None:
         _utf8_file("prompts.path", prompt_sources.shipped_path(p.path), PromptFileError)
     rows, where = prompt_sources.read_source(p)
+    if len(rows) > NEAR_DEDUPE_MAX:  # near-duplicates only drop more, so without them the count is an upper bound
+        p = p.model_copy(update={"near_duplicate_threshold": None})
     kept, counts = prompt_sources.clean(rows, p)  # the prompts stage's own cleaning, so the same prompts survive
     dropped = ", ".join(f"{v} {k}" for k, v in counts.items() if v and not k.startswith("contaminated_"))
     if p.eval_count >= len(kept):

@@ -135,6 +135,20 @@ def test_prompts_are_counted_after_the_stages_cleaning(tmp_path):
     preflight.check(load_config("smoke", [*base, "prompts.eval_count=6"]))
 
 
+def test_a_large_source_is_checked_without_the_near_duplicate_pass(tmp_path, monkeypatch):
+    """6 variants of one sentence: the near-duplicate pass keeps 1 (eval_count=2 fails); above NEAR_DEDUPE_MAX
+    the check skips that pass, and 6 prompts (an upper bound on what the stage keeps) pass it."""
+    texts = [f"Explain in two careful sentences how plants turn sunlight into sugar, variant {i}." for i in range(6)]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"id": f"p{i}", "prompt": t}) + "\n" for i, t in enumerate(texts)))
+    cfg = load_config("smoke", [f"prompts.path={path}", "prompts.eval_count=2"])
+    with pytest.raises(PromptFileError, match=r"leaves no training prompt of 1 \(of 6 read; cleaning dropped 5 "
+                                              r"near_duplicates_removed\)"):
+        preflight.check(cfg)
+    monkeypatch.setattr(preflight, "NEAR_DEDUPE_MAX", 5)
+    preflight.check(cfg)
+
+
 def test_a_folder_given_for_a_file_is_named_so(tmp_path):
     with pytest.raises(PromptFileError, match=f"prompts.path {tmp_path}: is a folder, expected a file"):
         preflight.check(load_config("smoke", [f"prompts.path={tmp_path}"]))
