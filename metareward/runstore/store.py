@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -42,6 +43,7 @@ RETRY_FIRST_DELAY_S = 0.5
 RETRY_MAX_DELAY_S = 8.0
 S3_PROTOCOLS = ("s3", "s3a")
 TIMEOUT_ENV, OUTAGE_ENV = "METAREWARD_STORE_TIMEOUT_S", "METAREWARD_STORE_OUTAGE_S"
+MIN_TRANSFER_RATE = 1e6  # bytes/s: a transfer slower than this may be given up as stalled (`retrying`'s ``size``)
 CREDENTIAL_ERRORS = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}  # botocore's
 
 
@@ -112,10 +114,15 @@ def is_transient(e: BaseException) -> bool:
     return not isinstance(e, StoreError) and retry.network_fault(e)
 
 
-def retrying(uri: str, what: str, fn: Callable[[], R]) -> R:
+def retrying(uri: str, what: str, fn: Callable[[], R], size: int = 0) -> R:
     """``fn()`` with transient faults retried until ``storage.outage_s`` would pass (`metareward.retry.retry_until`);
-    then a StoreOutage naming ``uri``, the operation and what to check. Missing credentials are a StoreError."""
+    then a StoreOutage naming ``uri``, the operation and what to check. Missing credentials are a StoreError.
+
+    On a remote store a call still running at ``storage.outage_s`` (+ ``size`` bytes at `MIN_TRANSFER_RATE`) is
+    given up too: a request body sent to an endpoint that stopped reading has no timeout in aiohttp."""
     b, start, attempts = _bounds, _now(), [1]
+    if "://" in uri and not uri.startswith("file://"):
+        fn = _watched(fn, uri, what, start, start + b.outage_s + size / MIN_TRANSFER_RATE)
 
     def warn(e: BaseException, attempt: int, delay: float) -> None:
         attempts[0] = attempt + 1
@@ -137,6 +144,32 @@ def retrying(uri: str, what: str, fn: Callable[[], R]) -> R:
         raise StoreOutage(f"{uri}: {what} failed for {_now() - start:.0f} s ({attempts[0]} attempt{'s' if attempts[0] > 1 else ''}, "
                           f"storage.outage_s={b.outage_s:g}): {type(e).__name__}{': ' + detail if detail else ''}; "
                           f"{_what_to_check(uri)}; finished stages are kept: `metareward resume` continues") from e
+
+
+def _watched(fn: Callable[[], R], uri: str, what: str, start: float, deadline: float) -> Callable[[], R]:
+    """``fn`` in a thread of its own, abandoned (a StoreOutage) if still running at ``deadline``; the process then
+    ends with the error, so the abandoned call can never act after a later one."""
+    def call() -> R:
+        box: dict = {}
+
+        def run() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as e:  # noqa: BLE001  (handed to the caller's thread)
+                box["error"] = e
+
+        worker = threading.Thread(target=run, daemon=True, name=f"store {what}")
+        worker.start()
+        worker.join(max(0.0, deadline - _now()))
+        if worker.is_alive():
+            raise StoreOutage(f"{uri}: {what}: no answer after {_now() - start:.0f} s (storage.outage_s="
+                              f"{_bounds.outage_s:g}, + {MIN_TRANSFER_RATE / 1e6:g} s per MB transferred); "
+                              f"{_what_to_check(uri)}; finished stages are kept: `metareward resume` continues")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    return call
 
 
 def _what_to_check(uri: str) -> str:
@@ -175,7 +208,7 @@ def exists(uri: str) -> bool:
 
 def write_bytes(uri: str, data: bytes) -> None:
     """Atomic write: a temporary sibling, then a rename (retried whole on a transient fault)."""
-    retrying(uri, "write", lambda: _write_bytes_once(uri, data))
+    retrying(uri, "write", lambda: _write_bytes_once(uri, data), size=len(data))
 
 
 def _write_bytes_once(uri: str, data: bytes) -> None:
@@ -255,7 +288,8 @@ def file_digest(uri: str) -> str:
                 h.update(chunk)
         return h.hexdigest()[:16]
 
-    return retrying(uri, "read", once)
+    size = retrying(uri, "size", lambda: fs_for(uri).size(uri)) if "://" in uri else 0
+    return retrying(uri, "read", once, size=size or 0)
 
 
 def folder_digest(uri: str) -> str:
@@ -285,18 +319,26 @@ def write_manifest(manifest: Manifest) -> None:
     write_json(join(manifest.uri, MANIFEST), redact_obj(manifest.model_dump(mode="json")))
 
 
+def rm(fs: fsspec.AbstractFileSystem, path: str, recursive: bool = False) -> None:
+    """Delete ``path``; done when it is gone, since a retried delete whose first reply was lost finds nothing."""
+    try:
+        fs.rm(path, recursive=recursive)
+    except FileNotFoundError:
+        pass
+
+
 def invalidate(stage_folder: str) -> None:
     """Drop a stage's manifest before recomputing it, so a crash mid-way leaves it 'not done'."""
     uri = join(stage_folder, MANIFEST)
     fs = fs_for(uri)
     if exists(uri):
-        retrying(uri, "delete", lambda: fs.rm(uri))
+        retrying(uri, "delete", lambda: rm(fs, uri))
 
 
 def remove(uri: str) -> None:
     """Delete a file or folder if it exists (leftovers of an interrupted attempt, finished scratch space)."""
     if exists(uri):
-        retrying(uri, "delete", lambda: fs_for(uri).rm(uri, recursive=True))
+        retrying(uri, "delete", lambda: rm(fs_for(uri), uri, recursive=True))
 
 
 def remove_temporaries(folder: str) -> int:
@@ -307,5 +349,5 @@ def remove_temporaries(folder: str) -> int:
     names = retrying(folder, "list", lambda: fs.ls(folder, detail=False))
     stale = [p for p in names if p.rstrip("/").rsplit("/", 1)[-1].startswith(".tmp-")]
     for p in stale:
-        retrying(folder, "delete", lambda p=p: fs.rm(p, recursive=True))
+        retrying(folder, "delete", lambda p=p: rm(fs, p, recursive=True))
     return len(stale)
