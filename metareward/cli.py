@@ -208,14 +208,31 @@ def main(cli: typer.Typer | None = None) -> None:
     if debug:
         sys.argv.remove("--debug")
         logging.getLogger("metareward").setLevel(logging.DEBUG)  # the store's retries, among others
+    one_line = (ConfigError, PromptFileError, store.StoreError, ModelNotFound, StageError, EvalFileError, JudgeError,
+                OSError)
+    if not debug:
+        _no_tracebacks_in_logs(one_line)
     try:
         (cli or app)()
-    except (ConfigError, PromptFileError, store.StoreError, ModelNotFound, StageError, EvalFileError, JudgeError,
-            OSError) as e:
+    except one_line as e:
         if debug:
             raise
         typer.echo(f"error: {redact.redact(_one_line(e))}", err=True)
         raise SystemExit(2) from None
+
+
+def _no_tracebacks_in_logs(kinds: tuple[type[BaseException], ...]) -> None:
+    """Log records (Prefect's "Task run failed with exception") keep their message but not the traceback of an
+    error that ends as one line (``kinds``); `--debug` keeps them."""
+    make = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs):
+        record = make(*args, **kwargs)
+        if record.exc_info and isinstance(record.exc_info[1], kinds):
+            record.exc_info = record.exc_text = None
+        return record
+
+    logging.setLogRecordFactory(factory)
 
 
 def _one_line(e: BaseException) -> str:
