@@ -43,6 +43,7 @@ def run_pipeline(cfg: RunConfig, recipe: str | None = None, bars: bool = False) 
     from metareward.pipeline import preflight
     from metareward.runstore import redact
 
+    store.configure(cfg.storage)  # the run's store timeouts and outage bound, before anything touches the store
     preflight.check(cfg)  # bad input fails here, before the store is touched or Prefect starts
     redact.install()
     quiet_env(cfg)

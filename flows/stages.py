@@ -30,20 +30,24 @@ log = logging.getLogger(__name__)
 
 def result_storage(cfg: RunConfig):
     """Where Prefect keeps its cache records: beside the run's data (a folder, or a saved RemoteFileSystem block
-    on an ``s3://`` store; the block holds the base path only, credentials stay in the environment)."""
+    on an ``s3://`` store; the block holds the base path and the request timeouts only, credentials stay in the
+    environment)."""
     basepath = RunLayout.of(cfg).results
     if not remote.is_remote(basepath):
         return Path(basepath)
     from prefect.filesystems import RemoteFileSystem
 
+    t = cfg.storage.timeout_s  # Prefect's requests wait no longer than ours; s3fs still tries each up to 5 times
+    settings = {"config_kwargs": {"connect_timeout": t, "read_timeout": t, "retries": {"total_max_attempts": 1}}} \
+        if basepath.startswith("s3") else {}
     name = "metareward-results-" + hashlib.sha256(basepath.encode()).hexdigest()[:12]
     try:
         block = RemoteFileSystem.load(name)
-        if block.basepath == basepath and not block.settings:
+        if block.basepath == basepath and block.settings == settings:
             return block
     except ValueError:  # not saved yet
         pass
-    block = RemoteFileSystem(basepath=basepath)
+    block = RemoteFileSystem(basepath=basepath, settings=settings)
     block.save(name, overwrite=True)
     return block
 

@@ -38,6 +38,18 @@ def run_dir(run: str, root: str) -> str:
     return RunLayout(root, run).run
 
 
+def run_bounds(folder: str) -> str:
+    """``folder``, after applying its run's storage.timeout_s and outage_s (`store.configure`) when it holds a
+    readable config.json; the defaults stay otherwise (the command itself says what is wrong with the folder)."""
+    from metareward.config import ConfigError
+    from metareward.pipeline.calls import stored_config
+
+    if store.exists(RunLayout.at(folder).config):
+        with contextlib.suppress(ConfigError):
+            stored_config(folder)
+    return folder
+
+
 @app.command()
 def status(
     run_name: Annotated[str, typer.Argument(metavar="RUN", help="Run name under --root, or the run folder.")],
@@ -132,7 +144,7 @@ def report(
     per iteration, response lengths, benchmarks, judge agreement, meta-judge position and score bias)."""
     from metareward.reporting.report import write_report
 
-    folder = run_dir(run_name, root)
+    folder = run_bounds(run_dir(run_name, root))
     for name, uri in write_report(folder).items():
         typer.echo(f"{name}: {uri}")
 
@@ -161,11 +173,12 @@ def export(
 
     if not model and (t is not None or dataset_repo):
         raise typer.BadParameter("--iter and --dataset-repo go with --model")
+    folder = run_bounds(run_dir(run_name, root))
     if model:
-        out = exporter.export_model(run_dir(run_name, root), dest, t, dataset_repo)
+        out = exporter.export_model(folder, dest, t, dataset_repo)
         typer.echo(f"M_{out['iteration']}: {out['files']} files, digest {out['digest']}")
     else:
-        header = exporter.export_run(run_dir(run_name, root), dest)
+        header = exporter.export_run(folder, dest)
         for info in header["dataset_info"]:
             sizes = ", ".join(f"{s['name']} {s['num_examples']}" for s in info["splits"])
             typer.echo(f"{info['config_name']}: {sizes}")
@@ -199,10 +212,14 @@ def main(cli: typer.Typer | None = None) -> None:
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
+        logging.getLogger("metareward").setLevel(logging.DEBUG)  # the store's retries, among others
+    one_line = (ConfigError, PromptFileError, store.StoreError, ModelNotFound, StageError, EvalFileError, JudgeError,
+                OSError, ValidationError, yaml.YAMLError)
+    if not debug:
+        _no_tracebacks_in_logs(one_line)
     try:
         (cli or app)()
-    except (ConfigError, PromptFileError, store.StoreError, ModelNotFound, StageError, EvalFileError, JudgeError,
-            OSError, ValidationError, yaml.YAMLError) as e:
+    except one_line as e:
         if debug:
             raise
         typer.echo(f"error: {redact.redact(_one_line(e))}", err=True)
@@ -213,6 +230,20 @@ def main(cli: typer.Typer | None = None) -> None:
             raise
         typer.echo("interrupted: finished stages are kept; `metareward resume RUN` continues", err=True)
         raise SystemExit(130) from None
+
+
+def _no_tracebacks_in_logs(kinds: tuple[type[BaseException], ...]) -> None:
+    """Log records (Prefect's "Task run failed with exception") keep their message but not the traceback of an
+    error that ends as one line (``kinds``); `--debug` keeps them."""
+    make = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs):
+        record = make(*args, **kwargs)
+        if record.exc_info and isinstance(record.exc_info[1], kinds):
+            record.exc_info = record.exc_text = None
+        return record
+
+    logging.setLogRecordFactory(factory)
 
 
 def _one_line(e: BaseException) -> str:

@@ -288,6 +288,14 @@ class StorageSection(_Section):
     model_cache: str | None = Field(
         None, description="Where the embedded model is converted once. None = ~/.cache/metareward/models."
     )
+    timeout_s: float = Field(
+        20.0, gt=0, allow_inf_nan=False, description="Seconds one store request may wait to connect, and then for "
+        "each read of the reply, before it counts as failed (an s3:// store; the client libraries' own retries are "
+        "off: metareward.retry).")
+    outage_s: float = Field(
+        180.0, gt=0, allow_inf_nan=False, description="How long one store operation may keep failing (retried with "
+        "backoff) before the run stops with one line naming the URI; finished stages stay for `metareward "
+        "resume`. The run ends within about this many seconds of an outage's start.")
 
 
 class ExecutionSection(_Section):

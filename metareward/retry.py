@@ -1,16 +1,21 @@
 """The library's one retry mechanism, and the one place that says which failures are retried.
 
-Retried, with exponential backoff (`retry`); anything else is raised at once:
+Retried with exponential backoff and jitter; anything else is raised at once:
 
 - **run store** (`metareward.runstore.store.retrying`, every read, write, list and delete): `network_fault`, a
   dropped or refused connection, a timeout, an S3 endpoint restarting, an I/O error of a flaky mount; never a
-  missing file, a denied permission, a full disk or unreadable content. 7 attempts, 0.5 s doubling to 8 s, +-25%.
-- **OpenAI-compatible judge** (`metareward.evals.judges.OpenAIJudge`, each request): `http_fault`, HTTP 408, 429
-  and 5xx, a connection or timeout error, a reply that is not JSON; never another 4xx (a bad key or request).
-  ``max_retries`` retries, ``retry_sleep_s`` doubling.
+  missing file, a denied permission, a full disk or unreadable content. Bounded by time, not by a count
+  (`retry_until`): 0.5 s doubling to 8 s, +-25%, for as long as another attempt, lasting as long as the longest
+  failed one (at least ``storage.timeout_s``), still ends within ``storage.outage_s`` of the operation's start;
+  the client libraries' own retries are off (`metareward.runstore.store.fs_for`), so each request of an attempt
+  waits at most that timeout.
+- **OpenAI-compatible judge** (`metareward.evals.judges.OpenAIJudge`, each request, `retry`): `http_fault`, HTTP
+  408, 429 and 5xx, a connection or timeout error, a reply that is not JSON; never another 4xx (a bad key or
+  request). ``max_retries`` retries, ``retry_sleep_s`` doubling.
 
 Above these, Prefect retries a whole stage task (``execution.retries``), except for bad input, a failed health
-gate or an out-of-memory, which would fail the same way again (`tasks.stages.retry_worthwhile`).
+gate, an out-of-memory or a store outage that already used its time, which would fail the same way again
+(`tasks.stages.retry_worthwhile`).
 
     >>> calls = []
     >>> def flaky():
@@ -22,6 +27,17 @@ gate or an out-of-memory, which would fail the same way again (`tasks.stages.ret
     ('ok', 3)
     >>> network_fault(FileNotFoundError("runs/x.json")), network_fault(TimeoutError())
     (False, True)
+
+A deadline instead of a count: attempts of at most 2 s, failing at once, with 1 s doubling sleeps inside 10 s
+sleep 1, 2 and 4 s (at 7 s a fourth sleep of 8 s leaves no time for an attempt):
+
+    >>> clock = FakeClock()
+    >>> retry_until(clock.fail, deadline_s=10, attempt_s=2, first_delay_s=1, transient=network_fault,
+    ...             clock=clock.now, sleep=clock.sleep)
+    Traceback (most recent call last):
+    TimeoutError: attempt 4
+    >>> clock.slept, clock.t
+    ([1.0, 2.0, 4.0], 7.0)
 """
 
 from __future__ import annotations
@@ -64,6 +80,54 @@ def retry(fn: Callable[[], R], *, attempts: int, first_delay_s: float, transient
             time.sleep(delay * (1 - jitter + 2 * jitter * random.random()))
             delay = delay * 2 if max_delay_s is None else min(delay * 2, max_delay_s)
     raise AssertionError("unreachable")
+
+
+def retry_until(fn: Callable[[], R], *, deadline_s: float, attempt_s: float, first_delay_s: float,
+                transient: Callable[[BaseException], bool], max_delay_s: float | None = None, jitter: float = 0.0,
+                on_retry: Callable[[BaseException, int, float], None] | None = None,
+                clock: Callable[[], float] | None = None, sleep: Callable[[float], None] | None = None) -> R:
+    """``fn()``, called again after a failure ``transient`` accepts while the next call, started after its sleep,
+    would still end within ``deadline_s`` of the first call's start if it lasted as long as the longest failed
+    call so far, or ``attempt_s`` (one request's timeout: a call may make several). Sleeps as in `retry`;
+    ``on_retry(error, attempt, delay)`` runs before each. The last failure, and any failure that is not
+    transient, is raised as it is (the caller names it)."""
+    clock, sleep = clock or time.monotonic, sleep or time.sleep
+    start, delay, attempt, longest = clock(), first_delay_s, 0, attempt_s
+    while True:
+        attempt += 1
+        began = clock()
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001  (classified by `transient`)
+            now = clock()
+            longest = max(longest, now - began)
+            pause = delay * (1 - jitter + 2 * jitter * random.random())
+            if not transient(e) or now + pause + longest > start + deadline_s:
+                raise
+            if on_retry is not None:
+                on_retry(e, attempt, pause)
+            sleep(pause)
+            delay = delay * 2 if max_delay_s is None else min(delay * 2, max_delay_s)
+
+
+class FakeClock:
+    """A clock for `retry_until`'s examples and tests: ``fail`` raises TimeoutError after ``attempt_s`` seconds of
+    fake time (0 unless given), ``sleep`` only moves the time."""
+
+    def __init__(self, attempt_s: float = 0.0):
+        self.t, self.slept, self.calls, self.attempt_s = 0.0, [], 0, attempt_s
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.t += s
+
+    def fail(self):
+        self.calls += 1
+        self.t += self.attempt_s
+        raise TimeoutError(f"attempt {self.calls}")
 
 
 def network_fault(e: BaseException) -> bool:

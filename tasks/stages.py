@@ -60,14 +60,15 @@ def manifest_cache_key(ctx: TaskRunContext, params: dict[str, Any]) -> str | Non
 
 
 def retry_worthwhile(task, task_run, state) -> bool:
-    """Prefect retries only what may pass next time: not bad input, a failed health gate or an out-of-memory
-    (a StageError names the setting to change; retrying with the same settings would fail the same way)."""
+    """Prefect retries only what may pass next time: not bad input, a failed health gate, an out-of-memory (a
+    StageError names the setting to change; retrying with the same settings would fail the same way) or a store
+    outage (`store.StoreOutage`: it already kept trying for storage.outage_s)."""
     from metareward.config import ConfigError
     from metareward.engines.models import ModelNotFound
     from metareward.inputs.prompt_sets import PromptFileError
 
     exc = state.data if isinstance(getattr(state, "data", None), BaseException) else None
-    return not isinstance(exc, (contract.StageError, ConfigError, PromptFileError, ModelNotFound))
+    return not isinstance(exc, (contract.StageError, ConfigError, PromptFileError, ModelNotFound, store.StoreOutage))
 
 
 def file_under_next_key(task, task_run, state) -> None:

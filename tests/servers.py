@@ -159,3 +159,138 @@ class Stack:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=10)
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts every connection and never answers (a hung store endpoint);
+    ``accepted`` counts the connections it holds."""
+
+    def __init__(self):
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def accepted(self) -> int:
+        return len(self.held)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+class FaultProxy:
+    """A TCP proxy on 127.0.0.1 to a server on ``target_port`` whose fault can be switched at any moment (``mode``),
+    for new connections and for those already open (a client keeps its connections alive):
+
+    - ``pass``: bytes go both ways;
+    - ``refuse``: a connection is closed as soon as it is accepted (open ones are closed);
+    - ``reset``: a connection is reset (RST) at once;
+    - ``drop``: ``drop_after`` bytes of the server's reply go through, then both sides are closed (mid-transfer);
+    - ``stall``: nothing goes through any more; the connection stays open and silent until the client gives up.
+
+    ``connections`` counts the accepted connections, ``faults`` the connections a fault hit."""
+
+    MODES = ("pass", "refuse", "reset", "drop", "stall")
+
+    def __init__(self, target_port: int, mode: str = "pass", drop_after: int = 64):
+        import threading
+
+        self.target, self.drop_after, self.mode = ("127.0.0.1", target_port), drop_after, mode
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.connections, self.faults, self.closed = 0, 0, threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def set(self, mode: str) -> None:
+        assert mode in self.MODES, mode
+        self.mode = mode
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self.closed.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _fault(self, client: socket.socket, upstream: socket.socket | None) -> None:
+        """Apply the current fault to a connection (not "pass" nor "drop")."""
+        with self._lock:
+            self.faults += 1
+        if self.mode == "stall":
+            self.closed.wait()  # silent until the proxy goes away or the client closes
+        elif self.mode == "reset":
+            import struct
+
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        for s in (client, upstream):
+            if s is not None:
+                s.close()
+
+    def _serve(self, client: socket.socket) -> None:
+        import threading
+
+        if self.mode not in ("pass", "drop"):
+            return self._fault(client, None)
+        try:
+            upstream = socket.create_connection(self.target, timeout=10)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        done = threading.Event()
+        threading.Thread(target=self._pump, args=(client, upstream, False, done), daemon=True).start()
+        self._pump(upstream, client, True, done)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, reply: bool, done) -> None:
+        """Copy ``src`` to ``dst`` while the mode lets it; ``reply``: the server's side, which "drop" cuts."""
+        sent = 0
+        try:
+            while not done.is_set():
+                data = src.recv(65536)
+                if not data:
+                    break
+                mode = self.mode
+                if mode == "drop" and reply:
+                    dst.sendall(data[: max(0, self.drop_after - sent)])
+                    with self._lock:
+                        self.faults += 1
+                    break
+                if mode not in ("pass", "drop"):
+                    done.set()
+                    return self._fault(dst if reply else src, src if reply else dst)
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        done.set()
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.closed.set()
+        self.sock.close()

@@ -30,13 +30,16 @@ def save_config(cfg: RunConfig) -> str:
 
 
 def stored_config(folder: str) -> RunConfig:
-    """The config of the run stored in ``folder``."""
+    """The config of the run stored in ``folder``; its store timeouts and outage bound apply from here on
+    (`store.configure`)."""
     from metareward.config import config_from_dict
 
     uri = RunLayout.at(folder).config
     if not store.exists(uri):
         raise store.StoreError(f"{uri}: no such run (no {uri.rsplit('/', 1)[-1]})")
-    return config_from_dict(store.read_json(uri), uri)
+    cfg = config_from_dict(store.read_json(uri), uri)
+    store.configure(cfg.storage)
+    return cfg
 
 
 def function(stage: str):

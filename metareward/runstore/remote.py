@@ -76,15 +76,15 @@ def download_folder(uri: str, dest: Path) -> None:
     """Every file under ``uri`` into ``dest`` with the same relative names."""
     fs = store.fs_for(uri)
     base = fs._strip_protocol(uri).rstrip("/")
-    files = [p for p in store.retrying(uri, "list", lambda: fs.find(uri))
-             if not p[len(base):].lstrip("/").startswith(".tmp-")]
+    found = store.retrying(uri, "list", lambda: fs.find(uri, detail=True))
+    files = {p: info.get("size") or 0 for p, info in found.items() if not p[len(base):].lstrip("/").startswith(".tmp-")}
     if not files:
         raise FileNotFoundError(f"{uri}: no model files in the store")
-    for path in files:
+    for path, size in files.items():
         local = dest / path[len(base):].lstrip("/")
         local.parent.mkdir(parents=True, exist_ok=True)
         # each file retried on its own: a dropped connection costs one file, not the whole model
-        store.retrying(path, "download", lambda: fs.get_file(path, str(local)))
+        store.retrying(path, "download", lambda: fs.get_file(path, str(local)), size=size)
 
 
 def folder_files(local: str | Path) -> list[tuple[str, Path]]:
@@ -106,7 +106,7 @@ def upload_folder(local: str | Path, uri: str) -> None:
     fs = store.fs_for(uri)
     for rel, path in folder_files(local):
         target = store.join(uri, rel)
-        store.retrying(target, "upload", lambda: fs.put_file(str(path), target))
+        store.retrying(target, "upload", lambda: fs.put_file(str(path), target), size=path.stat().st_size)
 
 
 def fingerprint(local: str | Path) -> str:

@@ -84,7 +84,7 @@ def shard_dir(root: str, key: str) -> str:
     if store.exists(root):
         for path in store.retrying(root, "list", lambda: fs.ls(root, detail=False)):
             if path.rstrip("/").rsplit("/", 1)[-1] != key:
-                store.retrying(root, "delete", lambda path=path: fs.rm(path, recursive=True))
+                store.retrying(root, "delete", lambda path=path: store.rm(fs, path, recursive=True))
     return store.join(root, key)
 
 

@@ -1,4 +1,4 @@
-"""The run store: fsspec URIs (a local folder now, ``s3://`` later), atomic writes, JSONL rows, manifests.
+"""The run store: fsspec URIs (a local folder or ``s3://``), atomic writes, JSONL rows, manifests, bounded calls.
 
 Where a run's files go is `metareward.runstore.layout`'s business; a stage folder's ``manifest.json`` is written
 last, so its presence means "done".
@@ -6,6 +6,10 @@ last, so its presence means "done".
 Writes go to a temporary name and are renamed into place, so a crash never leaves a half-written file under
 its final name; the manifest is written after every data file, so a stage folder without one is never
 mistaken for finished work.
+
+Every call is bounded (`Bounds`, set from the run's config by `configure`): on S3 a request waits at most
+``storage.timeout_s`` to connect and for each read, the client libraries do not retry, and `retrying` tries an
+operation again with backoff until ``storage.outage_s`` would pass, then stops with one line naming the URI.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ import hashlib
 import json
 import logging
 import os
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TypeVar
 
 import fsspec
@@ -31,15 +38,74 @@ MANIFEST = "manifest.json"
 log = logging.getLogger("metareward.runstore.store")
 
 # Transient store faults (a dropped connection, an S3 endpoint restarting) are retried with exponential backoff
-# and jitter (metareward/retry.py says which faults): about 0.5 + 1 + 2 + 4 + 8 + 8 = 23.5 s over 7 attempts, then a
-# StoreError naming the URI.
-RETRY_ATTEMPTS = 7
+# and jitter for as long as the run's bounds allow (`Bounds`, `retrying`; metareward/retry.py says which faults).
 RETRY_FIRST_DELAY_S = 0.5
 RETRY_MAX_DELAY_S = 8.0
+S3_PROTOCOLS = ("s3", "s3a")
+TIMEOUT_ENV, OUTAGE_ENV = "METAREWARD_STORE_TIMEOUT_S", "METAREWARD_STORE_OUTAGE_S"
+MIN_TRANSFER_RATE = 1e6  # bytes/s: a transfer slower than this may be given up as stalled (`retrying`'s ``size``)
+CREDENTIAL_ERRORS = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}  # botocore's
 
 
 class StoreError(ValueError):
     """Unreadable store content; the message names the URI and line."""
+
+
+class StoreOutage(StoreError):
+    """A store operation kept failing for ``storage.outage_s``: not worth another try by Prefect."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """``storage.timeout_s`` and ``storage.outage_s`` (`metareward.config.StorageSection`)."""
+
+    timeout_s: float = 20.0
+    outage_s: float = 180.0
+
+    @classmethod
+    def from_env(cls) -> Bounds:
+        """The bounds a parent process passed on (`configure`), else the defaults."""
+        def read(name: str, default: float) -> float:
+            try:
+                value = float(os.environ.get(name, default))
+            except ValueError:
+                return default
+            return value if 0 < value < float("inf") else default
+
+        return cls(read(TIMEOUT_ENV, cls.timeout_s), read(OUTAGE_ENV, cls.outage_s))
+
+
+_bounds = Bounds.from_env()
+_now, _sleep = time.monotonic, time.sleep  # what `retrying` measures and waits with (tests move a fake clock)
+
+
+def configure(storage) -> Bounds:
+    """Apply a run's ``storage`` section (timeouts, outage bound) to every store call this process makes from now
+    on, and to the stage processes it starts; an unknown protocol in ``storage.root`` is refused here. Returns the
+    bounds in force before."""
+    global _bounds
+    check_protocol(storage.root, "storage.root")
+    before, _bounds = _bounds, Bounds(storage.timeout_s, storage.outage_s)
+    # stage processes read the run's config through the store: they need the bounds before they have it
+    os.environ[TIMEOUT_ENV], os.environ[OUTAGE_ENV] = repr(_bounds.timeout_s), repr(_bounds.outage_s)
+    return before
+
+
+def bounds() -> Bounds:
+    return _bounds
+
+
+def check_protocol(uri: str, where: str | None = None) -> None:
+    """A StoreError naming ``where`` (the setting) and ``uri`` unless fsspec knows the protocol of ``uri`` and its library is installed."""
+    protocol = uri.split("://", 1)[0] if "://" in uri else "file"
+    named = f"{where}={uri}" if where else uri
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ValueError:
+        raise StoreError(f"{named}: unknown protocol '{protocol}://' (a local folder or s3://bucket/prefix)") \
+            from None
+    except ImportError as e:
+        raise StoreError(f"{named}: {protocol}:// needs a library that is not installed: {e}") from None
 
 
 def is_transient(e: BaseException) -> bool:
@@ -48,20 +114,70 @@ def is_transient(e: BaseException) -> bool:
     return not isinstance(e, StoreError) and retry.network_fault(e)
 
 
-def retrying(uri: str, what: str, fn: Callable[[], R]) -> R:
-    """``fn()`` with transient faults retried (`metareward.retry.retry`); then a StoreError naming ``uri``."""
+def retrying(uri: str, what: str, fn: Callable[[], R], size: int = 0) -> R:
+    """``fn()`` with transient faults retried until ``storage.outage_s`` would pass (`metareward.retry.retry_until`);
+    then a StoreOutage naming ``uri``, the operation and what to check. Missing credentials are a StoreError.
+
+    On a remote store a call still running at ``storage.outage_s`` (+ ``size`` bytes at `MIN_TRANSFER_RATE`) is
+    given up too: a request body sent to an endpoint that stopped reading has no timeout in aiohttp."""
+    b, start, attempts = _bounds, _now(), [1]
+    if "://" in uri and not uri.startswith("file://"):
+        fn = _watched(fn, uri, what, start, start + b.outage_s + size / MIN_TRANSFER_RATE)
+
     def warn(e: BaseException, attempt: int, delay: float) -> None:
-        log.warning("%s %s: %s (attempt %d of %d), retrying in %.1f s", what, uri, type(e).__name__, attempt,
-                    RETRY_ATTEMPTS, delay)
+        attempts[0] = attempt + 1
+        # debug: an outage ends as one line (the StoreOutage); `metareward --debug` shows each retry
+        log.debug("%s %s: %s (attempt %d, %.0f s of storage.outage_s=%g), retrying in %.1f s", what, uri,
+                    type(e).__name__, attempt, _now() - start, b.outage_s, delay)
 
     try:
-        return retry.retry(fn, attempts=RETRY_ATTEMPTS, first_delay_s=RETRY_FIRST_DELAY_S,
-                           max_delay_s=RETRY_MAX_DELAY_S, jitter=0.25, transient=is_transient, on_retry=warn)
-    except Exception as e:  # noqa: BLE001  (a transient one here is the last of RETRY_ATTEMPTS)
+        return retry.retry_until(fn, deadline_s=b.outage_s, attempt_s=b.timeout_s, first_delay_s=RETRY_FIRST_DELAY_S,
+                                 max_delay_s=RETRY_MAX_DELAY_S, jitter=0.25, transient=is_transient, on_retry=warn,
+                                 clock=_now, sleep=_sleep)
+    except Exception as e:  # noqa: BLE001  (a transient one here is the last the bound allowed)
+        if any(c.__name__ in CREDENTIAL_ERRORS for c in type(e).__mro__):
+            raise StoreError(f"{uri}: {what}: no credentials for the store: set AWS_ACCESS_KEY_ID and "
+                             "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)") from e
         if not is_transient(e):
             raise
-        raise StoreError(f"{uri}: {what} failed after {RETRY_ATTEMPTS} attempts: {type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")) from e
+        detail = str(e).splitlines()[0] if str(e) else ""
+        raise StoreOutage(f"{uri}: {what} failed for {_now() - start:.0f} s ({attempts[0]} attempt{'s' if attempts[0] > 1 else ''}, "
+                          f"storage.outage_s={b.outage_s:g}): {type(e).__name__}{': ' + detail if detail else ''}; "
+                          f"{_what_to_check(uri)}; finished stages are kept: `metareward resume` continues") from e
+
+
+def _watched(fn: Callable[[], R], uri: str, what: str, start: float, deadline: float) -> Callable[[], R]:
+    """``fn`` in a thread of its own, abandoned (a StoreOutage) if still running at ``deadline``; the process then
+    ends with the error, so the abandoned call can never act after a later one."""
+    def call() -> R:
+        box: dict = {}
+
+        def run() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as e:  # noqa: BLE001  (handed to the caller's thread)
+                box["error"] = e
+
+        worker = threading.Thread(target=run, daemon=True, name=f"store {what}")
+        worker.start()
+        worker.join(max(0.0, deadline - _now()))
+        if worker.is_alive():
+            raise StoreOutage(f"{uri}: {what}: no answer after {_now() - start:.0f} s (storage.outage_s="
+                              f"{_bounds.outage_s:g}, + {MIN_TRANSFER_RATE / 1e6:g} s per MB transferred); "
+                              f"{_what_to_check(uri)}; finished stages are kept: `metareward resume` continues")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    return call
+
+
+def _what_to_check(uri: str) -> str:
+    if "://" not in uri or uri.startswith("file://"):
+        return "check the disk or network mount"
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return (f"check that the endpoint {endpoint} answers (AWS_ENDPOINT_URL)" if endpoint else
+            "check the network and the endpoint (AWS_ENDPOINT_URL)") + " and the credentials"
 
 
 def join(*parts: str) -> str:
@@ -70,7 +186,19 @@ def join(*parts: str) -> str:
 
 
 def fs_for(uri: str) -> fsspec.AbstractFileSystem:
-    fs, _ = fsspec.core.url_to_fs(uri)
+    """The file system of ``uri``; on S3 one attempt is one request bounded by ``storage.timeout_s``, since
+    `retrying` is the one retry policy (botocore and s3fs would otherwise retry 5 x 5 times inside each attempt)."""
+    protocol = uri.split("://", 1)[0] if "://" in uri else "file"
+    if protocol not in S3_PROTOCOLS:
+        try:
+            return fsspec.core.url_to_fs(uri)[0]
+        except (ValueError, ImportError):
+            check_protocol(uri)  # names the protocol; anything else is raised as it was
+            raise
+    t = _bounds.timeout_s
+    fs = fsspec.filesystem(protocol, config_kwargs={
+        "connect_timeout": t, "read_timeout": t, "retries": {"total_max_attempts": 1}})
+    fs.retries = 1  # s3fs's own retry loop (_error_wrapper) takes this from the instance; it has no argument
     return fs
 
 
@@ -80,7 +208,7 @@ def exists(uri: str) -> bool:
 
 def write_bytes(uri: str, data: bytes) -> None:
     """Atomic write: a temporary sibling, then a rename (retried whole on a transient fault)."""
-    retrying(uri, "write", lambda: _write_bytes_once(uri, data))
+    retrying(uri, "write", lambda: _write_bytes_once(uri, data), size=len(data))
 
 
 def _write_bytes_once(uri: str, data: bytes) -> None:
@@ -160,7 +288,8 @@ def file_digest(uri: str) -> str:
                 h.update(chunk)
         return h.hexdigest()[:16]
 
-    return retrying(uri, "read", once)
+    size = retrying(uri, "size", lambda: fs_for(uri).size(uri)) if "://" in uri else 0
+    return retrying(uri, "read", once, size=size or 0)
 
 
 def folder_digest(uri: str) -> str:
@@ -190,18 +319,26 @@ def write_manifest(manifest: Manifest) -> None:
     write_json(join(manifest.uri, MANIFEST), redact_obj(manifest.model_dump(mode="json")))
 
 
+def rm(fs: fsspec.AbstractFileSystem, path: str, recursive: bool = False) -> None:
+    """Delete ``path``; done when it is gone, since a retried delete whose first reply was lost finds nothing."""
+    try:
+        fs.rm(path, recursive=recursive)
+    except FileNotFoundError:
+        pass
+
+
 def invalidate(stage_folder: str) -> None:
     """Drop a stage's manifest before recomputing it, so a crash mid-way leaves it 'not done'."""
     uri = join(stage_folder, MANIFEST)
     fs = fs_for(uri)
     if exists(uri):
-        retrying(uri, "delete", lambda: fs.rm(uri))
+        retrying(uri, "delete", lambda: rm(fs, uri))
 
 
 def remove(uri: str) -> None:
     """Delete a file or folder if it exists (leftovers of an interrupted attempt, finished scratch space)."""
     if exists(uri):
-        retrying(uri, "delete", lambda: fs_for(uri).rm(uri, recursive=True))
+        retrying(uri, "delete", lambda: rm(fs_for(uri), uri, recursive=True))
 
 
 def remove_temporaries(folder: str) -> int:
@@ -212,5 +349,5 @@ def remove_temporaries(folder: str) -> int:
     names = retrying(folder, "list", lambda: fs.ls(folder, detail=False))
     stale = [p for p in names if p.rstrip("/").rsplit("/", 1)[-1].startswith(".tmp-")]
     for p in stale:
-        retrying(folder, "delete", lambda p=p: fs.rm(p, recursive=True))
+        retrying(folder, "delete", lambda p=p: rm(fs, p, recursive=True))
     return len(stale)

@@ -59,7 +59,7 @@ def test_local_model_pulls_once_by_digest(s3_bucket, tmp_path):
     assert json.loads((got / "config.json").read_text()) == {"layers": 2}
     assert (got / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
     # a second call uses the finished copy: the store is not read again
-    fsspec.filesystem("s3").rm(uri, recursive=True)
+    store.fs_for(uri).rm(uri, recursive=True)  # the store's own instance (its listings cached)
     assert remote.local_model(uri, "abc123", str(tmp_path / "cache")) == str(got)
     with pytest.raises(FileNotFoundError, match="no model files"):
         remote.local_model(uri, "other", str(tmp_path / "cache"))

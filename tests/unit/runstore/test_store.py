@@ -52,16 +52,20 @@ def test_folder_digest_changes_with_content(tmp_path):
 
 
 @pytest.fixture
-def no_backoff(monkeypatch):
-    from metareward.runstore import store
+def clock(monkeypatch):
+    """Fake time for `store.retrying` (sleeps move it; an attempt lasts ``clock.attempt_s``), no jitter, and the
+    bounds storage.timeout_s=5, storage.outage_s=30."""
+    from metareward import retry
 
-    monkeypatch.setattr(store, "RETRY_FIRST_DELAY_S", 0.0)
-    monkeypatch.setattr(store, "RETRY_ATTEMPTS", 4)
+    c = retry.FakeClock()
+    monkeypatch.setattr(store, "_now", c.now)
+    monkeypatch.setattr(store, "_sleep", c.sleep)
+    monkeypatch.setattr(retry.random, "random", lambda: 0.5)  # the jitter factor 1 - j + 2 j x 0.5 = 1
+    monkeypatch.setattr(store, "_bounds", store.Bounds(timeout_s=5.0, outage_s=30.0))
+    return c
 
 
-def test_transient_faults_are_retried_until_the_store_answers(no_backoff, caplog):
-    from metareward.runstore import store
-
+def test_transient_faults_are_retried_until_the_store_answers(clock, caplog):
     calls = []
 
     def flaky():
@@ -70,32 +74,58 @@ def test_transient_faults_are_retried_until_the_store_answers(no_backoff, caplog
             raise ConnectionResetError(104, "Connection reset by peer")
         return "ok"
 
+    caplog.set_level("DEBUG", logger="metareward")
     assert store.retrying("s3://bucket/run/x.json", "read", flaky) == "ok"
-    assert len(calls) == 3
+    assert len(calls) == 3 and clock.slept == [0.5, 1.0]
     assert sum("retrying" in r.message for r in caplog.records) == 2
 
 
-def test_exhausted_retries_name_the_uri(no_backoff):
-    from metareward.runstore import store
+def test_a_refused_endpoint_is_given_up_before_the_outage_bound(clock, monkeypatch):
+    """Failing at once: sleeps 0.5, 1, 2, 4, 8, 8 (t = 23.5); another 8 s and a 5 s attempt would end at 36.5 > 30."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
 
     class EndpointConnectionError(Exception):  # botocore's, matched by name
         pass
 
-    calls = []
-
     def down():
-        calls.append(1)
+        clock.calls += 1
         raise EndpointConnectionError('Could not connect to the endpoint URL: "http://127.0.0.1:9/bucket"')
 
-    with pytest.raises(store.StoreError) as e:
+    with pytest.raises(store.StoreOutage) as e:
         store.retrying("s3://bucket/run/x.json", "read", down)
-    assert len(calls) == 4
-    assert str(e.value).startswith("s3://bucket/run/x.json: read failed after 4 attempts: EndpointConnectionError")
+    assert clock.calls == 7 and clock.slept == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0] and clock.t == 23.5
+    assert str(e.value) == (
+        's3://bucket/run/x.json: read failed for 24 s (7 attempts, storage.outage_s=30): EndpointConnectionError: '
+        'Could not connect to the endpoint URL: "http://127.0.0.1:9/bucket"; check that the endpoint '
+        'http://127.0.0.1:9 answers (AWS_ENDPOINT_URL) and the credentials; finished stages are kept: '
+        '`metareward resume` continues')
 
 
-def test_missing_files_and_denied_permissions_are_not_retried(no_backoff):
-    from metareward.runstore import store
+def test_a_silent_endpoint_costs_its_timeouts_inside_the_bound(clock):
+    """Each attempt times out after 5 s: fails at 5, 10.5, 16.5, 23.5 s (sleeps 0.5, 1, 2 between); a 4 s sleep and
+    another attempt would end at 32.5 > 30."""
+    clock.attempt_s = 5.0
+    with pytest.raises(store.StoreOutage, match=r"^s3://b/x: exists failed for 24 s \(4 attempts, "
+                                                r"storage.outage_s=30\): TimeoutError: attempt 4; "):
+        store.retrying("s3://b/x", "exists", clock.fail)
+    assert clock.calls == 4 and clock.slept == [0.5, 1.0, 2.0] and clock.t == 23.5
 
+
+def test_missing_credentials_are_one_named_error_not_retried(clock):
+    class NoCredentialsError(Exception):  # botocore's, matched by name
+        pass
+
+    def fail():
+        clock.calls += 1
+        raise NoCredentialsError("Unable to locate credentials")
+
+    with pytest.raises(store.StoreError, match=r"^s3://b/run/config.json: write: no credentials for the store: set "
+                                               r"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") as e:
+        store.retrying("s3://b/run/config.json", "write", fail)
+    assert clock.calls == 1 and not isinstance(e.value, store.StoreOutage)
+
+
+def test_missing_files_and_denied_permissions_are_not_retried(clock):
     for exc in (FileNotFoundError(2, "No such file"), PermissionError(13, "denied"), ValueError("bad")):
         calls = []
 
@@ -108,3 +138,12 @@ def test_missing_files_and_denied_permissions_are_not_retried(no_backoff):
         assert len(calls) == 1
     assert store.is_transient(OSError(5, "Input/output error"))  # EIO: a flaky disk or network mount
     assert not store.is_transient(OSError(28, "No space left on device"))
+
+
+def test_an_attempt_slower_than_one_timeout_counts_as_it_was(clock):
+    """An attempt that makes several requests took 12 s (timeout 5 s): failed at 12; 12 + 0.5 + 12 <= 30, so one
+    more, failing at 24.5; 24.5 + 1 + 12 > 30: given up there, not at 37.5."""
+    clock.attempt_s = 12.0
+    with pytest.raises(store.StoreOutage, match=r"failed for 24 s \(2 attempts, storage.outage_s=30\)"):
+        store.retrying("s3://b/x", "write", clock.fail)
+    assert clock.calls == 2 and clock.slept == [0.5] and clock.t == 24.5

@@ -46,12 +46,13 @@ def s3(monkeypatch):
 
     server = Server()
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                 "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.port}", "AWS_MAX_ATTEMPTS": "1"}.items():
-        monkeypatch.setenv(k, v)  # AWS_MAX_ATTEMPTS=1: botocore's own retries off, so ours are what is tested
+                 "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.port}"}.items():
+        monkeypatch.setenv(k, v)
     s3fs.S3FileSystem.clear_instance_cache()
     server.bucket = f"runs-{uuid.uuid4().hex[:12]}"  # moto keeps buckets for the whole process
     s3fs.S3FileSystem().mkdir(server.bucket)
-    monkeypatch.setattr(store, "RETRY_FIRST_DELAY_S", 0.2)  # 0.2, 0.4, 0.8, 1.6, 3.2 s: about 6 s of patience
+    monkeypatch.setattr(store, "RETRY_FIRST_DELAY_S", 0.2)
+    monkeypatch.setattr(store, "_bounds", store.Bounds(timeout_s=2.0, outage_s=8.0))  # the 1.5 s outage passes
     yield server
     if server.up:
         server.stop()
@@ -64,6 +65,7 @@ def _cfg(root):
 
 
 def test_stage_survives_an_s3_outage(s3, tmp_path, monkeypatch, caplog):
+    caplog.set_level("DEBUG", logger="metareward")  # the retries are debug lines
     model = ModelRef(uri="fake", digest="m0", iteration=0)
     cfg = _cfg(f"s3://{s3.bucket}/runs")
     prompts_m = stages.prompts(cfg, 1)
@@ -93,10 +95,10 @@ def test_s3_gone_for_good_names_the_uri(s3, monkeypatch, capsys):
     cfg = _cfg(f"s3://{s3.bucket}/runs")
     store.write_json(store.join(RunLayout(cfg.storage.root, "s3run").run, "config.json"), cfg.model_dump(mode="json"))
     s3.stop()
-    monkeypatch.setattr(store, "RETRY_ATTEMPTS", 3)
-    monkeypatch.setattr(store, "RETRY_FIRST_DELAY_S", 0.01)
-    with pytest.raises(store.StoreError, match=rf"^s3://{s3.bucket}/runs/s3run/iter_1/prompts/manifest.json: exists "
-                                               r"failed after 3 attempts: EndpointConnectionError"):
+    monkeypatch.setattr(store, "_bounds", store.Bounds(timeout_s=1.0, outage_s=3.0))
+    with pytest.raises(store.StoreOutage, match=rf"^s3://{s3.bucket}/runs/s3run/iter_1/prompts/manifest.json: exists "
+                                                r"failed for \d s \(\d attempts, storage.outage_s=3\): "
+                                                r"EndpointConnectionError"):
         stages.prompts(cfg, 1)
 
     from flows.cli import main
@@ -106,4 +108,4 @@ def test_s3_gone_for_good_names_the_uri(s3, monkeypatch, capsys):
         main()
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1
-    assert err[0].startswith(f"error: s3://{s3.bucket}/runs/s3run/config.json: exists failed after 3 attempts")
+    assert err[0].startswith(f"error: s3://{s3.bucket}/runs/s3run/config.json: exists failed for ")
