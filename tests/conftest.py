@@ -22,6 +22,21 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _store_bounds_restored():
+    """A test whose run set small store bounds (`store.configure`) does not pass them on to the next test."""
+    from metareward.runstore import store
+
+    saved = store.bounds(), {k: os.environ.get(k) for k in (store.TIMEOUT_ENV, store.OUTAGE_ENV)}
+    yield
+    store._bounds = saved[0]
+    for k, v in saved[1].items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 def pytest_collection_modifyitems(config, items):
     """The longest tests first (the real-server integration test, then the other slow ones), so the parallel
     workers do not end with one long test running alone."""

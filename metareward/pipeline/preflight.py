@@ -31,8 +31,8 @@ NEAR_DEDUPE_MAX = 5000
 
 
 def check(cfg: RunConfig) -> None:
-    """Raise PromptFileError / ModelNotFound / StoreError naming the field of the first bad input."""
-    _store_protocol(cfg.storage.root)
+    """Raise PromptFileError / ModelNotFound naming the field of the first bad input (``storage.root``'s protocol:
+    `store.configure`, called before this)."""
     for name, path in sorted(cfg.prompts.decontam.benchmarks.items()):  # before the cleaning that reads them
         _utf8_file(f"prompts.decontam.benchmarks.{name}", path)
     _prompts(cfg)
@@ -48,24 +48,6 @@ def check(cfg: RunConfig) -> None:
         read_ranked_file(cfg.eft.path, cfg.eft.lang)
     for field, path in _eval_files(cfg):
         _utf8_file(field, path)
-
-
-def _store_protocol(root: str) -> None:
-    """fsspec names an unknown protocol in a bare ValueError, raised at the first write."""
-    import fsspec
-    from fsspec.core import split_protocol
-
-    from metareward.runstore.store import StoreError
-
-    protocol = split_protocol(root)[0]
-    if protocol is None:
-        return
-    try:
-        fsspec.get_filesystem_class(protocol)
-    except ValueError:
-        raise StoreError(f"storage.root {root}: unknown protocol {protocol!r} (a folder, or s3://bucket/prefix)") from None
-    except ImportError as e:
-        raise StoreError(f"storage.root {root}: {str(e).splitlines()[0]}") from None
 
 
 def _prompts(cfg: RunConfig) -> None:

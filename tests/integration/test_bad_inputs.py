@@ -262,7 +262,7 @@ CASES = [
     # --- the store
     Case("store_root_is_a_file", [*R, "storage.root=ok.jsonl"], "ok.jsonl/smoke: Not a directory"),
     Case("store_protocol_unknown", [*R, "storage.root=foo://bucket/runs"],
-         "storage.root foo://bucket/runs: unknown protocol 'foo'"),
+         "storage.root=foo://bucket/runs: unknown protocol 'foo://'"),
     # --- CLI usage (typer's own usage box, exit 2) and the stage command
     Case("unknown_command", ["rnu", "smoke"], "No such command 'rnu'", one_line=False),
     Case("unknown_option", ["status", "victim", "--root", "store", "--bogus"], "No such option: --bogus", one_line=False),

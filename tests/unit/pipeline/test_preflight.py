@@ -149,14 +149,6 @@ def test_a_large_source_is_checked_without_the_near_duplicate_pass(tmp_path, mon
     preflight.check(cfg)
 
 
-def test_the_store_protocol_is_known_before_anything_is_written():
-    from metareward.runstore.store import StoreError
-
-    with pytest.raises(StoreError, match="storage.root foo://b/runs: unknown protocol 'foo'"):
-        preflight.check(load_config("smoke", ["storage.root=foo://b/runs"]))
-    preflight.check(load_config("smoke", ["storage.root=memory://runs"]))  # fsspec knows it: no write, no error
-
-
 def test_a_folder_given_for_a_file_is_named_so(tmp_path):
     with pytest.raises(PromptFileError, match=f"prompts.path {tmp_path}: is a folder, expected a file"):
         preflight.check(load_config("smoke", [f"prompts.path={tmp_path}"]))
