@@ -47,7 +47,8 @@ def test_seed_folder_is_uploaded_once_and_found_from_the_record(s3_bucket, tmp_p
     assert ref.uri == f"{root}/models/{ref.digest}" and uploads == [ref.uri]
     assert store.folder_digest(ref.uri) == ref.digest  # the store copy holds the same names and bytes
     rec = store.read_json(f"{root}/a/iter_0/seed_model.json")
-    assert rec == {"made_from": str(folder), "model": ref.model_dump(mode="json")}
+    # the store copy is named relative to the store root: a run moved to another bucket finds it under its own
+    assert rec == {"made_from": str(folder), "model": {**ref.model_dump(mode="json"), "uri": f"models/{ref.digest}"}}
     # again, and for a second run of the same store: the copy is complete, nothing is uploaded again
     assert modelrefs.base_model(_cfg(root, folder, tmp_path / "cache")) == ref
     assert modelrefs.base_model(_cfg(root, folder, tmp_path / "cache", run="b")) == ref
