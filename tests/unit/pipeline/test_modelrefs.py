@@ -72,6 +72,40 @@ def test_a_half_uploaded_copy_is_uploaded_again(s3_bucket, tmp_path, uploads):
     assert store.exists(f"{root}/models/{digest}{remote.COMPLETE}")
 
 
+def test_a_run_moved_to_another_bucket_prefix_finds_m0_under_its_new_root(s3_bucket, tmp_path, uploads):
+    """The record names the store copy relative to the root: where the moved run's root has the copy it is used
+    (the host folder is not needed); where it lacks it, M_0 is imported again from model.path into the new root."""
+    import fsspec
+
+    folder, fs = _model(tmp_path / "m0"), fsspec.filesystem("s3")
+    ref = modelrefs.base_model(_cfg(f"{s3_bucket}/old", folder, tmp_path / "cache"))
+    fs.copy(f"{s3_bucket}/old/a", f"{s3_bucket}/full/a", recursive=True)
+    fs.copy(f"{s3_bucket}/old/models", f"{s3_bucket}/full/models", recursive=True)
+    fs.copy(f"{s3_bucket}/old/a", f"{s3_bucket}/bare/a", recursive=True)
+    fs.rm(f"{s3_bucket}/old", recursive=True)
+
+    folder.rename(tmp_path / "away")  # no host folder: only the record and the new root's copy can answer
+    moved = modelrefs.base_model(_cfg(f"{s3_bucket}/full", folder, tmp_path / "cache"))
+    assert moved.uri == f"{s3_bucket}/full/models/{ref.digest}" and moved.digest == ref.digest
+    assert uploads == [ref.uri]
+
+    (tmp_path / "away").rename(folder)
+    bare = modelrefs.base_model(_cfg(f"{s3_bucket}/bare", folder, tmp_path / "cache"))
+    assert bare.uri == f"{s3_bucket}/bare/models/{ref.digest}" and bare.digest == ref.digest
+    assert uploads == [ref.uri, bare.uri] and store.folder_digest(bare.uri) == ref.digest
+    assert store.read_json(f"{s3_bucket}/bare/a/iter_0/seed_model.json")["model"]["uri"] == f"models/{ref.digest}"
+
+
+def test_an_earlier_versions_absolute_record_of_a_store_copy_is_rebased(s3_bucket, tmp_path, uploads):
+    folder = _model(tmp_path / "m0")
+    ref = modelrefs.base_model(_cfg(f"{s3_bucket}/runs", folder, tmp_path / "cache"))
+    record = f"{s3_bucket}/runs/a/iter_0/seed_model.json"
+    store.write_json(record, {"made_from": str(folder), "model": {**ref.model_dump(mode="json"),
+                                                                  "uri": f"s3://another-bucket/runs/models/{ref.digest}"}})
+    assert modelrefs.base_model(_cfg(f"{s3_bucket}/runs", folder, tmp_path / "cache")) == ref
+    assert uploads == [ref.uri]
+
+
 def test_local_store_uses_the_folder_in_place(tmp_path):
     folder, root = _model(tmp_path / "m0"), tmp_path / "runs"
     ref = modelrefs.base_model(_cfg(root, folder, tmp_path / "cache"))
