@@ -6,8 +6,9 @@ Retries are set here only (`RunTasks`): every task of a run is retried ``executi
 
 The cache key mirrors the run store: it is the stage's key *plus the digest of the manifest now in the stage
 folder and that folder*, and there is no key (no caching) while the folder holds no manifest or a damaged one
-(`metareward.runstore.integrity`). So a Prefect cache hit can never hand back a manifest whose files were since deleted or recomputed with other settings; the
-stage's own manifest check does the skipping before Prefect has a record of it.
+(`metareward.runstore.integrity`). So a Prefect cache hit can never hand back a manifest whose files were since
+deleted, altered, moved or recomputed with other settings; the stage's own manifest check does the skipping before
+Prefect has a record of it.
 Results are Manifests (a few KB of JSON), never models or datasets, serialised as JSON (no pickle).
 """
 

@@ -262,7 +262,8 @@ def model_card_body(run: RunLayout, m: Manifest, dataset_repo: str | None) -> st
 
 
 def _manifests(run: RunLayout, t: int) -> dict[str, Manifest]:
-    found = {s: _stage(run, t, s) for s in ("prompts", "generate", "judge", "meta_judge", "pairs", "train", "benchmark")}
+    found = {s: _stage(run, t, s) for s in
+             ("prompts", "generate", "judge", "meta_judge", "pairs", "train", "benchmark")}
     return {s: m for s, m in found.items() if m is not None}
 
 

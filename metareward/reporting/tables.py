@@ -86,11 +86,12 @@ def load_iteration(run_uri: str, t: int, model_cache: str | None = None) -> Iter
     return it
 
 
-def load_run(run_uri: str) -> RunReport:
-    """Every iteration folder of a run (iteration 0 holds the seed model's benchmark and the bootstrap); a folder
-    that holds no run is a StoreError, before anything is read or written."""
+def load_run(run_uri: str, upto: int | None = None) -> RunReport:
+    """Every iteration folder of a run (iteration 0 holds the seed model's benchmark and the bootstrap), or those up
+    to ``upto`` (the flow's report after iteration t: a later one is not resumed yet); a folder that holds no run is
+    a StoreError, before anything is read or written."""
     run = RunLayout.at(run_uri).stored()
-    its = {t: load_iteration(run_uri, t, model_cache(run)) for t in run.iterations()}
+    its = {t: load_iteration(run_uri, t, model_cache(run)) for t in run.iterations() if upto is None or t <= upto}
     return RunReport(run=run_uri.rstrip("/").rsplit("/", 1)[-1], uri=run_uri, iterations=its)
 
 
