@@ -107,7 +107,8 @@ def test_status_shows_a_damaged_stage_and_report_refuses_it(tmp_path):
     assert "pairs/pairs.jsonl:missing" in p.stdout.replace("\n", "").replace("│", "").replace(" ", "")
     p = _run("report", str(tmp_path / "r"), cwd=tmp_path)
     assert p.returncode == 2 and p.stderr.splitlines() == [
-        f"error: pairs iter 1: damaged: {tmp_path}/r/iter_1/pairs/pairs.jsonl: missing; `metareward resume` recomputes it"]
+        f"error: pairs iter 1: damaged: {tmp_path}/r/iter_1/pairs/pairs.jsonl: missing; "
+        "`metareward resume` recomputes it"]
     assert not (tmp_path / "r" / "report").exists()
     # a manifest of the wrong shape: one line naming the file and the field, for status and report alike
     manifest = tmp_path / "r" / "iter_1" / "pairs" / "manifest.json"

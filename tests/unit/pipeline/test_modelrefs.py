@@ -100,8 +100,8 @@ def test_an_earlier_versions_absolute_record_of_a_store_copy_is_rebased(s3_bucke
     folder = _model(tmp_path / "m0")
     ref = modelrefs.base_model(_cfg(f"{s3_bucket}/runs", folder, tmp_path / "cache"))
     record = f"{s3_bucket}/runs/a/iter_0/seed_model.json"
-    store.write_json(record, {"made_from": str(folder), "model": {**ref.model_dump(mode="json"),
-                                                                  "uri": f"s3://another-bucket/runs/models/{ref.digest}"}})
+    old = {**ref.model_dump(mode="json"), "uri": f"s3://another-bucket/runs/models/{ref.digest}"}
+    store.write_json(record, {"made_from": str(folder), "model": old})
     assert modelrefs.base_model(_cfg(f"{s3_bucket}/runs", folder, tmp_path / "cache")) == ref
     assert uploads == [ref.uri]
 
