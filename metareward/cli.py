@@ -57,10 +57,13 @@ def status(
 ) -> None:
     """A table of iterations x stages: state, counts and seconds.
 
-    From the manifests in the run store: done (manifest written), partial (folder started, no manifest: running
-    or crashed), - (not started)."""
+    From the manifests in the run store: done (manifest written, its files whole), damaged (a file it lists is
+    missing or altered: `resume` recomputes the stage; the counts column names the file), partial (folder started,
+    no manifest: running or crashed), - (not started)."""
     from rich.console import Console
     from rich.table import Table
+
+    from metareward.runstore import integrity
 
     folder = run_dir(run_name, root)
     from metareward.pipeline.calls import stored_config
@@ -73,9 +76,11 @@ def status(
     for t in range(0, cfg.run.iterations + 1):
         for stage in ITERATION if t else (*BOOTSTRAP, "benchmark"):
             m = store.read_manifest(run.stage(t, stage))
+            wrong = integrity.problems(m, cfg.storage.model_cache) if m else []
             counts = ", ".join(f"{k}={v}" for k, v in list(m.counts.items())[:4]) if m else ""
-            state = "done" if m else "partial" if store.exists(run.stage(t, stage)) else "-"
-            table.add_row(str(t), stage, state, counts, f"{m.duration_s:.1f}" if m else "")
+            state = "damaged" if wrong else "done" if m else "partial" if store.exists(run.stage(t, stage)) else "-"
+            table.add_row(str(t), stage, state, integrity.describe(wrong) if wrong else counts,
+                          f"{m.duration_s:.1f}" if m else "")
     Console(width=160).print(table)
 
 

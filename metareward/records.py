@@ -74,9 +74,14 @@ class Manifest(BaseModel):
     iteration: int
     run: str
     key: str = Field(description="Digest of the inputs, the config sections used and the stage's code version.")
-    uri: str = Field(description="The stage folder.")
-    files: dict[str, str] = Field(default_factory=dict, description="Logical name -> URI of each output.")
+    uri: str = Field(description="The stage folder (read back: the folder it was read from).")
+    files: dict[str, str] = Field(default_factory=dict, description="Logical name -> URI of each output; "
+                                  "manifest.json names it relative to the stage folder, so a moved run reads its own.")
     digests: dict[str, str] = Field(default_factory=dict, description="Logical name -> content digest.")
+    checks: dict[str, str] = Field(default_factory=dict, description="Content digest of an output that is checked "
+                                   "but not keyed on (its bytes differ between identical runs: train's log_history).")
+    sizes: dict[str, dict[str, int]] = Field(default_factory=dict, description="A folder output (a model): relative "
+                                             "file name -> bytes, what a remote store's check compares.")
     counts: dict[str, int] = Field(default_factory=dict)
     stats: dict = Field(default_factory=dict)
     inputs: dict[str, str] = Field(default_factory=dict, description="Input name -> digest it was computed from.")

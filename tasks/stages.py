@@ -5,14 +5,16 @@ Retries are set here only (`RunTasks`): every task of a run is retried ``executi
 ``execution.retry_delay_seconds`` apart, when the failure may pass next time (`retry_worthwhile`).
 
 The cache key mirrors the run store: it is the stage's key *plus the digest of the manifest now in the stage
-folder*, and there is no key (no caching) while the folder holds no manifest for this key. So a Prefect cache
-hit can never hand back a manifest whose files were since deleted or recomputed with other settings; the
-stage's own manifest check does the skipping before Prefect has a record of it.
+folder and that folder*, and there is no key (no caching) while the folder holds no manifest or a damaged one
+(`metareward.runstore.integrity`). So a Prefect cache hit can never hand back a manifest whose files were since
+deleted, altered, moved or recomputed with other settings; the stage's own manifest check does the skipping before
+Prefect has a record of it.
 Results are Manifests (a few KB of JSON), never models or datasets, serialised as JSON (no pickle).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,7 +23,7 @@ from prefect import task
 from prefect.context import TaskRunContext
 
 from metareward.pipeline import contract, modelrefs, stages
-from metareward.runstore import store
+from metareward.runstore import integrity, store
 from metareward.runstore.layout import RunLayout
 from metareward.config import RunConfig
 from metareward.records import Manifest, ModelRef
@@ -53,10 +55,16 @@ def manifest_cache_key(ctx: TaskRunContext, params: dict[str, Any]) -> str | Non
     cfg: RunConfig = params["cfg"]
     t: int = params["t"]
     key = contract.stage_key(stage, cfg, t, {**_input_digests(params), **_file_digests(stage, cfg)})
-    done = store.read_manifest(RunLayout.of(cfg).stage(t, stage))
-    if done is None:
+    folder = RunLayout.of(cfg).stage(t, stage)
+    try:
+        done = store.read_manifest(folder)
+    except store.ManifestError:
         return None
-    return f"{cfg.run.name}-{stage}-{t}-{key}-{done.key}-{done.digest}"
+    if done is None or integrity.problems(done, cfg.storage.model_cache):
+        return None  # not done, or damaged: the stage runs (and recomputes it)
+    # the folder too: a cached manifest names its files where they were, so a moved or copied run misses
+    where = hashlib.sha256(folder.encode()).hexdigest()[:12]
+    return f"{cfg.run.name}-{stage}-{t}-{key}-{done.key}-{done.digest}-{where}"
 
 
 def retry_worthwhile(task, task_run, state) -> bool:

@@ -40,7 +40,7 @@ def _table_slug(title: str) -> str:
 def publish_iteration(cfg: RunConfig, t: int) -> dict[str, str]:
     """Write the run report into the store and publish iteration t's tables as artifacts; name -> URI."""
     run = RunLayout.of(cfg)
-    rep = report.load_run(run.run)
+    rep = report.load_run(run.run, upto=t)  # a later iteration's stages are checked when it is resumed
     uris = report.write_report(run.run, rep)
     links = {"report (HTML)": uris["report.html"], "report (Markdown)": uris["report.md"],
              "summary": run.summary(t, "md"),

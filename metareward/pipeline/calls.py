@@ -30,14 +30,22 @@ def save_config(cfg: RunConfig) -> str:
 
 
 def stored_config(folder: str) -> RunConfig:
-    """The config of the run stored in ``folder``; its store timeouts and outage bound apply from here on
-    (`store.configure`)."""
+    """The config of the run stored in ``folder``, placed where that folder is: its ``storage.root`` the folder's
+    parent and its ``run.name`` the folder's name, whatever config.json says (a moved or copied run is that folder,
+    not the place it was made in). The storage section enters no stage key, so nothing is recomputed for it. Its
+    store timeouts and outage bound apply from here on (`store.configure`)."""
     from metareward.config import config_from_dict
 
-    uri = RunLayout.at(folder).config
+    run = RunLayout.at(folder)
+    uri = run.config
     if not store.exists(uri):
         raise store.StoreError(f"{uri}: no such run (no {uri.rsplit('/', 1)[-1]})")
-    cfg = config_from_dict(store.read_json(uri), uri)
+    data = store.read_json(uri)
+    if isinstance(data, dict):
+        for section, field, value in (("storage", "root", run.root), ("run", "name", run.name)):
+            if isinstance(data.setdefault(section, {}), dict):
+                data[section][field] = value
+    cfg = config_from_dict(data, uri)
     store.configure(cfg.storage)
     return cfg
 

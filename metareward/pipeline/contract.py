@@ -1,8 +1,9 @@
 """The run-store contract every stage goes through: (config, t, inputs) -> Manifest, runnable without Prefect.
 
 1. the stage's *key* is a digest of its inputs' digests, the config sections it reads and its code;
-2. if the stage folder's ``manifest.json`` (`metareward.runstore.layout`) exists with that key, the stage is done: return it;
-3. otherwise drop any old manifest, compute, write the data, then write the manifest last.
+2. if the stage folder's ``manifest.json`` (`metareward.runstore.layout`) exists with that key and the files it lists
+   are whole (`metareward.runstore.integrity`), the stage is done: return it;
+3. otherwise (a damaged stage included) drop any old manifest, compute, write the data, then the manifest last.
 
 So a rerun skips finished work even without Prefect's cache, and a crash never leaves a stage marked done.
 A stage's code enters its key as a digest of the code itself (`metareward.runstore.code`), not of file paths:
@@ -25,7 +26,7 @@ from metareward import progress
 from metareward.config import RunConfig
 from metareward.registry import PIPELINE, stage as spec
 from metareward.records import Manifest
-from metareward.runstore import shards, store
+from metareward.runstore import integrity, shards, store
 from metareward.runstore.layout import RunLayout
 from metareward.runstore.code import code_digest as _digest_of
 
@@ -111,8 +112,8 @@ def execute(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], compute:
     """Run ``compute(stage_folder)`` unless a manifest with the same key exists; write the manifest last."""
     folder = RunLayout.of(cfg).stage(t, stage)
     key = stage_key(stage, cfg, t, inputs)
-    done = store.read_manifest(folder)
-    if done is not None and done.key == key:
+    done = finished(stage, t, folder, key, cfg.storage.model_cache)
+    if done is not None:
         log.info("%s iter %d: done already (manifest %s), skipping", stage, t, key)
         return done
     expected = _expected_key.get()
@@ -123,6 +124,23 @@ def execute(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], compute:
     if launch is not None and spec(stage).device == "gpu":
         return _launched(launch, stage, cfg, t, inputs, key, folder, compute)
     return _compute(stage, cfg, t, inputs, key, folder, compute)
+
+
+def finished(stage: str, t: int, folder: str, key: str, model_cache: str | None = None) -> Manifest | None:
+    """The stage's manifest when it has ``key`` and its files are whole (`integrity`); else None. A damaged stage
+    (a file missing or altered, or a manifest that is not one) is named in a warning: it is recomputed, never used."""
+    try:
+        done = store.read_manifest(folder)
+    except store.ManifestError as e:
+        log.warning("%s iter %d: recomputing: %s", stage, t, e)
+        return None
+    if done is None or done.key != key:
+        return None
+    wrong = integrity.problems(done, model_cache)
+    if wrong:
+        log.warning("%s iter %d: damaged, recomputing: %s", stage, t, integrity.describe(wrong))
+        return None
+    return done
 
 
 def _launched(launch: Launcher, stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], key: str, folder: str,
@@ -157,9 +175,10 @@ def _compute(stage: str, cfg: RunConfig, t: int, inputs: dict[str, str], key: st
         if faults.is_oom(e):  # name the setting to lower; finished shards and stages stay for the rerun
             raise StageError(faults.oom_message(stage, t, cfg, e)) from e
         raise
+    checks, sizes = integrity.seal(out.files, out.digests, cfg.storage.model_cache)
     manifest = Manifest(
         stage=stage, iteration=t, run=cfg.run.name, key=key, uri=folder, files=out.files, digests=out.digests,
-        counts=out.counts, stats=out.stats, inputs=inputs, config_digest=cfg.digest(), versions=_versions(),
+        checks=checks, sizes=sizes, counts=out.counts, stats=out.stats, inputs=inputs, config_digest=cfg.digest(), versions=_versions(),
         seed=cfg.run.seed, duration_s=round(time.perf_counter() - start, 3),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )

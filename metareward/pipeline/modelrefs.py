@@ -8,8 +8,11 @@ is used in place) and records the result in the run's seed record (`RunLayout.se
 elsewhere (a container, another host) calls `base_model` too and gets that record, so it never needs the folder
 or the hub; it pulls the store copy into its model cache (`open_model_engine`, `remote.local_model`).
 
-    seed record   {"made_from": "/models/m0", "model": {"uri": "s3://b/runs/models/3f2a...",
-                   "digest": "3f2a...", "iteration": 0}}
+    seed record   {"made_from": "/models/m0", "model": {"uri": "models/3f2a...", "digest": "3f2a...",
+                   "iteration": 0}}
+
+The store copy is named relative to the store root (a run moved to another bucket finds the copy under its new
+root; where that root lacks it, `base_model` imports ``model.path`` again), a local folder by its path.
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ def base_model(cfg: RunConfig, refresh: bool = False) -> ModelRef:
     again even over a matching record (a folder edited in place gets its new digest; an unchanged one is not
     read again, `remote.cached_folder_digest`)."""
     record, source = seed_record_uri(cfg), seed_source(cfg.model.path)
-    ref = None if refresh else recorded_model(record, source)
+    ref = None if refresh else recorded_model(record, source, cfg)
     if ref is None:
         ref = import_model(cfg, cfg.model.path)
-        if recorded_model(record, source) != ref:
-            store.write_json(record, {"made_from": source, "model": ref.model_dump(mode="json")})
+        if recorded_model(record, source, cfg) != ref:
+            store.write_json(record, {"made_from": source, "model": {**ref.model_dump(mode="json"),
+                                                                     "uri": _stored_name(cfg, ref)}})
     return ref
 
 
@@ -53,14 +57,28 @@ def seed_source(path: str | None) -> str:
         return f"embedded:{EMBEDDED_DIST}"
 
 
-def recorded_model(record: str, source: str) -> ModelRef | None:
-    """The recorded M_0 if it was made from ``source``, else None."""
+def recorded_model(record: str, source: str, cfg: RunConfig) -> ModelRef | None:
+    """The recorded M_0 if it was made from ``source`` and is where the record says, else None (import it again). A
+    store copy is named relative to the store root, so a run moved to another folder or bucket finds it there."""
     if not store.exists(record):
         return None
     rec = store.read_json(record)
     if not isinstance(rec, dict) or rec.get("made_from") != source:
         return None
-    return ModelRef.model_validate(rec["model"])
+    ref = ModelRef.model_validate(rec["model"])
+    copy = RunLayout.of(cfg).model(ref.digest)
+    # a relative name, or an earlier version's absolute URI of a store copy (s3://<old root>/models/<digest>)
+    if store.is_relative(ref.uri) or (remote.is_remote(ref.uri) and ref.uri.endswith(f"/models/{ref.digest}")):
+        ref = ref.model_copy(update={"uri": copy})
+    there = store.exists(ref.uri + remote.COMPLETE) if remote.is_remote(ref.uri) else store.exists(ref.uri)
+    return ref if there else None
+
+
+def _stored_name(cfg: RunConfig, ref: ModelRef) -> str:
+    """How the seed record names M_0: a store copy relative to the store root (``models/<digest>``), a local
+    folder as it is."""
+    root = RunLayout.of(cfg).root
+    return ref.uri[len(root) + 1:] if ref.uri.startswith(root + "/models/") else ref.uri
 
 
 def import_model(cfg: RunConfig, path: str | None) -> ModelRef:

@@ -24,7 +24,8 @@ import re
 from pathlib import Path
 
 from metareward.records import Judgment, Manifest, MetaVerdict, PreferencePair
-from metareward.runstore import remote, store
+from metareward.reporting.tables import model_cache
+from metareward.runstore import integrity, remote, store
 from metareward.runstore.layout import RunLayout
 
 CONFIGS = ("actor_pairs", "judge_pairs", "judgments", "meta_verdicts")
@@ -79,7 +80,7 @@ def iteration_rows(run: RunLayout, t: int) -> dict[str, list[dict]]:
     """Iteration t's rows per config, from the stages' manifests (a stage without one gives no rows)."""
     out = {}
     for config, (stage, name) in SOURCES.items():
-        m = store.read_manifest(run.stage(t, stage))
+        m = _stage(run, t, stage)
         if m is None or name not in m.files:
             continue
         if config.endswith("_pairs"):
@@ -123,7 +124,7 @@ def export_run(run_folder: str, dest: str) -> dict:
     """Write every iteration's data and the card into folder ``dest``; returns the header (configs, sizes)."""
     import yaml
 
-    run = RunLayout.at(run_folder)
+    run = RunLayout.at(run_folder).stored()
     splits: dict[str, list[dict]] = {c: [] for c in CONFIGS}
     for t in (t for t in run.iterations() if t > 0):
         for config, rows in iteration_rows(run, t).items():
@@ -159,7 +160,7 @@ def finished_train(run: RunLayout, t: int | None = None) -> Manifest:
         if not done:
             raise store.StoreError(f"{run.run}: no iteration's train stage has finished, so there is no M_t yet")
         t = done[-1]
-    m = store.read_manifest(run.stage(t, "train"))
+    m = _stage(run, t, "train")
     if m is None or "model" not in m.files:
         raise store.StoreError(f"{run.stage(t, 'train')}: the train stage of iteration {t} has not finished "
                                f"(no manifest), so M_{t} does not exist yet")
@@ -171,7 +172,7 @@ def export_model(run_folder: str, dest: str, t: int | None = None, dataset_repo:
     and write its model card; returns ``{"iteration", "digest", "files", "header"}``."""
     import yaml
 
-    run = RunLayout.at(run_folder)
+    run = RunLayout.at(run_folder).stored()
     m = finished_train(run, t)
     if os.path.isdir(dest) and os.listdir(dest):
         raise store.StoreError(f"{dest}: not empty; export a model into a new or empty folder")
@@ -238,7 +239,7 @@ def model_card_body(run: RunLayout, m: Manifest, dataset_repo: str | None) -> st
     the benchmark results, and the training settings (the run config's ``dpo`` section)."""
     cfg, t = _json_or_empty(run.config), m.iteration
     rows, bench = _trained(run, t)
-    eft = store.read_manifest(run.stage(0, "eft"))
+    eft = _stage(run, 0, "eft")
     data = (f"[`{dataset_repo}`](https://huggingface.co/datasets/{dataset_repo})" if dataset_repo else
             f"`metareward export {run.name} DEST` writes it as a Hugging Face dataset")
     lines = [f"# Meta-Rewarding run `{run.name}`: M_{t}", "",
@@ -261,9 +262,14 @@ def model_card_body(run: RunLayout, m: Manifest, dataset_repo: str | None) -> st
 
 
 def _manifests(run: RunLayout, t: int) -> dict[str, Manifest]:
-    found = {s: store.read_manifest(run.stage(t, s)) for s in
+    found = {s: _stage(run, t, s) for s in
              ("prompts", "generate", "judge", "meta_judge", "pairs", "train", "benchmark")}
     return {s: m for s, m in found.items() if m is not None}
+
+
+def _stage(run: RunLayout, t: int, stage: str) -> Manifest | None:
+    """A finished stage's manifest; a damaged one (a file missing or altered) is a one-line error, never exported."""
+    return integrity.checked(run.stage(t, stage), model_cache(run))
 
 
 def _settings(cfg: dict) -> list[str]:

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 
 from metareward.registry import STAGES
-from metareward.runstore import store
+from metareward.runstore import integrity, store
 from metareward.runstore.layout import RunLayout
 from metareward.records import Judgment, Manifest, PreferencePair, Response
 
@@ -68,9 +68,10 @@ class RunReport:
 # ------------------------------------------------------------------------------------------------ loading
 
 
-def load_iteration(run_uri: str, t: int) -> IterationData:
+def load_iteration(run_uri: str, t: int, model_cache: str | None = None) -> IterationData:
+    """Iteration t's finished stages; a damaged one (a file missing or altered) is a one-line StoreError naming it."""
     run = RunLayout.at(run_uri)
-    ms = {s: m for s in STAGE_ORDER if (m := store.read_manifest(run.stage(t, s))) is not None}
+    ms = {s: m for s in STAGE_ORDER if (m := integrity.checked(run.stage(t, s), model_cache)) is not None}
     it = IterationData(t=t, manifests=ms)
     if "judge" in ms:
         judgments = store.read_jsonl(ms["judge"].files["judgments"], Judgment)
@@ -85,10 +86,20 @@ def load_iteration(run_uri: str, t: int) -> IterationData:
     return it
 
 
-def load_run(run_uri: str) -> RunReport:
-    """Every iteration folder of a run (iteration 0 holds the seed model's benchmark and the bootstrap)."""
-    its = {t: load_iteration(run_uri, t) for t in RunLayout.at(run_uri).iterations()}
+def load_run(run_uri: str, upto: int | None = None) -> RunReport:
+    """Every iteration folder of a run (iteration 0 holds the seed model's benchmark and the bootstrap), or those up
+    to ``upto`` (the flow's report after iteration t: a later one is not resumed yet); a folder that holds no run is
+    a StoreError, before anything is read or written."""
+    run = RunLayout.at(run_uri).stored()
+    its = {t: load_iteration(run_uri, t, model_cache(run)) for t in run.iterations() if upto is None or t <= upto}
     return RunReport(run=run_uri.rstrip("/").rsplit("/", 1)[-1], uri=run_uri, iterations=its)
+
+
+def model_cache(run: RunLayout) -> str | None:
+    """The run's ``storage.model_cache`` (where its model folders' digests are remembered), from its config.json."""
+    cfg = store.read_json(run.config)
+    storage = cfg.get("storage") if isinstance(cfg, dict) else None
+    return storage.get("model_cache") if isinstance(storage, dict) else None
 
 
 # ------------------------------------------------------------------------------------------------ numbers

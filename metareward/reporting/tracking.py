@@ -24,7 +24,7 @@ import re
 
 from metareward.records import Manifest
 from metareward.registry import ITERATION
-from metareward.runstore import store
+from metareward.runstore import integrity, store
 from metareward.runstore.layout import RunLayout
 
 # MLflow's metric and parameter names: letters, digits and _ - . space / only.
@@ -61,9 +61,10 @@ def iteration_metrics(run: RunLayout, t: int) -> dict[str, float]:
     return out
 
 
-def manifests(run: RunLayout, t: int) -> dict[str, Manifest]:
-    """The manifests iteration t has (an iteration without a meta-judge has none for it)."""
-    found = {s: store.read_manifest(run.stage(t, s)) for s in (*ITERATION, "benchmark")}
+def manifests(run: RunLayout, t: int, model_cache: str | None = None) -> dict[str, Manifest]:
+    """The manifests iteration t has (an iteration without a meta-judge has none for it); a damaged stage is a
+    one-line StoreError naming it, never logged."""
+    found = {s: integrity.checked(run.stage(t, s), model_cache) for s in (*ITERATION, "benchmark")}
     return {s: m for s, m in found.items() if m is not None}
 
 
@@ -120,7 +121,7 @@ def log_iteration(cfg, t: int) -> dict | None:
     tracking, run = cfg.tracking, RunLayout.of(cfg)
     if tracking.backend == "none":
         return None
-    ms = manifests(run, t)
+    ms = manifests(run, t, cfg.storage.model_cache)
     tags = digest_tags(t, ms)
     if already_logged(run, t, tracking, tags):
         return None

@@ -68,6 +68,13 @@ class RunLayout:
     def run(self) -> str:
         return store.join(self.root, self.name)
 
+    def stored(self) -> RunLayout:
+        """This layout, once its folder holds a run (a config.json); else a StoreError naming the folder or file."""
+        if not store.exists(self.config):
+            raise store.StoreError(f"{self.run}: no such run folder" if not store.exists(self.run) else
+                                   f"{self.config}: no such run (no {CONFIG}: not a run folder)")
+        return self
+
     @property
     def config(self) -> str:
         return store.join(self.run, CONFIG)

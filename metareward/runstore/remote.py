@@ -122,7 +122,7 @@ def cached_folder_digest(local: str | Path, model_cache: str | None = None) -> s
     """``store.folder_digest`` of a local folder, reused from the model cache while no file's name, size or mtime
     changed: a large seed model is read once, not on every run."""
     root = Path(local).resolve()
-    memo = cache_root(model_cache) / DIGESTS / f"{hashlib.sha256(str(root).encode()).hexdigest()[:16]}.json"
+    memo = _memo(root, model_cache)
     key = fingerprint(root)
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         saved = json.loads(memo.read_text())
@@ -132,6 +132,17 @@ def cached_folder_digest(local: str | Path, model_cache: str | None = None) -> s
     if fingerprint(root) == key:  # a folder that changed while it was read is digested again next time
         _write_memo(memo, {"folder": str(root), "files": key, "digest": digest})
     return digest
+
+
+def remember_folder_digest(local: str | Path, digest: str, model_cache: str | None = None) -> None:
+    """Remember ``digest`` as the local folder's `cached_folder_digest` for its files as they are now: for a caller
+    that has just digested these very files (a stage's saved model), so its first check reads them no more."""
+    root = Path(local).resolve()
+    _write_memo(_memo(root, model_cache), {"folder": str(root), "files": fingerprint(root), "digest": digest})
+
+
+def _memo(root: Path, model_cache: str | None) -> Path:
+    return cache_root(model_cache) / DIGESTS / f"{hashlib.sha256(str(root).encode()).hexdigest()[:16]}.json"
 
 
 def _write_memo(memo: Path, entry: dict) -> None:

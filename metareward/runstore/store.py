@@ -306,17 +306,66 @@ def folder_digest(uri: str) -> str:
     return h.hexdigest()[:16]
 
 
+class ManifestError(StoreError):
+    """A manifest.json that is not a manifest (not JSON, or JSON of the wrong shape): its stage is not done."""
+
+
 def read_manifest(stage_folder: str) -> Manifest | None:
+    """The stage's manifest, its files resolved against ``stage_folder`` (`rebased`), or None when it has none."""
     uri = join(stage_folder, MANIFEST)
     if not exists(uri):
         return None
-    return Manifest.model_validate(read_json(uri))
+    data = retrying(uri, "read", lambda: _read_bytes_once(uri))  # an outage stays a StoreError, not "damaged"
+    return rebased(parse_manifest(uri, data), stage_folder)
+
+
+def parse_manifest(uri: str, data: bytes) -> Manifest:
+    """The manifest in ``data`` (read from ``uri``); a ManifestError naming the URI and the field otherwise."""
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{uri}: not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{uri}: line {e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{uri}: not a manifest (a JSON {type(obj).__name__}, not an object)")
+    try:
+        return Manifest.model_validate(obj)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(manifest)"
+        raise ManifestError(f"{uri}: {field}: {err['msg']}") from None
+
+
+def is_relative(name: str) -> bool:
+    return "://" not in name and not name.startswith("/")
+
+
+def rebased(m: Manifest, stage_folder: str) -> Manifest:
+    """``m`` as read from ``stage_folder``: its ``uri`` that folder and its files under it, whether the manifest names
+    them relative to its folder or (an earlier version) by absolute URIs under the folder it was written to. A
+    name that leaves the stage folder is refused: a copied run never reads another run's files."""
+    where, base = join(stage_folder, MANIFEST), m.uri.rstrip("/")
+    files = {}
+    for name, f in m.files.items():
+        rel = f if is_relative(f) else f[len(base) + 1:] if f.startswith(base + "/") else None
+        if rel is None or not rel or ".." in rel.split("/"):
+            raise ManifestError(f"{where}: files.{name}: {f} is not in the stage folder")
+        files[name] = join(stage_folder, rel)
+    return m.model_copy(update={"uri": stage_folder.rstrip("/"), "files": files})
 
 
 def write_manifest(manifest: Manifest) -> None:
+    """Into ``manifest.uri``, its files named relative to that folder (`rebased` resolves them where it is read)."""
     from metareward.runstore.redact import redact_obj  # no secret from the environment is ever written into a manifest
 
-    write_json(join(manifest.uri, MANIFEST), redact_obj(manifest.model_dump(mode="json")))
+    data = manifest.model_dump(mode="json")
+    base = manifest.uri.rstrip("/") + "/"
+    outside = sorted(f for f in manifest.files.values() if not f.startswith(base))
+    if outside:
+        raise ValueError(f"{manifest.uri}: a stage's outputs live in its folder, not at {outside[0]}")
+    data["files"] = {name: f[len(base):] for name, f in manifest.files.items()}
+    write_json(join(manifest.uri, MANIFEST), redact_obj(data))
 
 
 def rm(fs: fsspec.AbstractFileSystem, path: str, recursive: bool = False) -> None:

@@ -159,9 +159,9 @@ def test_a_host_folder_as_m0_reached_the_stage_containers_through_the_store(dock
     """model.path names a folder of the orchestrator's host; the image has no such path, so the stage containers
     could only run M_0 from its copy in the bucket (imported once, under its content digest)."""
     record = json.loads(docker_stack.fs.cat(f"{docker_stack.bucket}/runs/{RUN}/iter_0/seed_model.json"))
-    uri = record["model"]["uri"]
     assert record["made_from"] == _seed_folder()
-    assert uri == f"s3://{docker_stack.bucket}/runs/models/{record['model']['digest']}"
+    assert record["model"]["uri"] == f"models/{record['model']['digest']}"  # relative to the store root
+    uri = f"s3://{docker_stack.bucket}/runs/{record['model']['uri']}"
     assert docker_stack.fs.exists(uri.removeprefix("s3://") + ".complete")
     inside = subprocess.run(["docker", "run", "--rm", "--network", "none", IMAGE, "test", "-e", _seed_folder()])
     assert inside.returncode == 1  # not in the image
@@ -172,17 +172,20 @@ def test_every_manifest_and_m1_are_in_the_bucket_and_m1_loads_in_a_fresh_process
     for t, stage in [(1, s) for s in STAGES] + [(0, "benchmark")]:
         assert fs.exists(f"{run}/iter_{t}/{stage}/manifest.json"), (t, stage)
     train = json.loads(fs.cat(f"{run}/iter_1/train/manifest.json"))
-    assert train["files"]["model"] == f"s3://{run}/iter_1/train/model" and train["counts"]["steps"] == 1
-    assert docker_stack.load_model_in_fresh_process(train["files"]["model"], tmp_path / "fresh")[1] > 100_000_000
+    assert train["files"]["model"] == "model" and train["counts"]["steps"] == 1  # relative to the stage folder
+    model = f"s3://{run}/iter_1/train/model"
+    assert docker_stack.load_model_in_fresh_process(model, tmp_path / "fresh")[1] > 100_000_000
 
 
 def test_a_second_container_reuses_the_model_a_stage_container_pulled(docker_stack, first_run):
     """benchmark-iter1 pulled M_1 into the host's model volume, under its digest; a new container on the same
     volume finds that copy complete and downloads nothing (no 'pulled into' line from metareward.runstore.remote)."""
     from metareward.records import Manifest
+    from metareward.runstore import store
 
-    train = Manifest.model_validate_json(
-        docker_stack.fs.cat(f"{docker_stack.bucket}/runs/{RUN}/iter_1/train/manifest.json"))
+    folder = f"{docker_stack.bucket}/runs/{RUN}/iter_1/train"
+    train = Manifest.model_validate_json(docker_stack.fs.cat(f"{folder}/manifest.json"))
+    train = store.rebased(train, f"s3://{folder}")  # its files named relative to the stage folder
     uri, digest = train.files["model"], train.digest  # M_1's ModelRef (metareward.pipeline.modelrefs.model_of)
     code = ("import logging, sys; logging.basicConfig(level=logging.INFO); from metareward.runstore.remote import local_model;"
             " print('PATH', local_model(sys.argv[1], sys.argv[2]))")

@@ -47,8 +47,7 @@ def _env(work: Path, api_url: str) -> dict:
 
 
 def _manifests(run: Path) -> dict[str, Manifest]:
-    return {str(p.parent.relative_to(run)): Manifest.model_validate_json(p.read_text())
-            for p in run.rglob("manifest.json")}
+    return {str(p.parent.relative_to(run)): store.read_manifest(str(p.parent)) for p in run.rglob("manifest.json")}
 
 
 def _check_store(run: Path) -> None:

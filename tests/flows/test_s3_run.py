@@ -46,7 +46,7 @@ def test_cli_run_on_s3(s3_bucket, prefect_harness, fake_trainer, tmp_path, s3_se
     assert fake_trainer[1][1] == str(tmp_path / "cache" / "store" / train1.digest)
     # M_0 entered the store once, named by its content digest; iteration 1 trained from its pulled copy
     m0 = store.read_json(f"{run}/iter_0/seed_model.json")["model"]
-    assert m0["uri"] == f"{root}/models/{m0['digest']}" and fs.exists(m0["uri"] + ".complete")
+    assert m0["uri"] == f"models/{m0['digest']}" and fs.exists(f"{root}/{m0['uri']}.complete")  # relative to the root
     assert fake_trainer[0][1] == str(tmp_path / "cache" / "store" / m0["digest"])
     assert fs.find(f"{run}/.prefect-results")  # Prefect's cache records are in the same store
     # no credential in the run's config or manifests

@@ -65,7 +65,7 @@ def test_run_completes_with_every_manifest_and_the_model_in_the_bucket(stack, fi
     names = {p.rsplit("/", 1)[1] for p in fs.find(model)}
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= names
     train = json.loads(fs.cat(f"{run}/iter_1/train/manifest.json"))
-    assert train["files"]["model"] == f"s3://{model}" and train["counts"]["steps"] == 1
+    assert train["files"]["model"] == "model" and train["counts"]["steps"] == 1  # relative to the stage folder
     assert fs.find(f"{run}/.prefect-results")
     # each GPU stage ran as its own deployment flow run (a fresh process of the worker)
     flows = stack.call("POST", f"{stack.api}/flow_runs/filter", json={"limit": 200}).json()
@@ -79,8 +79,8 @@ def test_run_completes_with_every_manifest_and_the_model_in_the_bucket(stack, fi
 
 
 def test_a_fresh_process_loads_m1_from_the_bucket(stack, first_run, tmp_path):
-    train = json.loads(stack.fs.cat(f"{_run_folder(stack)}/iter_1/train/manifest.json"))
-    path, n_params = stack.load_model_in_fresh_process(train["files"]["model"], tmp_path / "fresh")
+    model = f"s3://{_run_folder(stack)}/iter_1/train/model"
+    path, n_params = stack.load_model_in_fresh_process(model, tmp_path / "fresh")
     assert path == str(tmp_path / "fresh" / "store" / "m1") and n_params > 100_000_000
 
 

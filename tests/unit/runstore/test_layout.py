@@ -46,3 +46,13 @@ def test_iteration_folders_are_spelled_in_layout_only():
     spelled = {str(p.relative_to(root)) for pkg in ("metareward", "flows", "tasks", "bench") for p in
                (root / pkg).rglob("*.py") if re.search(r"iter_[0-9<{]", p.read_text())}
     assert spelled == {"metareward/runstore/layout.py"}
+
+
+def test_a_folder_that_holds_no_run_is_named(tmp_path):
+    with pytest.raises(store.StoreError, match=r"ghost: no such run folder$"):
+        RunLayout.at(str(tmp_path / "ghost")).stored()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(store.StoreError, match=r"empty/config.json: no such run \(no config.json: not a run folder\)$"):
+        RunLayout.at(str(tmp_path / "empty")).stored()
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    assert RunLayout.at(str(tmp_path / "empty")).stored() == RunLayout(str(tmp_path), "empty")

@@ -40,6 +40,88 @@ def test_manifest_digest_depends_on_key_and_outputs():
     assert a.digest != Manifest(key="k2", digests={"x": "1"}, **base).digest
 
 
+def _written(tmp_path, root: str) -> str:
+    """A judge stage under ``root`` with one file and a model folder; its folder."""
+    folder = RunLayout(root, "run").stage(1, "judge")
+    store.write_jsonl(store.join(folder, "judgments.jsonl"), [Prompt(id="p1", prompt="mine")])
+    store.write_bytes(store.join(folder, "model", "w.bin"), b"abc")
+    store.write_manifest(Manifest(stage="judge", iteration=1, run="run", key="k1", uri=folder,
+                                  files={"judgments": store.join(folder, "judgments.jsonl"),
+                                         "model": store.join(folder, "model")}))
+    return folder
+
+
+def test_a_manifest_names_its_files_relative_to_its_folder(tmp_path):
+    folder = _written(tmp_path, str(tmp_path / "a"))
+    on_disk = json.loads((tmp_path / "a/run/iter_1/judge/manifest.json").read_text())
+    assert on_disk["files"] == {"judgments": "judgments.jsonl", "model": "model"}
+    assert store.read_manifest(folder).files == {"judgments": f"{folder}/judgments.jsonl", "model": f"{folder}/model"}
+
+
+def test_a_copied_stage_reads_its_own_files(tmp_path):
+    import shutil
+
+    _written(tmp_path, str(tmp_path / "a"))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "a")  # the original is gone: nothing may point at it
+    folder = str(tmp_path / "b/run/iter_1/judge")
+    m = store.read_manifest(folder)
+    assert m.uri == folder and m.files["judgments"] == f"{folder}/judgments.jsonl"
+    assert store.read_jsonl(m.files["judgments"], Prompt) == [Prompt(id="p1", prompt="mine")]
+
+
+def test_a_stage_copied_to_another_bucket_prefix_reads_its_own_files(tmp_path, s3_bucket):
+    import fsspec
+
+    _written(tmp_path, f"{s3_bucket}/a")
+    fs = fsspec.filesystem("s3")
+    fs.copy(f"{s3_bucket}/a/run", f"{s3_bucket}/b/run", recursive=True)
+    fs.rm(f"{s3_bucket}/a", recursive=True)
+    folder = f"{s3_bucket}/b/run/iter_1/judge"
+    m = store.read_manifest(folder)
+    assert m.files == {"judgments": f"{folder}/judgments.jsonl", "model": f"{folder}/model"}
+    assert store.read_jsonl(m.files["judgments"], Prompt)[0].prompt == "mine"
+
+
+def test_an_earlier_versions_absolute_names_are_rebased(tmp_path):
+    """Manifests written before relative names held absolute URIs under the folder they were written to."""
+    old, new = tmp_path / "old/run/iter_1/judge", tmp_path / "new/run/iter_1/judge"
+    new.mkdir(parents=True)
+    (new / "manifest.json").write_text(json.dumps({
+        "stage": "judge", "iteration": 1, "run": "run", "key": "k1", "uri": str(old),
+        "files": {"judgments": f"{old}/judgments.jsonl", "curve": f"{old}/sub/log.json"}, "digests": {}}))
+    m = store.read_manifest(str(new))
+    assert m.uri == str(new) and m.files == {"judgments": f"{new}/judgments.jsonl", "curve": f"{new}/sub/log.json"}
+
+
+@pytest.mark.parametrize("name", ["/elsewhere/judgments.jsonl", "../other/judgments.jsonl", "s3://b/x.jsonl"])
+def test_a_file_outside_the_stage_folder_is_refused(tmp_path, name):
+    folder = tmp_path / "run/iter_1/judge"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"stage": "judge", "iteration": 1, "run": "run", "key": "k",
+                                                      "uri": str(folder), "files": {"judgments": name}}))
+    with pytest.raises(store.ManifestError, match=r"manifest.json: files.judgments: .* is not in the stage folder"):
+        store.read_manifest(str(folder))
+    with pytest.raises(ValueError, match="a stage's outputs live in its folder"):
+        store.write_manifest(Manifest(stage="judge", iteration=1, run="run", key="k", uri=str(tmp_path / "x"),
+                                      files={"judgments": str(tmp_path / "y/judgments.jsonl")}))
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("{}", "manifest.json: stage: Field required"),
+    ('{"stage": "judge", "iteration": "one", "run": "r", "key": "k", "uri": "u"}',
+     "manifest.json: iteration: Input should be a valid integer"),
+    ("[1, 2]", "manifest.json: not a manifest (a JSON list, not an object)"),
+    ('{"stage": ', "manifest.json: line 1: invalid JSON"),
+])
+def test_a_manifest_of_the_wrong_shape_is_one_line_naming_uri_and_field(tmp_path, text, expected):
+    (tmp_path / "manifest.json").write_text(text)
+    with pytest.raises(store.ManifestError) as e:
+        store.read_manifest(str(tmp_path))
+    assert str(e.value).startswith(str(tmp_path)) and expected in str(e.value) and "\n" not in str(e.value)
+    assert isinstance(e.value, store.StoreError)  # the CLI's one line
+
+
 def test_folder_digest_changes_with_content(tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "w.bin").write_bytes(b"abc")
