@@ -10,6 +10,7 @@ mistaken for finished work.
 Every call is bounded (`Bounds`, set from the run's config by `configure`): on S3 a request waits at most
 ``storage.timeout_s`` to connect and for each read, the client libraries do not retry, and `retrying` tries an
 operation again with backoff until ``storage.outage_s`` would pass, then stops with one line naming the URI.
+It runs over the usual ~400 lines on purpose: the one retry policy and the file operations it bounds are read together.
 """
 
 from __future__ import annotations
