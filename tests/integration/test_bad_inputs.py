@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -44,6 +45,7 @@ class Case:
     setup: Callable[[Path], None] | None = None  # extra input files under the work folder
     patch: Callable[[pytest.MonkeyPatch], None] | None = None  # in-process rows: code swapped for the row
     marks: list = field(default_factory=list)
+    env: dict[str, str | None] = field(default_factory=dict)  # process rows: environment set (None: removed)
 
 
 # ---------------------------------------------------------------------------------------------- input files
@@ -293,6 +295,24 @@ CASES = [
     Case("process_key_twice", ["run", "dup.yaml"], "dup.yaml line 7: dpo.beta given twice", process=True),
     Case("process_truncated_weights", [*R, "model.path=truncated", *STORE], "truncated or damaged weights", process=True),
     Case("process_unknown_stage", ["stage", "judgee", "victim", "--root", "store"], "unknown stage 'judgee'", process=True),
+    # --- the run store: damaged runs, folders that are not runs, unreachable or unusable stores
+    Case("report_of_damaged_run", ["report", "damaged", "--root", "store"], "judgments.jsonl"),
+    Case("export_of_damaged_run", ["export", "damaged", "out", "--root", "store"], "judgments.jsonl"),
+    Case("status_manifest_wrong_shape", ["status", "wrongshape", "--root", "store"], "wrongshape/iter_1/judge/manifest.json"),
+    Case("report_manifest_wrong_shape", ["report", "wrongshape", "--root", "store"], "wrongshape/iter_1/judge/manifest.json"),
+    Case("report_of_empty_folder", ["report", "store/notarun"], "notarun/config.json: no such run"),
+    Case("status_of_empty_folder", ["status", "store/notarun"], "notarun/config.json: no such run"),
+    Case("resume_of_empty_folder", ["resume", "store/notarun"], "notarun/config.json: no such run"),
+    Case("export_of_empty_folder", ["export", "store/notarun", "out"], "notarun/config.json: no such run"),
+    Case("status_root_unknown_protocol", ["status", "victim", "--root", "foo://bucket/runs"], "unknown protocol 'foo://'"),
+    Case("store_without_credentials", [*R, "storage.root=s3://bucket/runs"], "no credentials for the store", process=True,
+         env={"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_SESSION_TOKEN": None, "AWS_PROFILE": None,
+              "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent",
+              "AWS_EC2_METADATA_DISABLED": "true", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}),
+    Case("store_endpoint_closed", [*R, "storage.root=s3://bucket/runs", "storage.timeout_s=1", "storage.outage_s=3"],
+         "s3://bucket/runs/smoke/config.json: write failed for", process=True,
+         env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "not-a-secret", "AWS_EC2_METADATA_DISABLED": "true",
+              "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}),
 ]
 
 
@@ -322,6 +342,11 @@ def work(tmp_path_factory) -> Path:
                        "listconfig": "[1, 2]"}.items():
         (store / name).mkdir()
         (store / name / "config.json").write_text(text)
+    shutil.copytree(store / "victim", store / "damaged")
+    (store / "damaged" / "iter_1" / "judge" / "judgments.jsonl").unlink()
+    shutil.copytree(store / "victim", store / "wrongshape")
+    (store / "wrongshape" / "iter_1" / "judge" / "manifest.json").write_text("{}")
+    (store / "notarun").mkdir()
     shutil.copytree(store / "victim", store / "badmanifest")
     (store / "badmanifest" / "iter_0" / "benchmark" / "manifest.json").write_text("{\"stage\": ")
     return w
@@ -366,8 +391,10 @@ def _main(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
     return (code if isinstance(code, int) else 1), capsys.readouterr().err
 
 
-def _process(argv: list[str], cwd: Path) -> tuple[int, str]:
-    p = subprocess.run([sys.executable, "-m", "flows", *argv], capture_output=True, text=True, cwd=cwd, timeout=300)
+def _process(argv: list[str], cwd: Path, env: dict[str, str | None] | None = None) -> tuple[int, str]:
+    environ = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    p = subprocess.run([sys.executable, "-m", "flows", *argv], capture_output=True, text=True, cwd=cwd, timeout=300,
+                       env=environ)
     return p.returncode, p.stderr
 
 
@@ -377,7 +404,7 @@ def test_bad_input_is_one_line_and_harmless(work, monkeypatch, capsys, case: Cas
     victim_config = (work / "store" / "victim" / "config.json").read_bytes()
     before = _snapshot(work)
     if case.process:
-        code, err = _process(case.argv, work)
+        code, err = _process(case.argv, work, case.env)
     else:
         if case.patch:
             case.patch(monkeypatch)
