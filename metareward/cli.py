@@ -256,8 +256,7 @@ def _one_line(e: BaseException) -> str:
     from pydantic import ValidationError
 
     if isinstance(e, ValidationError):  # a record of the run store that a check upstream let through
-        first = e.errors()[0]
-        text = f"{e.title}: {'.'.join(str(p) for p in first['loc']) or '(top level)'}: {first['msg']}"
+        text = f"{e.title}: {store.first_error(e, '(top level)')}"
     elif isinstance(e, OSError) and e.filename:
         text = f"{e.filename}: {e.strerror}"
     else:

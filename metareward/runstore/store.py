@@ -272,9 +272,13 @@ def iter_jsonl(uri: str, model: type[T]) -> Iterator[T]:
         try:
             yield model.model_validate_json(line)
         except ValidationError as e:
-            err = e.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "(row)"
-            raise StoreError(f"{uri}: line {lineno}: {field}: {err['msg']}") from None
+            raise StoreError(f"{uri}: line {lineno}: {first_error(e, '(row)')}") from None
+
+
+def first_error(e: ValidationError, whole: str) -> str:
+    """``field: what is wrong`` of a validation error's first error (``whole`` when it concerns the whole record)."""
+    err = e.errors()[0]
+    return f"{'.'.join(str(p) for p in err['loc']) or whole}: {err['msg']}"
 
 
 def read_jsonl(uri: str, model: type[T]) -> list[T]:
@@ -333,9 +337,7 @@ def parse_manifest(uri: str, data: bytes) -> Manifest:
     try:
         return Manifest.model_validate(obj)
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(manifest)"
-        raise ManifestError(f"{uri}: {field}: {err['msg']}") from None
+        raise ManifestError(f"{uri}: {first_error(e, '(manifest)')}") from None
 
 
 def is_relative(name: str) -> bool:
