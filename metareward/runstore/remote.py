@@ -10,9 +10,10 @@ Engines and trainers read and write plain folders, so a GPU stage working on an 
   after its last file (``store_model``).
 
 Digesting a large local folder reads every byte, so ``cached_folder_digest`` remembers a folder's digest in the
-model cache under its files' names, sizes and mtimes. On a local store nothing is copied: the folder is used in
-place. Credentials and the endpoint come from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-AWS_ENDPOINT_URL, ...) through s3fs; nothing here sees them.
+model cache under its files' names, sizes and mtimes. On a local store nothing is copied: a model is read in
+place, and saved into a ``.tmp-`` sibling folder renamed to its final name once the save returned. Credentials and
+the endpoint come from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...) through
+s3fs; nothing here sees them.
 
     >>> is_remote("/data/runs/smoke"), is_remote("s3://bucket/runs/smoke")
     (False, True)
@@ -170,9 +171,11 @@ def store_model(local: str | Path, uri: str) -> str:
 
 @contextlib.contextmanager
 def model_output(uri: str, model_cache: str | None = None) -> Iterator[str]:
-    """A local folder to save a model into; on a remote store its files are uploaded to ``uri`` on success."""
+    """A local folder to save a model into, at ``uri`` only once the save returned: a local store's ``.tmp-``
+    sibling of ``uri``, then renamed; a remote store's local scratch folder, then uploaded."""
     if not is_remote(uri):
-        yield uri
+        with _renamed_into_place(Path(uri.removeprefix("file://"))) as save_dir:
+            yield save_dir
         return
     scratch_root = cache_root(model_cache) / "scratch"
     scratch_root.mkdir(parents=True, exist_ok=True)
@@ -184,3 +187,19 @@ def model_output(uri: str, model_cache: str | None = None) -> Iterator[str]:
         log.info("model %s: pushed from %s", uri, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _renamed_into_place(target: Path) -> Iterator[str]:
+    """Trainers write a model's files straight to their final names (save_pretrained), so a crash mid-save would
+    leave a torn model at ``target``: they write into a ``.tmp-`` sibling instead (what the stage's next attempt
+    removes, `store.remove_temporaries`), renamed to ``target`` on success."""
+    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
+    tmp.mkdir(parents=True)
+    try:
+        yield str(tmp)
+        if target.exists():  # what an interrupted attempt left
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

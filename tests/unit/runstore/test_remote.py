@@ -114,10 +114,35 @@ def test_store_model_uploads_once_under_its_digest(s3_bucket, tmp_path, monkeypa
     assert sorted(p.name for p in got.iterdir()) == [remote.COMPLETE, "config.json", "model.safetensors", "sub"]
 
 
-def test_local_paths_are_used_in_place(tmp_path):
+def test_local_paths_are_read_in_place(tmp_path):
     assert remote.local_model(str(tmp_path), "d") == str(tmp_path)
-    with remote.model_output(str(tmp_path / "m")) as d:
-        assert d == str(tmp_path / "m")
+
+
+def test_local_model_output_appears_whole_or_not_at_all(tmp_path):
+    """A save killed half-way leaves nothing under the model's name, and a .tmp- sibling the stage's next attempt
+    removes; one that raises leaves nothing; one that returns replaces what an earlier attempt left."""
+    stage = tmp_path / "iter_1" / "train"
+    target = stage / "model"
+    killed = remote.model_output(str(target))
+    d = Path(killed.__enter__())  # never exited: the process died inside the save
+    assert d.parent == stage and d.name.startswith(".tmp-") and d.is_dir()
+    (d / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")  # a torn header
+    assert not target.exists()
+    assert store.remove_temporaries(str(stage)) == 1 and list(stage.iterdir()) == []
+
+    with pytest.raises(KeyboardInterrupt):
+        with remote.model_output(str(target)) as d:
+            _model(Path(d))
+            raise KeyboardInterrupt
+    assert list(stage.iterdir()) == []
+
+    (target / "old").mkdir(parents=True)
+    with remote.model_output(str(target)) as d:
+        _model(Path(d))
+        digest = store.folder_digest(d)
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors", "sub"]
+    assert store.folder_digest(str(target)) == digest  # the digest taken before the rename still holds
+    assert [p.name for p in stage.iterdir()] == ["model"]
 
 
 def test_doctests():
