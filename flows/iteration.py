@@ -24,7 +24,7 @@ from tasks.tracking import track_iteration
 from tasks.stages import RunTasks
 
 
-@flow(name="meta-rewarding-iteration", flow_run_name="{cfg.run.name}-iter{t}")
+@flow(name="meta-rewarding-iteration", flow_run_name="{cfg.run.name}-iter{t}", result_serializer="json")
 def meta_rewarding_iteration(cfg: RunConfig, t: int, model: ModelRef, pool: Manifest | None = None) -> ModelRef:
     """Actor, judge and meta-judge roles of M_{t-1}, then DPO on both kinds of pairs: returns M_t. ``pool``: the
     generated prompt pool to sample from (None = the configured prompt source)."""
@@ -37,7 +37,7 @@ def meta_rewarding_iteration(cfg: RunConfig, t: int, model: ModelRef, pool: Mani
     return model_of(tasks.train(cfg, t, model, pairs))
 
 
-@flow(name="meta-rewarding-report", flow_run_name="{cfg.run.name}-iter{t}-report")
+@flow(name="meta-rewarding-report", flow_run_name="{cfg.run.name}-iter{t}-report", result_serializer="json")
 def iteration_report(cfg: RunConfig, t: int, model: ModelRef, first: ModelRef) -> dict:
     """Iteration t's report: M_t (``model``) on the held-out prompts, M_0 (``first``) beside it at t = 1, the
     summary (returned, and stored beside the iteration's stages), the run report and the iteration's artifacts, and

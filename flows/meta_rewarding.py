@@ -11,7 +11,7 @@ from metareward.records import ModelRef
 from tasks.stages import RunTasks
 
 
-@flow(name="meta-rewarding", flow_run_name="{cfg.run.name}")
+@flow(name="meta-rewarding", flow_run_name="{cfg.run.name}", result_serializer="json")
 def meta_rewarding(cfg: RunConfig) -> list[ModelRef]:
     """T iterations; iteration t trains M_t from M_{t-1} with pairs M_{t-1} made and judged itself. Before
     them, optionally: the seed model writes the prompt pool, and EFT turns the seed model into M_0. Returns
@@ -26,7 +26,7 @@ def meta_rewarding(cfg: RunConfig) -> list[ModelRef]:
     return models[1:]
 
 
-@flow(name="meta-rewarding-recipe", flow_run_name="{recipe}")
+@flow(name="meta-rewarding-recipe", flow_run_name="{recipe}", result_serializer="json")
 def meta_rewarding_recipe(recipe: str = "smoke", overrides: list[str] | None = None) -> list[ModelRef]:
     """The same loop, parameterised by a recipe name (or YAML path) and key=value overrides: what deployments
     and schedules use, so the Prefect UI form stays two fields."""

@@ -52,7 +52,7 @@ def result_storage(cfg: RunConfig):
     return block
 
 
-@flow(name="stage")
+@flow(name="stage", result_serializer="json")
 def stage(run: str, stage: str, t: int, replica: int | None = None, replicas: int = 1,
           key: str | None = None) -> str | None:
     """Stage ``stage`` of iteration ``t`` of the run stored in ``run`` (its folder or URI): the whole stage, or

@@ -194,7 +194,7 @@ def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> M
         return stages.benchmark(cfg, t, model, prompts_m)
 
 
-@task(name="base_model", tags=["cpu"])
+@task(name="base_model", tags=["cpu"], result_serializer="json")
 def base_model(cfg: RunConfig) -> ModelRef:
     return modelrefs.base_model(cfg, refresh=True)  # the orchestrator notices a folder edited in place
 

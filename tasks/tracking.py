@@ -10,7 +10,7 @@ from metareward.config import RunConfig
 from metareward.reporting import tracking
 
 
-@task(name="track", tags=["cpu"], retries=2, retry_delay_seconds=10,
+@task(name="track", tags=["cpu"], retries=2, retry_delay_seconds=10, result_serializer="json",
       task_run_name=lambda: f"track-iter{TaskRunContext.get().parameters['t']}")
 def track_iteration(cfg: RunConfig, t: int) -> dict | None:
     """Iteration t's statistics, digests, DPO curves and report to the tracking backend; the marker written."""

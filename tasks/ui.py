@@ -36,7 +36,8 @@ def _table_slug(title: str) -> str:
     return artifact_key(title.split(":", 1)[-1])
 
 
-@task(name="report", tags=["cpu"], task_run_name=lambda: f"report-iter{TaskRunContext.get().parameters['t']}")
+@task(name="report", tags=["cpu"], result_serializer="json",
+      task_run_name=lambda: f"report-iter{TaskRunContext.get().parameters['t']}")
 def publish_iteration(cfg: RunConfig, t: int) -> dict[str, str]:
     """Write the run report into the store and publish iteration t's tables as artifacts; name -> URI."""
     run = RunLayout.of(cfg)

@@ -1,5 +1,6 @@
 """The whole DAG on the fake engine (canned judge text) and a fake trainer: plumbing, caching, re-keying."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,11 @@ def test_two_iterations_then_cached_then_rekeyed(tmp_path, prefect_harness, fake
     # iteration 2 generated with M_1, the model iteration 1 trained
     assert fake_trainer[1][1] == str(run / "iter_1" / "train" / "model")
     assert (run / "iter_1" / "summary.md").is_file()
+    # Prefect's records of every flow and task result are JSON: nothing in the store is a pickle
+    records = [p for p in (run / ".prefect-results").rglob("*") if p.is_file()]
+    parsed = [json.loads(p.read_bytes()) for p in records]  # a flow's result is its JSON alone, a task's a record
+    kinds = {r["metadata"]["serializer"]["type"] for r in parsed if isinstance(r, dict) and "metadata" in r}
+    assert len(records) > 10 and kinds == {"json"}
 
     # a second run recomputes nothing
     before = _mtimes(run)
