@@ -160,19 +160,15 @@ def _check_safetensors(path: Path) -> None:
 
 
 def _torn_prefect_records(run: Path) -> set[str]:
-    """Prefect's result records cut short: empty, or JSON that does not parse (the flows' own results are base64
-    pickles, not JSON). Prefect writes them in place (LocalFileSystem.write_path) and reads one that does not parse
-    as a cache miss, so they are counted, not failed."""
+    """Prefect's result records cut short: empty, or not JSON (every flow's and task's result is JSON). Prefect
+    writes them in place (LocalFileSystem.write_path) and reads one that does not parse as a cache miss, so they
+    are counted, not failed."""
     torn = set()
     for p in (run / ".prefect-results").glob("*"):
-        data = p.read_bytes()
-        if not data:
+        try:
+            json.loads(p.read_bytes())
+        except ValueError:  # an empty file too
             torn.add(p.name)
-        elif data.startswith(b"{"):
-            try:
-                json.loads(data)
-            except ValueError:
-                torn.add(p.name)
     return torn
 
 
