@@ -323,12 +323,14 @@ def _noop_execute(stage, cfg, t, inputs, body):
     from metareward.records import Manifest
 
     folder = RunLayout.of(cfg).stage(t, stage)
-    files = {"model": folder}
+    files = {"model": store.join(folder, "model")}  # an output lives in its stage folder (`store.write_manifest`)
+    store.write_json(store.join(files["model"], "config.json"), {})
+    digests = {}
     for name in NOOP_FILES.get(stage, ()):  # empty, so what reads them after the stage (the report) finds them
         files[name] = store.join(folder, f"{name}.jsonl")
-        store.write_jsonl(files[name], [])
+        digests[name] = store.write_jsonl(files[name], [])
     m = Manifest(stage=stage, iteration=t, run=cfg.run.name, key=stages.stage_key(stage, cfg, t, inputs), uri=folder,
-                 files=files, digests={"eval": "-"}, inputs=inputs, config_digest=cfg.digest(), seed=cfg.run.seed,
+                 files=files, digests=digests, inputs=inputs, config_digest=cfg.digest(), seed=cfg.run.seed,
                  duration_s=0.0, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     store.write_manifest(m)
     return m
@@ -345,6 +347,9 @@ def _flow_seconds(iterations: int, root: str) -> tuple[float, int]:
     # gating it would measure a failure, not the orchestration.
     cfg = load_config("smoke", [f"run.iterations={iterations}", f"storage.root={root}", f"run.name=noop{iterations}",
                                 "health.enabled=false"])
+    from metareward.pipeline.calls import save_config
+
+    save_config(cfg)  # as `metareward run` does: the report reads the run's config.json
     start = time.perf_counter()
     meta_rewarding.with_options(result_storage=Path(root, ".prefect-results"))(cfg)
     secs = time.perf_counter() - start
