@@ -5,6 +5,7 @@
     metareward eval agreement --labels human.jsonl --verdicts judge.jsonl
     metareward eval arena-hard --judgments data/arena-hard-v0.1/model_judgment/gpt-4-1106-preview
     metareward eval import-human human_judgments.json labels.jsonl
+    metareward eval llmbar --results Dataset/LLMBar/Natural/evaluators/GPT-4/Vanilla/result.json
 """
 
 from __future__ import annotations
@@ -119,3 +120,14 @@ def import_human(
     rows = agreement.import_mt_bench_human(source)
     write_jsonl(str(Path(output).resolve()), rows)
     _print({"rows": len(rows), "output": output})
+
+
+@app.command("llmbar")
+def llmbar_cmd(
+    results: Annotated[str, typer.Option(help="LLMBar result.json: Dataset/LLMBar/<set>/evaluators/<evaluator>/"
+                                              "<prompt>/result.json, or one the benchmark stage wrote")],
+) -> None:
+    """accuracy, agreement, correct_both, n, counts, kappas and LLMBar's statistics.json, as its evaluate.py."""
+    from metareward.evals import llmbar
+
+    _print(llmbar.score_results(llmbar.read_results(results)))
