@@ -108,6 +108,29 @@ def arena_hard_cmd(
     _print({"model": name, **scores[name]})
 
 
+@app.command("ifeval")
+def ifeval_cmd(
+    prompts: Annotated[str, typer.Option(help="IFEval input_data.jsonl, or a hub id such as google/IFEval")],
+    responses: Annotated[str, typer.Option(help="JSONL {prompt, response}, as the official evaluator reads it")],
+    out: Annotated[Optional[str], typer.Option(help="Folder for eval_results_strict.jsonl, eval_results_loose.jsonl")]
+    = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Score only the first N prompts")] = None,
+) -> None:
+    """prompt_level/inst_level strict/loose accuracy, counts, per category and instruction, as the official tool."""
+    from metareward.evals import ifeval
+
+    rows, answers = ifeval.read_prompts(prompts, limit), ifeval.read_responses(responses)
+    try:
+        strict, loose = ifeval.evaluate(rows, answers)
+    except EvalFileError as e:  # prompts without a response: say which file lacks them
+        raise EvalFileError(f"{responses}: {e}") from None
+    summary = ifeval.summarize(strict, loose)
+    if out is not None:
+        folder = out if "://" in out else str(Path(out).resolve())
+        summary["files"] = ifeval.write_results(folder, strict, loose)
+    _print(summary)
+
+
 @app.command("import-human")
 def import_human(
     source: Annotated[str, typer.Argument(help="MT-Bench human judgments (human_judgments.json or JSONL)")],
