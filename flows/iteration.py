@@ -6,7 +6,8 @@ reports it.
     actor + judge pairs -> DPO from M_{t-1} -> M_t
 
 `meta_rewarding_iteration` is those six stage calls and returns M_t; `iteration_report` then benchmarks M_t (and
-M_0 once, beside it, at t = 1), writes the iteration's summary and the run report, and publishes the artifacts.
+M_0 once, beside it, at t = 1): its answers, then their scores and the drift guard; writes the iteration's summary
+and the run report, publishes the artifacts, and stops the run if the judge drifted.
 Both take the stage tasks from `tasks.stages.RunTasks`, which gives them the run's retry policy.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 from prefect import flow
 
 from metareward.config import RunConfig
+from metareward.pipeline import drift_guard
 from metareward.pipeline.modelrefs import model_of
 from metareward.records import Manifest, ModelRef
 from metareward.reporting import summary
@@ -46,12 +48,17 @@ def iteration_report(cfg: RunConfig, t: int, model: ModelRef, first: ModelRef) -
     done = summary.stored_manifests(cfg, t)
     baseline = None
     if cfg.eval.enabled:
-        done["benchmark"] = tasks.benchmark(cfg, t, model, done["prompts"])
-        if t == 1:  # M_0 once, so the first iteration has something to compare with
-            baseline = tasks.benchmark(cfg, 0, first, done["prompts"])
+        if t == 1:  # M_0 once: the first iteration's comparison, and the answers M_1's drift is measured against
+            baseline = tasks.benchmark(cfg, 0, first, done["prompts"], tasks.answers(cfg, 0, first, done["prompts"]))
+        previous = baseline if t == 1 else summary.benchmark_of(cfg, t - 1)
+        answers = tasks.answers(cfg, t, model, done["prompts"])
+        done["benchmark"] = tasks.benchmark(cfg, t, model, done["prompts"], answers,
+                                            previous if cfg.health.drift.enabled else None)
     out = summary.iteration_summary(t, done, baseline)
     summary.write_summary(RunLayout.of(cfg), out)
     ui.publish_iteration(cfg, t)  # <run>/report/ and the iteration's markdown and table artifacts
     if cfg.tracking.backend != "none":
         track_iteration(cfg, t)  # MLflow / W&B, once per iteration and destination
+    if cfg.eval.enabled:  # after the summary and report show the figures: a drifted judge ends the run here
+        drift_guard.check(cfg, t, summary.drift_history(cfg, t))
     return out

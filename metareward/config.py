@@ -24,16 +24,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from metareward.config_base import Section as _Section
+from metareward.config_eval import (  # noqa: F401 - the eval sections live there; re-exported for callers
+    AlpacaEvalSection, ArenaHardSection, DriftSection, EvalJudgeSection, EvalSection, IFEvalSection,
+    JudgeQualitySection, LLMBarSection, MTBenchSection)
 
 
 class ConfigError(ValueError):
     """A recipe or override that cannot be turned into a valid RunConfig; the message names the field."""
-
-
-class _Section(BaseModel):
-    # inf and nan pass every ge/gt bound, then fail (or train on garbage) deep inside a stage
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # transformers' set_seed (training) seeds numpy's global generator, which takes 0 .. 2**32 - 1 only
@@ -319,88 +319,6 @@ class ExecutionSection(_Section):
     retry_delay_seconds: float = Field(5.0, ge=0.0, description="Pause between retries.")
 
 
-class EvalJudgeSection(_Section):
-    """The evaluator judge of one benchmark (metareward.evals.judges)."""
-
-    kind: Literal["local", "openai"] = Field(
-        "local", description="'openai': any OpenAI-compatible /chat/completions endpoint (OpenAI, a vLLM server). "
-        "'local': one of our engines (engine.backend).")
-    model: str | None = Field(
-        None, description="openai: the model name (the reference judges: gpt-4 for MT-Bench, gpt-4-1106-preview "
-        "for AlpacaEval 2 and Arena-Hard). local: None = the seed model M_0 (one judge for every iteration), "
-        "'self' = the model being evaluated, or a model folder.")
-    base_url: str = Field("https://api.openai.com/v1", description="openai: the endpoint's base URL.")
-    api_key_env: str = Field("OPENAI_API_KEY", description="openai: the environment variable holding the API key "
-                             "(read at call time; never stored).")
-    scoring: Literal["parse", "expected"] = Field(
-        "parse", description="local MT-Bench judge: 'parse' reads the written [[rating]] (the harness); 'expected' "
-        "forces 'Rating: [[' and takes the expected rating 1-10 (small models that write no rating).")
-    max_tokens: int = Field(1024, ge=1, description="Length of the judge's written judgment.")
-    timeout_s: float = Field(120.0, gt=0, description="openai: seconds per request.")
-    max_retries: int = Field(5, ge=0, description="openai: retries on rate limits, 5xx and network errors.")
-
-    @model_validator(mode="after")
-    def _openai_needs_model(self) -> EvalJudgeSection:
-        if self.kind == "openai" and not self.model:
-            raise ValueError("an 'openai' judge needs a model name")
-        return self
-
-
-class MTBenchSection(_Section):
-    enabled: bool = Field(False, description="Run MT-Bench (FastChat single-answer grading) in the benchmark stage.")
-    questions: str | None = Field(
-        None, description="FastChat question.jsonl, or 'hf:<dataset>[:<split>]'. None = 3 hand-written 2-turn "
-        "questions shipped for smoke runs (not the benchmark).")
-    reference_answers: str | None = Field(
-        None, description="FastChat reference_answer/<judge>.jsonl for math/reasoning/coding. None = each "
-        "question's own 'reference' field.")
-    max_new_tokens: int = Field(1024, ge=1, description="Answer length per turn.")
-    judge: EvalJudgeSection = Field(default_factory=EvalJudgeSection)
-
-
-class AlpacaEvalSection(_Section):
-    enabled: bool = Field(False, description="Run AlpacaEval 2 (pairwise against reference outputs).")
-    references: str | None = Field(
-        None, description="Reference outputs {instruction, output, generator} (JSON list or JSONL), or "
-        "'hf:tatsu-lab/alpaca_eval:eval'. None = 4 hand-written instructions shipped for smoke runs.")
-    max_new_tokens: int = Field(1024, ge=1, description="Answer length.")
-    judge: EvalJudgeSection = Field(default_factory=EvalJudgeSection)
-    difficulty_path: str | None = Field(None, description="alpaca_eval's instruction_difficulty.csv (local copy) "
-                                        "for the official length-controlled win rate.")
-    gamed_path: str | None = Field(None, description="alpaca_eval's df_gamed.csv (local copy), idem.")
-
-
-class ArenaHardSection(_Section):
-    enabled: bool = Field(False, description="Run Arena-Hard v0.1 (two games per prompt against the baseline).")
-    questions: str | None = Field(None, description="arena-hard-auto question.jsonl (needed when enabled).")
-    baseline_answers: str | None = Field(None, description="model_answer/gpt-4-0314.jsonl (needed when enabled).")
-    max_new_tokens: int = Field(4096, ge=1, description="Answer length.")
-    bootstrap_rounds: int = Field(100, ge=1, description="Bootstrap rounds for the 95% interval (v0.1: 100).")
-    judge: EvalJudgeSection = Field(default_factory=EvalJudgeSection)
-
-    @model_validator(mode="after")
-    def _files(self) -> ArenaHardSection:
-        if self.enabled and not (self.questions and self.baseline_answers):
-            raise ValueError("arena_hard needs questions and baseline_answers when enabled")
-        return self
-
-
-class JudgeQualitySection(_Section):
-    labels: str | None = Field(
-        None, description="JSONL {id, prompt, response_a, response_b, label a|b|tie}: the model's own judge is "
-        "scored against these labels each iteration. None = skipped.")
-    tie_margin: float = Field(0.0, ge=0.0, description="Own-judge scores closer than this count as a tie.")
-
-
-class EvalSection(_Section):
-    enabled: bool = Field(True, description="Run the benchmark stage after training.")
-    max_new_tokens: int = Field(256, ge=1, description="Answer length on the held-out prompts.")
-    mt_bench: MTBenchSection = Field(default_factory=MTBenchSection)
-    alpaca_eval: AlpacaEvalSection = Field(default_factory=AlpacaEvalSection)
-    arena_hard: ArenaHardSection = Field(default_factory=ArenaHardSection)
-    judge_quality: JudgeQualitySection = Field(default_factory=JudgeQualitySection)
-
-
 class PromptPoolSection(_Section):
     enabled: bool = Field(False, description="Generate the training prompt pool from k-shot seed prompts "
                           "(Self-Rewarding's 20k prompts; method.md 2 and 8) before iteration 1.")
@@ -460,7 +378,8 @@ class EFTSection(_Section):
 
 
 class HealthSection(_Section):
-    """Judge health gates (metareward/method/health.py), checked after each judge and pairs stage."""
+    """Judge health gates (metareward/method/health.py), checked after each judge and pairs stage, and the drift
+    guard (metareward/method/drift.py), checked after each benchmark stage."""
 
     enabled: bool = Field(True, description="Check the gates below; a failed gate stops the iteration with "
                           "the iteration's health.json and an error naming the gate (finished stages are kept).")
@@ -474,6 +393,7 @@ class HealthSection(_Section):
                                        "(a collapsed judge gives 5 to everything).")
     min_pairs: int = Field(1, ge=0, description="Fewest preference pairs (actor + judge) the pairs stage must keep "
                            "for training to go on.")
+    drift: DriftSection = Field(default_factory=DriftSection)
 
 
 class TrackingSection(_Section):

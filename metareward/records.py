@@ -39,6 +39,18 @@ class Judgment(Record):
     score_probs: list[float] | None = Field(None, description="'expected' mode: P(0..5) after 'Score: '.")
 
 
+class EvalAnswer(Record):
+    """One greedy reply of the evaluated model to a benchmark item (the `answers` stage): a written answer, or for a
+    choice request the likeliest choice after a forced prefix, with every choice's probability."""
+
+    id: str = Field(description="'<benchmark>/<item id>', e.g. 'ifeval/1000', 'llmbar/Natural/3/swap'")
+    text: str
+    n_tokens: int = 0
+    finish_reason: str | None = Field(None, description="'stop', 'length', or 'too_long' (prompt over the context: "
+                                      "no answer)")
+    probs: list[float] | None = None
+
+
 class MetaVerdict(Record):
     prompt_id: str
     response_id: str

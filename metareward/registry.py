@@ -6,7 +6,7 @@ only: the stage functions are named by import path and resolved by `metareward.p
 sits at the bottom of the library and every layer may read it.
 
     >>> [s.name for s in STAGES.values() if s.sharded]
-    ['generate', 'judge', 'meta_judge']
+    ['generate', 'judge', 'meta_judge', 'answers']
     >>> STAGES["judge"].inputs, STAGES["judge"].model
     (('generate',), 'previous')
 """
@@ -27,8 +27,12 @@ ENGINE_CODE: dict[str, tuple[str, ...]] = {
     "fake": ("engines", "engines.base", "engines.fake", "method.prompts"),
 }
 ENGINE_STAGES = ("runstore.shards",)  # what every stage that runs an engine digests, whatever the backend
-EVALS = ("pipeline.benchmark", "evals.harness", "evals.judges", "evals.mtbench", "evals.alpaca", "evals.arena_hard",
-         "evals.agreement", "evals.io")
+# what reads the benchmark items and asks for their answers (the answers stage), and what scores them (benchmark)
+ANSWERS = ("pipeline.answers", "evals.harness", "evals.mtbench", "evals.alpaca", "evals.arena_hard", "evals.ifeval",
+           "evals.llmbar", "evals.io")
+EVALS = ("pipeline.benchmark", "pipeline.scored", "pipeline.drift_guard", "pipeline.answers", "evals.harness",
+         "evals.judges", "evals.mtbench", "evals.alpaca", "evals.arena_hard", "evals.agreement", "evals.io",
+         "evals.ifeval", "evals.llmbar", "evals.intervals")
 PROMPT_INPUTS = ("inputs.prompt_sets", "inputs.prompt_sources", "inputs.dedupe", "inputs.decontam")
 
 
@@ -86,9 +90,13 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           code=("method.pairs", "method.scoring", "method.prompts")),
     Stage("train", "metareward.pipeline.stages:train", inputs=("pairs",), engine=False, sections=("dpo", "model"),
           code=("training.dpo",)),
-    Stage("benchmark", "metareward.pipeline.stages:benchmark", inputs=("prompts",), model="current",
-          sections=("eval", "judge", "engine", "model"),
-          code=(*ENGINE_STAGES, "method.parsing", "method.prompts", "method.scoring", *EVALS)),
+    # the benchmark: M_t's greedy answers to every benchmark item, sharded like generate; then their scoring, the
+    # evaluator judges and the drift guard's (M_{t-1}'s answers come from the benchmark of iteration t-1)
+    Stage("answers", "metareward.pipeline.stages:answers", inputs=("prompts",), model="current", sharded=True,
+          sections=("eval", "engine", "model"), code=(*ENGINE_STAGES, *ANSWERS)),
+    Stage("benchmark", "metareward.pipeline.stages:benchmark", inputs=("prompts", "answers"), model="current",
+          sections=("eval", "judge", "engine", "model", "health.drift.enabled", "health.drift.reference_judge"),
+          code=(*ENGINE_STAGES, "method.parsing", "method.prompts", "method.scoring", "method.drift", *EVALS)),
 )}
 
 ITERATION = tuple(s.name for s in STAGES.values() if not s.iteration0)

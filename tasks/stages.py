@@ -42,6 +42,10 @@ def _file_digests(stage: str, cfg: RunConfig) -> dict[str, str]:
         from metareward.inputs import prompt_sources
 
         return {"source": prompt_sources.source_digest(prompt_sources.read_source(cfg.prompts)[0], cfg.prompts)}
+    if stage == "answers":  # the benchmark items' files (IFEval, LLMBar, MT-Bench, ...): what the stage asks
+        from metareward.pipeline import answers
+
+        return {"calls": answers.digest(answers.calls_for(cfg, [], answers.load_sources(cfg)))}
     if stage == "eft":
         from metareward.inputs import eft
 
@@ -188,10 +192,17 @@ def train(cfg: RunConfig, t: int, model: ModelRef, pairs_m: Manifest) -> Manifes
         return stages.train(cfg, t, model, pairs_m)
 
 
+@task(name="answers", tags=["gpu"], task_run_name=_name("answers"), **COMMON)
+def answers(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Manifest:
+    with progress_artifacts(cfg, t, "answers"), placed(cfg):
+        return stages.answers(cfg, t, model, prompts_m)
+
+
 @task(name="benchmark", tags=["gpu"], task_run_name=_name("benchmark"), **COMMON)
-def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Manifest:
+def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest, answers_m: Manifest,
+              previous_m: Manifest | None = None) -> Manifest:
     with progress_artifacts(cfg, t, "benchmark"), placed(cfg):
-        return stages.benchmark(cfg, t, model, prompts_m)
+        return stages.benchmark(cfg, t, model, prompts_m, answers_m, previous_m)
 
 
 @task(name="base_model", tags=["cpu"], result_serializer="json")

@@ -113,12 +113,19 @@ def answer_mt_bench(engine, questions: list[mtbench.Question], max_new_tokens: i
     """Both turns of every question: turn 1 for all, then turn 2 with turn 1's answer in the history."""
     first, _ = chat_generate(engine, [[{"role": "user", "content": q.turns[0]}] for q in questions],
                              max_new_tokens, seed)
-    two = [(q, a) for q, a in zip(questions, first) if len(q.turns) > 1]
-    convs = [[{"role": "user", "content": q.turns[0]}, {"role": "assistant", "content": a},
-              {"role": "user", "content": q.turns[1]}] for q, a in two]
+    return second_turns(engine, questions, dict(zip([q.question_id for q in questions], first)), max_new_tokens,
+                        seed)
+
+
+def second_turns(engine, questions: list[mtbench.Question], first: dict, max_new_tokens: int, seed: int):
+    """({question_id: [turn 1, turn 2]}, how the history was passed), turn 2 answered with ``first`` (turn 1's
+    answers by question id) in the history."""
+    two = [q for q in questions if len(q.turns) > 1]
+    convs = [[{"role": "user", "content": q.turns[0]}, {"role": "assistant", "content": first[q.question_id]},
+              {"role": "user", "content": q.turns[1]}] for q in two]
     second, how = chat_generate(engine, convs, max_new_tokens, seed)
-    answers = {q.question_id: [a] for q, a in zip(questions, first)}
-    for (q, _), a in zip(two, second):
+    answers = {q.question_id: [first[q.question_id]] for q in questions}
+    for q, a in zip(two, second):
         answers[q.question_id].append(a)
     return answers, how
 

@@ -1,9 +1,11 @@
-"""The public-benchmark part of the benchmark stage: MT-Bench, AlpacaEval, Arena-Hard and the own judge's
-agreement with human labels, each as configured in ``eval.*``. Called by `metareward.pipeline.stages.benchmark`, which
-passes in how to open engines; results land in the stage's manifest (stats, counts, files).
+"""The scoring part of the benchmark stage: IFEval and LLMBar (no judge to pay: `pipeline.scored`), MT-Bench,
+AlpacaEval, Arena-Hard, the own judge's agreement with human labels, and the drift guard (`pipeline.drift_guard`),
+each as configured in ``eval.*`` and ``health.drift``. Called by `metareward.pipeline.stages.benchmark` with the
+answers stage's rows and how to open engines; results land in the stage's manifest (stats, counts, files).
 
-Order matters for memory: every answer is generated first with M_t, then each benchmark's judge runs. At most
-one engine is open at a time (`EnginePool`), so a GPU never holds the evaluated model and a judge together.
+Order matters for memory: the answers are written first (the answers stage), then M_t's own work here, then each
+other judge. At most one engine is open at a time (`EnginePool`), so a GPU never holds the evaluated model and a
+judge together.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from metareward.runstore.layout import RunLayout
 from metareward.evals import agreement, alpaca, arena_hard, harness, mtbench
 from metareward.evals.io import write_jsonl
 from metareward.evals.judges import CachedJudge, JudgeCache, LocalJudge, OpenAIJudge
-from metareward.records import ModelRef, Response
+from metareward.records import EvalAnswer, Judgment, Manifest, ModelRef, Response
+from metareward.pipeline import drift_guard, scored
 from metareward.pipeline.contract import Output
 
 
@@ -48,11 +51,6 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
-def enabled(cfg) -> bool:
-    e = cfg.eval
-    return e.mt_bench.enabled or e.alpaca_eval.enabled or e.arena_hard.enabled or e.judge_quality.labels is not None
-
-
 def _judge(jcfg, model: ModelRef, seed_model: Callable[[], ModelRef], pool: EnginePool, cfg, cache: JudgeCache):
     if jcfg.kind == "openai":
         judge = OpenAIJudge(jcfg.model, jcfg.base_url, jcfg.api_key_env, jcfg.timeout_s, jcfg.max_retries)
@@ -70,40 +68,56 @@ def _judge(jcfg, model: ModelRef, seed_model: Callable[[], ModelRef], pool: Engi
 
 
 def run(cfg, model: ModelRef, folder: str, pool: EnginePool, seed_model: Callable[[], ModelRef],
-        own_judge: Callable[[object, list[Response]], list]) -> Output:
-    """Answer with M_t (the engine for ``model`` in ``pool``), then judge and score every enabled benchmark."""
+        own_judge: Callable[[object, list[Response]], list], got: dict[str, EvalAnswer], answers: list[Response],
+        judged: list[Judgment], previous_m: Manifest | None) -> Output:
+    """Score M_t's answers (``got``, the answers stage's rows by id) on every enabled benchmark: M_t's own work first
+    (MT-Bench's second turn, its own judge on M_{t-1}'s answers and on labelled pairs), then the other judges."""
+    from metareward.pipeline.answers import load_sources
+
     e, seed, res = cfg.eval, cfg.run.seed, Output()
     model_id = f"{cfg.run.name}-M{model.iteration}"
+    src = load_sources(cfg)
+    if src.ifeval is not None:
+        scored.ifeval_results(src.ifeval, got, folder, res, seed)
+    if src.llmbar:
+        scored.llmbar_results(src.llmbar, got, folder, res, e.llmbar.scoring, f"self (M_{model.iteration})", seed)
     engine = pool.get(model)
-    todo = {}
-    if e.mt_bench.enabled:
-        qs, official = harness.load_mt_questions(e.mt_bench.questions)
-        qs = harness.add_references(qs, e.mt_bench.reference_answers)
-        answers, how = harness.answer_mt_bench(engine, qs, e.mt_bench.max_new_tokens, seed)
-        todo["mt_bench"] = (qs, official, answers, how)
-    if e.alpaca_eval.enabled:
-        refs, official = harness.load_alpaca_references(e.alpaca_eval.references)
-        todo["alpaca_eval"] = (refs, official, harness.answer_alpaca(engine, refs, e.alpaca_eval.max_new_tokens, seed))
-    if e.arena_hard.enabled:
-        qs = arena_hard.read_questions(e.arena_hard.questions)
-        outs, _ = harness.chat_generate(engine, [[{"role": "user", "content": q["prompt"]}] for q in qs],
-                                      e.arena_hard.max_new_tokens, seed)
-        todo["arena_hard"] = (qs, dict(zip([q["question_id"] for q in qs], outs)))
+    mt = None
+    if src.mt_bench:
+        qs, official = src.mt_bench
+        first = {q.question_id: got[f"mt_bench/{q.question_id}"].text for q in qs}
+        mt = (qs, official, *harness.second_turns(engine, qs, first, e.mt_bench.max_new_tokens, seed))
+    previous = _previous(cfg, previous_m)
+    own_prev = own_judge(engine, previous) if previous else None
     if e.judge_quality.labels is not None:
         _judge_quality(cfg, model, folder, engine, own_judge, res)
 
     cache = JudgeCache(RunLayout.of(cfg).eval_cache)
-    if "mt_bench" in todo:
+    if mt is not None:
         judge = _judge(e.mt_bench.judge, model, seed_model, pool, cfg, cache)
-        _mt_bench(e.mt_bench, judge, folder, model_id, *todo["mt_bench"], res)
-    if "alpaca_eval" in todo:
+        _mt_bench(e.mt_bench, judge, folder, model_id, *mt, res)
+    if src.alpaca_eval:
+        refs, official = src.alpaca_eval
+        outputs = [got[f"alpaca_eval/{i}"].text for i in range(len(refs))]
         judge = _judge(e.alpaca_eval.judge, model, seed_model, pool, cfg, cache)
-        _alpaca(e.alpaca_eval, judge, folder, model_id, *todo["alpaca_eval"], seed, res)
-    if "arena_hard" in todo:
+        _alpaca(e.alpaca_eval, judge, folder, model_id, refs, official, outputs, seed, res)
+    if src.arena_hard:
+        outs = {q["question_id"]: got[f"arena_hard/{q['question_id']}"].text for q in src.arena_hard}
         judge = _judge(e.arena_hard.judge, model, seed_model, pool, cfg, cache)
-        _arena(e.arena_hard, judge, folder, model_id, *todo["arena_hard"], res)
+        _arena(e.arena_hard, judge, folder, model_id, src.arena_hard, outs, res)
+    if own_prev is not None:
+        ref_judge = drift_guard.reference(cfg, seed_model, pool, cache)
+        drift_guard.measure(cfg, model, folder, previous, answers, own_prev, judged, ref_judge, res)
     res.stats["judge_cache"] = {"hits": cache.hits, "misses": cache.misses}
     return res
+
+
+def _previous(cfg, previous_m: Manifest | None) -> list[Response]:
+    """M_{t-1}'s held-out answers (the benchmark of iteration t-1), renamed so they never share an id with M_t's."""
+    if previous_m is None or not cfg.health.drift.enabled:
+        return []
+    rows = store.read_jsonl(previous_m.files["answers"], Response)
+    return [r.model_copy(update={"id": f"{r.prompt_id}-prev"}) for r in rows]
 
 
 def _mt_bench(c, judge, folder, model_id, qs, official, answers, how, res: Output) -> None:

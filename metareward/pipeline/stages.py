@@ -11,7 +11,6 @@ import time
 from collections import Counter
 
 from metareward.config import RunConfig
-from metareward.engines.base import Sampling
 from metareward.inputs import prompt_sets
 from metareward.pipeline.contract import (Output, StageError, execute, sharded, stage_key, started,
                                           write_rows)
@@ -19,13 +18,13 @@ from metareward.pipeline import modelrefs  # modelrefs.open_model_engine is look
 from metareward.pipeline.modelrefs import LazyEngine, base_model, initial_model, model_of
 from metareward.pipeline.roles import (fits_context, judge_responses, judgeable, mean, meta_requests, run_meta,
                                        score_counts, score_stats, to_sampling)
-from metareward.records import Judgment, Manifest, MetaVerdict, ModelRef, PreferencePair, Prompt, Response
+from metareward.records import EvalAnswer, Judgment, Manifest, MetaVerdict, ModelRef, PreferencePair, Prompt, Response
 from metareward.runstore import store
 from metareward.runstore.layout import RunLayout
 
 log = logging.getLogger("metareward")
 # Also the public names of the stage contract and the model references (tasks and tests use them from here).
-__all__ = ["Output", "StageError", "base_model", "benchmark", "check_health", "execute", "generate",
+__all__ = ["Output", "StageError", "answers", "base_model", "benchmark", "check_health", "execute", "generate",
            "initial_model", "judge", "meta_judge", "model_of", "prompts", "stage_key", "train"]
 
 
@@ -264,25 +263,53 @@ def train(cfg: RunConfig, t: int, model: ModelRef, pairs_m: Manifest) -> Manifes
     return execute("train", cfg, t, {"model": model.digest, "pairs": pairs_m.digest}, compute)
 
 
-def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Manifest:
-    """M_t on the held-out prompts: answer length, and the score M_t's own judge gives (not a public benchmark)."""
+def answers(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> Manifest:
+    """M_t's greedy replies to everything the benchmark stage scores (held-out prompts, IFEval, MT-Bench turn 1,
+    AlpacaEval, Arena-Hard, LLMBar's requests), in shards that replicas answer at once (`pipeline.answers`)."""
+    from metareward.pipeline import answers as bench
 
+    rows = store.read_jsonl(prompts_m.files["eval"], Prompt)
+    work = bench.calls_for(cfg, rows, bench.load_sources(cfg))
+    inputs = {"model": model.digest, "eval": prompts_m.digests["eval"], "calls": bench.digest(work)}
+
+    def compute(folder: str) -> Output:
+        got, shard_counts, secs = _sharded_on_engine(cfg, t, "answers", inputs, folder, model, work, bench.answer_shard,
+                                                     EvalAnswer)
+        tokens = sum(a.n_tokens for a in got)
+        by_bench = Counter(a.id.split("/", 1)[0] for a in got)
+        out = Output(counts={"answers": len(got), **{f"answers_{k}": v for k, v in sorted(by_bench.items())},
+                             "truncated": sum(a.finish_reason == "length" for a in got),
+                             "too_long_for_context": sum(a.finish_reason == "too_long" for a in got)},
+                     stats={"model_iteration": model.iteration, "generated_tokens": tokens, "seconds": round(secs, 2),
+                            "tokens_per_s": round(tokens / secs, 1) if secs > 0 else None, **shard_counts})
+        write_rows(out, folder, "answers", got)
+        return out
+
+    return execute("answers", cfg, t, inputs, compute)
+
+
+def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest, answers_m: Manifest,
+              previous_m: Manifest | None = None) -> Manifest:
+    """M_t's answers scored: the held-out prompts by M_t's own judge, every enabled benchmark by its scorer and
+    evaluator judge (`pipeline.benchmark`), and the drift guard: M_t's own judge and the reference judge on the
+    held-out answers of M_{t-1} (``previous_m``, the benchmark of iteration t-1) and of M_t."""
     from metareward.pipeline import benchmark as evals
+
+    inputs = {"model": model.digest, "eval": prompts_m.digests["eval"], "answers": answers_m.digest}
+    if previous_m is not None:
+        inputs["previous"] = previous_m.digest
 
     def compute(folder: str) -> Output:
         rows = store.read_jsonl(prompts_m.files["eval"], Prompt)
-        engine = modelrefs.open_model_engine(cfg, model)
-        pool = evals.EnginePool(lambda ref: modelrefs.open_model_engine(cfg, ref))  # public benchmarks may judge with another model
-        pool.put(model, engine)
+        got = {a.id: a for a in store.read_jsonl(answers_m.files["answers"], EvalAnswer)}
+        answers = [Response(id=f"{p.id}-eval", prompt_id=p.id, prompt=p.prompt, text=got[f"heldout/{p.id}"].text,
+                            n_tokens=got[f"heldout/{p.id}"].n_tokens, finish_reason=got[f"heldout/{p.id}"].finish_reason)
+                   for p in rows]
+        pool = evals.EnginePool(lambda ref: modelrefs.open_model_engine(cfg, ref))  # one model open at a time
         try:
-            sampling = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=cfg.eval.max_new_tokens)
-            outs = engine.generate([p.prompt for p in rows], 1, sampling, cfg.run.seed)
-            answers = [Response(id=f"{p.id}-eval", prompt_id=p.id, prompt=p.prompt, text=cs[0].text,
-                                n_tokens=cs[0].n_tokens, finish_reason=cs[0].finish_reason)
-                       for p, cs in zip(rows, outs)]
-            judged = judge_responses(engine, cfg, answers, 1) if answers else []
+            judged = judge_responses(pool.get(model), cfg, answers, 1) if answers else []
             extra = evals.run(cfg, model, folder, pool, lambda: initial_model(cfg),
-                              lambda eng, rs: judge_responses(eng, cfg, rs, 1)) if evals.enabled(cfg) else None
+                              lambda eng, rs: judge_responses(eng, cfg, rs, 1), got, answers, judged, previous_m)
         finally:
             pool.close()
         out = Output(counts={"eval_prompts": len(rows), **score_counts(judged)},
@@ -290,8 +317,7 @@ def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest) -> M
                             **score_stats(judged), "judge": f"self (M_{model.iteration})"})
         write_rows(out, folder, "answers", answers)
         write_rows(out, folder, "judgments", judged)
-        if extra is not None:  # MT-Bench / AlpacaEval / Arena-Hard / judge quality, each naming its judge
-            out.merge(extra)
+        out.merge(extra)  # IFEval, LLMBar, MT-Bench, AlpacaEval, Arena-Hard, judge quality, drift: each naming its judge
         return out
 
-    return execute("benchmark", cfg, t, {"model": model.digest, "eval": prompts_m.digests["eval"]}, compute)
+    return execute("benchmark", cfg, t, inputs, compute)

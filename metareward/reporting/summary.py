@@ -34,6 +34,22 @@ def stored_manifests(cfg: RunConfig, t: int) -> dict[str, Manifest]:
     return out
 
 
+def benchmark_of(cfg: RunConfig, t: int) -> Manifest | None:
+    """Iteration t's benchmark manifest (t = 0: M_0's), or None where it has none."""
+    return store.read_manifest(RunLayout.of(cfg).stage(t, "benchmark"))
+
+
+def drift_history(cfg: RunConfig, t: int) -> list[dict]:
+    """The drift figures of iterations 1..t, oldest first, from their benchmark manifests (those without any
+    left out: a run's drift guard may have been switched on late)."""
+    out = []
+    for it in range(1, t + 1):
+        m = benchmark_of(cfg, it)
+        if m is not None and "drift" in m.stats:
+            out.append(m.stats["drift"])
+    return out
+
+
 def iteration_summary(t: int, manifests: dict[str, Manifest], baseline: Manifest | None = None) -> dict:
     """One dict per iteration; ``manifests`` maps stage name -> manifest (meta_judge may be absent)."""
     g, j, p = manifests["generate"], manifests["judge"], manifests["pairs"]

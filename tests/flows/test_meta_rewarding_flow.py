@@ -63,8 +63,8 @@ def test_two_iterations_then_cached_then_rekeyed(tmp_path, prefect_harness, fake
     run_pipeline(_cfg(tmp_path, "dpo.beta=0.2"))
     after = _mtimes(run)
     changed = sorted(str(p.relative_to(run).parent) for p in after if after[p] != before[p])
-    assert changed == ["iter_1/benchmark", "iter_1/train"] + [f"iter_2/{s}" for s in
-                                                              ["benchmark", "generate", "judge", "pairs", "train"]]
+    assert changed == ["iter_1/answers", "iter_1/benchmark", "iter_1/train"] + [
+        f"iter_2/{s}" for s in ["answers", "benchmark", "generate", "judge", "pairs", "train"]]
 
 
 def test_collapsed_judge_gives_no_actor_pairs(tmp_path, prefect_harness, fake_trainer, monkeypatch):

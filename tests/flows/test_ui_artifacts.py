@@ -43,9 +43,9 @@ def test_iteration_publishes_report_and_artifacts(tmp_path, prefect_harness, fak
         assert "recipe:smoke" in task_runs["judge-iter1"].tags and "train-iter1" in task_runs
         assert set(task_runs) == {f"{s}-iter1" for s in ("prompts", "generate", "judge", "meta_judge", "pairs",
                                                           "train")}  # the iteration is its six stages
-        # ... then the report, a flow run of its own: M_1's and M_0's benchmark, the summary, the report task
+        # ... then the report, a flow run of its own: M_1's and M_0's answers and benchmark, the summary, the report
         report_runs = {tr.name for tr in client.read_task_runs(flow_run_filter=FlowRunFilter(
             name=FlowRunFilterName(any_=["UI_Run.1-iter1-report"])))}
-        assert report_runs == {"benchmark-iter1", "benchmark-iter0", "report-iter1"}
+        assert report_runs == {"answers-iter1", "benchmark-iter1", "answers-iter0", "benchmark-iter0", "report-iter1"}
     rep = report.load_run(str(run))
     assert rep.iterations[1].manifests["judge"].counts["judgments"] == len(judgments)

@@ -16,6 +16,12 @@ M0 = ModelRef(uri="fake-m0", digest="d0d0d0d0d0d0d0d0", iteration=0)
 M1 = ModelRef(uri="fake-m1", digest="d1d1d1d1d1d1d1d1", iteration=1)
 
 
+def _benchmark(cfg, t, model, previous=None):
+    """The answers stage, then the benchmark stage, as the report flow runs them."""
+    prompts_m = stages.prompts(cfg, max(t, 1))
+    return stages.benchmark(cfg, t, model, prompts_m, stages.answers(cfg, t, model, prompts_m), previous)
+
+
 @pytest.fixture
 def cfg(tmp_path, monkeypatch):
     monkeypatch.setattr(modelrefs, "base_model", lambda cfg: M0)   # no model resolution in a unit test
@@ -23,7 +29,7 @@ def cfg(tmp_path, monkeypatch):
 
 
 def test_benchmark_stage_records_results_and_judges(cfg, tmp_path):
-    m = stages.benchmark(cfg, 1, M1, stages.prompts(cfg, 1))
+    m = _benchmark(cfg, 1, M1)
     mt, al = m.stats["mt_bench"], m.stats["alpaca_eval"]
     assert mt["judge"] == "local:fake:M_0#d0d0d0d0d0d0" == al["judge"]   # M_0 judges every iteration
     assert mt["label"] == al["label"] == "not comparable to published"
@@ -48,7 +54,7 @@ def test_benchmark_stage_records_results_and_judges(cfg, tmp_path):
 
     # recomputing the stage (its manifest gone) answers again but takes every judgment from the cache
     store.invalidate(m.uri)
-    again = stages.benchmark(cfg, 1, M1, stages.prompts(cfg, 1))
+    again = _benchmark(cfg, 1, M1)
     assert again.stats["judge_cache"] == {"hits": 16, "misses": 0}   # 6 x 2 rating passes + 4 annotations
     assert again.stats["mt_bench"]["score"] == mt["score"]
 
@@ -60,7 +66,7 @@ def test_judge_quality_of_the_own_judge(cfg, tmp_path):
     cfg = load_config("smoke", [f"storage.root={tmp_path}", "engine.backend=fake", "run.name=q",
                                 "eval.mt_bench.enabled=false", "eval.alpaca_eval.enabled=false",
                                 f"eval.judge_quality.labels={labels}"])
-    m = stages.benchmark(cfg, 1, M1, stages.prompts(cfg, 1))
+    m = _benchmark(cfg, 1, M1)
     q = m.stats["judge_quality"]
     rows = agreement.read_verdicts(m.files["judge_quality_verdicts"])
     # the manifest's agreement is recomputed from the written verdicts and the labels

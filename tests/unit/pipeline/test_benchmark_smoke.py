@@ -21,7 +21,7 @@ def test_smoke_benchmark_stage_on_the_real_model(tmp_path):
     m0 = stages.base_model(cfg)
     prompts_m = stages.prompts(cfg, 1)
     start = time.perf_counter()
-    m = stages.benchmark(cfg, 0, m0, prompts_m)
+    m = stages.benchmark(cfg, 0, m0, prompts_m, stages.answers(cfg, 0, m0, prompts_m))
     first = time.perf_counter() - start
 
     mt, al = m.stats["mt_bench"], m.stats["alpaca_eval"]
@@ -34,6 +34,6 @@ def test_smoke_benchmark_stage_on_the_real_model(tmp_path):
     # a recomputation takes every judgment from the cache
     store.invalidate(m.uri)
     start = time.perf_counter()
-    again = stages.benchmark(cfg, 0, m0, prompts_m)
+    again = stages.benchmark(cfg, 0, m0, prompts_m, stages.answers(cfg, 0, m0, prompts_m))
     assert again.stats["judge_cache"]["misses"] == 0 and again.stats["mt_bench"]["score"] == mt["score"]
     print(f"\nbenchmark stage: {first:.1f} s, {time.perf_counter() - start:.1f} s with the judge cache")

@@ -40,7 +40,7 @@ def test_a_cpu_engine_change_rekeys_transformers_stages_only(decode_loop_edited)
     after = {b: _keys(b) for b in ENGINE_CODE}
     assert after["vllm"] == before["vllm"] and after["fake"] == before["fake"]
     changed = {s for s in STAGES if after["transformers"][s] != before["transformers"][s]}
-    assert changed == ENGINE_STAGES == {"prompt_pool", "eft", "generate", "judge", "meta_judge", "benchmark"}
+    assert changed == ENGINE_STAGES == {"prompt_pool", "eft", "generate", "judge", "meta_judge", "answers", "benchmark"}
 
 
 def test_the_backend_enters_only_the_keys_of_stages_that_run_an_engine():

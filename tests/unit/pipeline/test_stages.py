@@ -64,7 +64,7 @@ def test_a_change_in_the_decode_loop_rekeys_the_stages_that_generate(monkeypatch
     monkeypatch.setattr(Path, "read_text",
                         lambda self, *a, **k: real(self, *a, **k) + ("\n_x = 1\n" if self.name == "decoding.py" else ""))
     changed = {s for s in STAGES if contract.code_digest(s, "transformers") != before[s]}
-    assert changed == {"prompt_pool", "eft", "generate", "judge", "meta_judge", "benchmark"}
+    assert changed == {"prompt_pool", "eft", "generate", "judge", "meta_judge", "answers", "benchmark"}
 
 
 def test_a_comment_or_docstring_edit_keeps_every_key(monkeypatch):

@@ -1,0 +1,50 @@
+"""The drift figures and gates (metareward/method/drift.py), on scores worked out by hand."""
+
+from metareward.config import DriftSection
+from metareward.method import drift
+
+
+def _example():
+    """The module docstring's example: own prev (3, 4) cur (5, 4); reference prev (3, 4) cur (2, 4)."""
+    own = {"prev": {"p1": 3.0, "p2": 4.0}, "cur": {"p1": 5.0, "p2": 4.0}}
+    ref = {"prev": {"p1": 3.0, "p2": 4.0}, "cur": {"p1": 2.0, "p2": 4.0}}
+    texts = {"prev": {"p1": "ab", "p2": "abcd"}, "cur": {"p1": "abcdefgh", "p2": "x"}}
+    return drift.metrics(own, ref, texts)
+
+
+def test_metrics_of_the_docstring_example():
+    """own 3.5 -> 4.5 (+1.0), reference 3.5 -> 3.0 (-0.5), gap 4.5 - 3.0 = 1.5; preferences: own p1 cur, p2 tie
+    -> 0.75; reference p1 prev, p2 tie -> 0.25; excess 0.5. Preferred lengths (ties left out): own picks cur's p1
+    (8 chars), the reference prev's p1 (2). Mean lengths: prev (2 + 4) / 2 = 3, cur (8 + 1) / 2 = 4.5."""
+    m = _example()
+    assert m == {"prompts": 2, "own_prev": 3.5, "own_cur": 4.5, "ref_prev": 3.5, "ref_cur": 3.0,
+                 "own_change": 1.0, "ref_change": -0.5, "gap": 1.5, "self_preference": 0.75,
+                 "ref_preference": 0.25, "self_preference_excess": 0.5, "own_preferred_chars": 8.0,
+                 "ref_preferred_chars": 2.0, "prev_chars": 3.0, "cur_chars": 4.5}
+
+
+def test_unscored_prompts_drop_out_of_the_preference_only():
+    """p2 unscored by the own judge for cur: its mean is over p1 alone (5.0) and the preference over p1 (1.0)."""
+    own = {"prev": {"p1": 3.0, "p2": 4.0}, "cur": {"p1": 5.0}}
+    ref = {"prev": {}, "cur": {}}
+    m = drift.metrics(own, ref, {"prev": {"p1": "a", "p2": "b"}, "cur": {"p1": "c", "p2": "d"}})
+    assert (m["own_cur"], m["self_preference"], m["ref_preference"], m["self_preference_excess"]) == (5.0, 1.0, None,
+                                                                                                      None)
+
+
+def test_gates():
+    """The example diverges (own +1.0, reference -0.5) and its excess 0.5 passes 0.25; k=2 needs two such
+    iterations in a row; a later iteration that does not diverge ends the run of them."""
+    m = _example()
+    cfg = DriftSection(k=2, max_self_preference_excess=0.25)
+    assert drift.failed_gates([m], cfg) == [
+        "health.drift.max_self_preference_excess: self_preference_excess 0.5 > 0.25 (own 0.75, reference 0.25)"]
+    calm = {**m, "self_preference_excess": 0.0}
+    assert drift.failed_gates([calm], cfg) == []
+    assert drift.failed_gates([calm, calm], cfg) == [
+        "health.drift.k: the own judge's mean rose while the reference's fell in 2 iterations in a row "
+        "(own +1.0, reference -0.5 at the last) >= 2"]
+    steady = {**calm, "ref_change": 0.2}
+    assert drift.failed_gates([calm, steady, calm], cfg) == []
+    assert drift.failed_gates([calm, calm], DriftSection(k=2, min_change=0.5)) == []  # -0.5 is not below -0.5
+    assert drift.failed_gates([], cfg) == []
