@@ -145,8 +145,9 @@ def expected_ratings(judge, chats: list[Chat]) -> list[float]:
 
 
 def judge_mt_bench(judge, questions: list[mtbench.Question], answers: dict, model_id: str, scoring: str,
-                   max_tokens: int) -> list[dict]:
-    """FastChat judgment rows for every (question, turn) answered; score -1 where no rating was found."""
+                   max_tokens: int, tstamp: float | None = None) -> list[dict]:
+    """FastChat judgment rows for every (question, turn) answered; score -1 where no rating was found. ``tstamp``:
+    the rows' time (None: now)."""
     jobs = []
     for q in questions:
         for turn in (1, 2)[:len(answers[q.question_id])]:
@@ -159,7 +160,7 @@ def judge_mt_bench(judge, questions: list[mtbench.Question], answers: dict, mode
     else:
         texts = judge.generate(chats, max_tokens)
         scores = [mtbench.parse_rating(t) for t in texts]
-    return [mtbench.judgment_row(q.question_id, model_id, judge.identity, name, c.user, text, s, turn)
+    return [mtbench.judgment_row(q.question_id, model_id, judge.identity, name, c.user, text, s, turn, tstamp)
             for (q, turn, name, c), text, s in zip(jobs, texts, scores)]
 
 

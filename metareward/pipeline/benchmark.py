@@ -69,9 +69,10 @@ def _judge(jcfg, model: ModelRef, seed_model: Callable[[], ModelRef], pool: Engi
 
 def run(cfg, model: ModelRef, folder: str, pool: EnginePool, seed_model: Callable[[], ModelRef],
         own_judge: Callable[[object, list[Response]], list], got: dict[str, EvalAnswer], answers: list[Response],
-        judged: list[Judgment], previous_m: Manifest | None) -> Output:
+        judged: list[Judgment], previous_m: Manifest | None, tstamp: float) -> Output:
     """Score M_t's answers (``got``, the answers stage's rows by id) on every enabled benchmark: M_t's own work first
-    (MT-Bench's second turn, its own judge on M_{t-1}'s answers and on labelled pairs), then the other judges."""
+    (MT-Bench's second turn, its own judge on M_{t-1}'s answers and on labelled pairs), then the other judges.
+    ``tstamp``: the time the harnesses' rows carry (the answers' own, so a recomputed stage writes the same bytes)."""
     from metareward.pipeline.answers import load_sources
 
     e, seed, res = cfg.eval, cfg.run.seed, Output()
@@ -95,7 +96,7 @@ def run(cfg, model: ModelRef, folder: str, pool: EnginePool, seed_model: Callabl
     cache = JudgeCache(RunLayout.of(cfg).eval_cache)
     if mt is not None:
         judge = _judge(e.mt_bench.judge, model, seed_model, pool, cfg, cache)
-        _mt_bench(e.mt_bench, judge, folder, model_id, *mt, res)
+        _mt_bench(e.mt_bench, judge, folder, model_id, *mt, res, tstamp)
     if src.alpaca_eval:
         refs, official = src.alpaca_eval
         outputs = [got[f"alpaca_eval/{i}"].text for i in range(len(refs))]
@@ -104,7 +105,7 @@ def run(cfg, model: ModelRef, folder: str, pool: EnginePool, seed_model: Callabl
     if src.arena_hard:
         outs = {q["question_id"]: got[f"arena_hard/{q['question_id']}"].text for q in src.arena_hard}
         judge = _judge(e.arena_hard.judge, model, seed_model, pool, cfg, cache)
-        _arena(e.arena_hard, judge, folder, model_id, src.arena_hard, outs, res)
+        _arena(e.arena_hard, judge, folder, model_id, src.arena_hard, outs, res, tstamp)
     if own_prev is not None:
         ref_judge = drift_guard.reference(cfg, seed_model, pool, cache)
         drift_guard.measure(cfg, model, folder, previous, answers, own_prev, judged, ref_judge, res)
@@ -120,14 +121,14 @@ def _previous(cfg, previous_m: Manifest | None) -> list[Response]:
     return [r.model_copy(update={"id": f"{r.prompt_id}-prev"}) for r in rows]
 
 
-def _mt_bench(c, judge, folder, model_id, qs, official, answers, how, res: Output) -> None:
+def _mt_bench(c, judge, folder, model_id, qs, official, answers, how, res: Output, tstamp: float) -> None:
     rows = harness.judge_mt_bench(judge, qs, answers, model_id, c.judge.scoring if judge.kind == "local" else "parse",
-                                c.judge.max_tokens)
+                                  c.judge.max_tokens, tstamp)
     base = store.join(folder, "mt_bench")
     res.add("mt_bench_questions", store.join(base, "question.jsonl"), mtbench.write_questions(
         store.join(base, "question.jsonl"), qs))
     uri = store.join(base, "model_answer", f"{model_id}.jsonl")
-    res.add("mt_bench_answers", uri, mtbench.write_answers(uri, model_id, answers))
+    res.add("mt_bench_answers", uri, mtbench.write_answers(uri, model_id, answers, tstamp))
     uri = store.join(base, "model_judgment", f"{_safe(judge.identity)}_single.jsonl")
     res.add("mt_bench_judgments", uri, write_jsonl(uri, rows))
     s = mtbench.score(rows, {q.question_id: q.category for q in qs})
@@ -151,12 +152,12 @@ def _alpaca(c, judge, folder, model_id, refs, official, outputs, seed, res: Outp
     res.stats["alpaca_eval"] = {**s, **harness.judge_record("alpaca_eval", judge, official)}
 
 
-def _arena(c, judge, folder, model_id, qs, answers, res: Output) -> None:
+def _arena(c, judge, folder, model_id, qs, answers, res: Output, tstamp: float) -> None:
     baseline = arena_hard.read_answers(c.baseline_answers)
     rows = harness.judge_arena_hard(judge, qs, answers, baseline, model_id, c.judge.max_tokens)
     base = store.join(folder, "arena_hard")
     uri = store.join(base, "model_answer", f"{model_id}.jsonl")
-    res.add("arena_hard_answers", uri, write_jsonl(uri, [arena_hard.answer_row(q, model_id, a, len(a.split()))
+    res.add("arena_hard_answers", uri, write_jsonl(uri, [arena_hard.answer_row(q, model_id, a, len(a.split()), tstamp)
                                                          for q, a in answers.items()]))
     uri = store.join(base, "model_judgment", _safe(judge.identity), f"{model_id}.jsonl")
     res.add("arena_hard_judgments", uri, write_jsonl(uri, rows))

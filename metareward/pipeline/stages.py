@@ -309,7 +309,8 @@ def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest, answ
         try:
             judged = judge_responses(pool.get(model), cfg, answers, 1) if answers else []
             extra = evals.run(cfg, model, folder, pool, lambda: initial_model(cfg),
-                              lambda eng, rs: judge_responses(eng, cfg, rs, 1), got, answers, judged, previous_m)
+                              lambda eng, rs: judge_responses(eng, cfg, rs, 1), got, answers, judged, previous_m,
+                              _created(answers_m))
         finally:
             pool.close()
         out = Output(counts={"eval_prompts": len(rows), **score_counts(judged)},
@@ -321,3 +322,10 @@ def benchmark(cfg: RunConfig, t: int, model: ModelRef, prompts_m: Manifest, answ
         return out
 
     return execute("benchmark", cfg, t, inputs, compute)
+
+
+def _created(m: Manifest) -> float:
+    """When a manifest was written, as a Unix time."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(m.created).timestamp() if m.created else 0.0
