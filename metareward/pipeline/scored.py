@@ -31,9 +31,8 @@ def ifeval_results(prompts: list[dict], got: dict[str, EvalAnswer], folder: str,
     base = store.join(folder, "ifeval")
     uri = store.join(base, "input_response_data.jsonl")
     res.add("ifeval_responses", uri, write_jsonl(uri, [{"prompt": p, "response": r} for p, r in responses.items()]))
-    for name, rows in (("strict", strict), ("loose", loose)):
-        uri = store.join(base, f"eval_results_{name}.jsonl")
-        res.add(f"ifeval_{name}", uri, write_jsonl(uri, rows))
+    for name, digest in ifeval.write_results(base, strict, loose).items():  # the official evaluator's bytes
+        res.add(f"ifeval_{name.removesuffix('.jsonl').removeprefix('eval_results_')}", store.join(base, name), digest)
     summary = ifeval.summarize(strict, loose)
     intervals = {}
     for name, rows in (("strict", strict), ("loose", loose)):

@@ -48,3 +48,16 @@ def test_gates():
     assert drift.failed_gates([calm, steady, calm], cfg) == []
     assert drift.failed_gates([calm, calm], DriftSection(k=2, min_change=0.5)) == []  # -0.5 is not below -0.5
     assert drift.failed_gates([], cfg) == []
+
+
+def test_bootstrap_intervals():
+    """4 items 1, 1, 0, 1: value 0.75; the interval is the rounds' 2.5th..97.5th percentiles, inside [0, 1] and
+    around the value; the same seed gives the same interval. A ratio: 1 of 2 and 0 of 1 -> 1 / 3."""
+    from metareward.evals.intervals import bootstrap
+
+    b = bootstrap([1, 1, 0, 1], rounds=1000, seed=0)
+    assert b["value"] == 0.75 and 0.0 <= b["lo"] <= 0.75 <= b["hi"] <= 1.0 and b["n"] == 4
+    assert bootstrap([1, 1, 0, 1], rounds=1000, seed=0) == b
+    assert bootstrap([1, 0], [2, 1])["value"] == round(1 / 3, 4)
+    assert bootstrap([1, 1, 1])["lo"] == bootstrap([1, 1, 1])["hi"] == 1.0  # no spread, no width
+    assert bootstrap([])["value"] is None
