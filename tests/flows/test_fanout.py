@@ -30,16 +30,19 @@ def _cfg(root: Path, name: str, *extra: str):
 
 
 def _run(cfg, launcher=fanout.run_processes) -> None:
-    """Iteration 1 up to the pairs, the GPU stages as local mode runs them: in processes of their own."""
+    """Iteration 1 up to the pairs, then M_0's benchmark answers, the GPU stages as local mode runs them: in
+    processes of their own."""
     calls.save_config(cfg)
     with contract.launching(launcher):
         for stage in STAGES:
             calls.run(cfg, stage, 1)
+        calls.run(cfg, "answers", 0)
 
 
 def _rows(cfg) -> dict[str, bytes]:
     run = Path(RunLayout.of(cfg).run)
-    return {s: (run / "iter_1" / s / f"{f}.jsonl").read_bytes() for s, f in FILES.items()}
+    rows = {s: (run / "iter_1" / s / f"{f}.jsonl").read_bytes() for s, f in FILES.items()}
+    return {**rows, "answers": (run / "iter_0" / "answers" / "answers.jsonl").read_bytes()}
 
 
 def test_two_replicas_give_the_rows_of_one_byte_for_byte(tmp_path):
@@ -119,10 +122,12 @@ def test_a_replica_killed_by_a_signal_is_worth_a_retry(tmp_path, monkeypatch):
 def test_the_real_model_gives_the_same_rows_on_one_process_of_two_threads_and_two_of_one(tmp_path, monkeypatch):
     """The embedded SmolLM2 on the transformers engine (sizes cut to fit CI): one replica with two threads (its two
     batches decoding at once) and two replicas of one thread each give byte-identical responses, judgments,
-    verdicts and pairs."""
+    verdicts, pairs and benchmark answers (IFEval, MT-Bench, AlpacaEval, LLMBar's choice requests)."""
     small = ["engine.backend=transformers", "prompts.per_iteration=4", "actor.k=2", "judge.n=3",
              "actor.sampling.max_new_tokens=24", "judge.sampling.max_new_tokens=12", "engine.shard_size=2",
-             "engine.batch_size=4"]
+             "engine.batch_size=4", "prompts.eval_count=2", "eval.max_new_tokens=12", "eval.ifeval.limit=3",
+             "eval.ifeval.max_new_tokens=12", "eval.mt_bench.max_new_tokens=8", "eval.alpaca_eval.max_new_tokens=8",
+             "eval.llmbar.limit=2"]
     one, two = _cfg(tmp_path, "one", "engine.replicas=1", *small), _cfg(tmp_path, "two", "engine.replicas=2", *small)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     _run(one)
