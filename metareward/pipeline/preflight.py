@@ -48,6 +48,32 @@ def check(cfg: RunConfig) -> None:
         read_ranked_file(cfg.eft.path, cfg.eft.lang)
     for field, path in _eval_files(cfg):
         _utf8_file(field, path)
+    _judge_free(cfg)
+
+
+def _judge_free(cfg: RunConfig) -> None:
+    """IFEval's prompts and LLMBar's sets read whole (a bad line or field names the file), and the drift guard's
+    reference judge folder checked, before anything is written."""
+    e, ref = cfg.eval, cfg.health.drift.reference_judge
+    if e.enabled and e.ifeval.enabled and e.ifeval.prompts is not None and not _hub_id(e.ifeval.prompts):
+        from metareward.evals import ifeval
+
+        _utf8_file("eval.ifeval.prompts", e.ifeval.prompts)
+        ifeval.read_prompts(e.ifeval.prompts, e.ifeval.limit)
+    if e.enabled and e.llmbar.enabled:
+        from metareward.evals import llmbar
+
+        for name, path in sorted((e.llmbar.sets or {}).items()):
+            _utf8_file(f"eval.llmbar.sets.{name}", path)
+            llmbar.read_dataset(path, e.llmbar.limit)
+    if e.enabled and cfg.health.drift.enabled and ref.kind == "local" and ref.model not in (None, "self"):
+        check_model("health.drift.reference_judge.model", ref.model, cfg.engine.backend != "fake",
+                    cfg.model.trust_remote_code)
+
+
+def _hub_id(spec: str) -> bool:
+    """'google/IFEval': a dataset id, not a local file (no such path, one slash, no file suffix)."""
+    return not Path(spec).expanduser().exists() and spec.count("/") == 1 and not Path(spec).suffix
 
 
 def _prompts(cfg: RunConfig) -> None:

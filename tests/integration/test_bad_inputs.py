@@ -92,6 +92,9 @@ FILES: dict[str, str | bytes] = {
     "near.jsonl": "".join(json.dumps({"id": f"n{i}", "prompt": "Explain in two careful sentences how plants turn "
                                       f"sunlight, water and air into sugar, variant {i}."}) + "\n" for i in range(12)),
     "promptsdir/keep": "",
+    # benchmark files: an IFEval row without its instructions, an LLMBar pair without its second output
+    "ifeval_noids.jsonl": json.dumps({"key": 1, "prompt": "Write a haiku.", "kwargs": [{}]}) + "\n",
+    "llmbar_noout2.json": json.dumps([{"input": "Say hi.", "output_1": "Hi.", "label": 1}]),
     # datasets
     "d.csv": "text,id\nExplain topic number one in two sentences.,1\n",
     "d.jsonl": json.dumps({"text": "Explain topic number one in two sentences.", "id": 1}) + "\n",
@@ -227,6 +230,16 @@ CASES = [
     Case("decontam_file_not_utf8", [*R, "prompts.decontam.benchmarks={mt_bench: latin1.jsonl}", *STORE],
          "prompts.decontam.benchmarks.mt_bench latin1.jsonl: line 2: not UTF-8 text"),
     Case("eft_file_missing", [*R, "eft.enabled=true", "eft.path=ranked.jsonl", *STORE], "eft.path ranked.jsonl: no such file"),
+    Case("ifeval_prompts_missing", [*R, "eval.ifeval.prompts=input_data.jsonl", *STORE],
+         "eval.ifeval.prompts input_data.jsonl: no such file"),
+    Case("ifeval_row_without_instructions", [*R, "eval.ifeval.prompts=ifeval_noids.jsonl", *STORE],
+         "ifeval_noids.jsonl: line 1: missing field 'instruction_id_list'"),
+    Case("llmbar_set_missing", [*R, "eval.llmbar.sets={Natural: dataset.json}", *STORE],
+         "eval.llmbar.sets.Natural dataset.json: no such file"),
+    Case("llmbar_pair_without_output", [*R, "eval.llmbar.sets={Natural: llmbar_noout2.json}", *STORE],
+         "llmbar_noout2.json: entry 1: missing field 'output_2'"),
+    Case("drift_reference_judge_missing", [*R, "health.drift.reference_judge.model=./no-judge", *STORE],
+         "health.drift.reference_judge.model ./no-judge: no such folder"),
     Case("mt_bench_questions_missing", [*R, "eval.mt_bench.enabled=true", "eval.mt_bench.questions=q.jsonl", *STORE],
          "eval.mt_bench.questions q.jsonl: no such file"),
     # --- datasets: the column is read from the header or schema
@@ -371,9 +384,11 @@ def _finished_run(w: Path) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(metareward.training.dpo, "train_dpo", train_dpo)
         calls.save_config(cfg)
-        for stage in ITERATION:
+        for stage in ITERATION[:-1]:  # then M_0's benchmark, which M_1's drift guard reads, and M_1's
             calls.run(cfg, stage, 1)
+        calls.run(cfg, "answers", 0)
         calls.run(cfg, "benchmark", 0)
+        calls.run(cfg, "benchmark", 1)
     assert (w / "store" / "victim" / "iter_1" / "train" / "manifest.json").is_file()
 
 
