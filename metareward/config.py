@@ -268,7 +268,7 @@ class EngineSection(_Section):
         "loses only the shards in flight. Every sample has its own seed (from its item's place in the stage's "
         "work list and its index), so rows depend neither on the shard size, nor on the replicas, nor on a resume.")
     replicas: int = Field(
-        0, ge=0, description="Engine replicas a sharded stage (generate, judge, meta-judge) runs at once, each a "
+        0, ge=0, description="Engine replicas a sharded stage (generate, judge, meta-judge, answers) runs at once, each a "
         "process with its own GPUs (tensor_parallel_size each) or its share of the CPU cores; on a pool "
         "(execution.mode=deployments), each a deployment run of the stage flow. 0 = one per tensor_parallel_size "
         "GPUs of the worker, one on a CPU; on a pool 0 = 1 (the orchestrator cannot see the pool's GPUs).")
@@ -300,7 +300,7 @@ class StorageSection(_Section):
 
 class ExecutionSection(_Section):
     stage_process: Literal["own", "inline"] = Field(
-        "own", description="local mode: 'own' runs each GPU stage (generate, judge, meta-judge, train, benchmark, "
+        "own", description="local mode: 'own' runs each GPU stage (generate, judge, meta-judge, train, answers, benchmark, "
         "EFT, prompt pool) as processes of its own (`metareward stage`, engine.replicas of them for a sharded "
         "stage), so its memory is free before the next; 'inline' runs it inside the flow's process (tests that "
         "swap in stand-ins, debugging).")
