@@ -21,7 +21,8 @@ BIN = Path(sys.executable).parent
 # The smoke recipe cut to its smallest sizes (the real SmolLM2; seconds per stage): what the server tests run.
 SMALLEST = ["execution.retry_delay_seconds=1", "prompts.per_iteration=3", "prompts.eval_count=1", "actor.k=3",
             "judge.n=2", "actor.sampling.max_new_tokens=8", "judge.sampling.max_new_tokens=4", "eval.max_new_tokens=4",
-            "eval.mt_bench.enabled=false", "eval.alpaca_eval.enabled=false", "dpo.max_steps=1",
+            "eval.mt_bench.enabled=false", "eval.alpaca_eval.enabled=false", "eval.ifeval.limit=2",
+            "eval.ifeval.max_new_tokens=4", "eval.llmbar.limit=1", "dpo.max_steps=1",
             "dpo.per_device_batch_size=1", "dpo.global_batch_size=1", "dpo.max_length=512"]
 
 

@@ -60,10 +60,10 @@ def test_a_smoke_run_triggered_from_the_cli_finishes_through_the_stack(compose):
     assert out.returncode == 0 and "Completed" in out.stdout, out.stdout[-3000:] + out.stderr[-2000:] + logs[-6000:]
     flows = api("POST", f"{API}/flow_runs/filter", json={"limit": 200}).json()
     done = {f["name"] for f in flows if f["state"]["type"] == "COMPLETED"}
-    stages = {f"{RUN}-{s}-iter1" for s in ("generate", "judge", "meta_judge", "train", "benchmark")}
-    assert stages | {f"{RUN}-benchmark-iter0"} <= done
+    stages = {f"{RUN}-{s}-iter1" for s in ("generate", "judge", "meta_judge", "train", "answers", "benchmark")}
+    assert stages | {f"{RUN}-answers-iter0", f"{RUN}-benchmark-iter0"} <= done
     starts = compose["record"].starts()
     assert {flow_run_name(e) for e in starts if e["Actor"]["Attributes"].get("io.prefect.work-pool-name")} \
-        == stages | {f"{RUN}-benchmark-iter0"}
+        == stages | {f"{RUN}-answers-iter0", f"{RUN}-benchmark-iter0"}
     assert {e["Actor"]["Attributes"]["image"] for e in starts if flow_run_name(e) in stages} == {IMAGE}
     assert compose["secret"] not in logs

@@ -24,15 +24,16 @@ from servers import SMALLEST
 pytestmark = pytest.mark.slow
 
 RUN = "dk"
-MODEL_STAGES = ["generate", "judge", "meta_judge", "train", "benchmark"]
-STAGES = ["prompts", "generate", "judge", "meta_judge", "pairs", "train", "benchmark"]
-SHARDED = ["generate", "judge", "meta_judge"]
+MODEL_STAGES = ["generate", "judge", "meta_judge", "train", "answers", "benchmark"]
+STAGES = ["prompts", "generate", "judge", "meta_judge", "pairs", "train", "answers", "benchmark"]
+SHARDED = ["generate", "judge", "meta_judge", "answers"]
 REPLICAS = 2
 KILLED = "judge"
 KILLED_RUN = f"{RUN}-{KILLED}-iter1-r1of{REPLICAS}"  # one replica of the judge stage
-# every model stage of iteration 1 (a sharded one as REPLICAS runs), and M_0's benchmark (iteration 0)
+# every model stage of iteration 1 (a sharded one as REPLICAS runs), and M_0's answers and benchmark (iteration 0)
 CONTAINER_RUNS = ({f"{RUN}-{s}-iter1-r{r}of{REPLICAS}" for s in SHARDED for r in range(REPLICAS)}
-                  | {f"{RUN}-{s}-iter1" for s in MODEL_STAGES if s not in SHARDED} | {f"{RUN}-benchmark-iter0"})
+                  | {f"{RUN}-{s}-iter1" for s in MODEL_STAGES if s not in SHARDED}
+                  | {f"{RUN}-answers-iter0-r{r}of{REPLICAS}" for r in range(REPLICAS)} | {f"{RUN}-benchmark-iter0"})
 
 
 def _seed_folder() -> str:
@@ -169,7 +170,7 @@ def test_a_host_folder_as_m0_reached_the_stage_containers_through_the_store(dock
 
 def test_every_manifest_and_m1_are_in_the_bucket_and_m1_loads_in_a_fresh_process(docker_stack, first_run, tmp_path):
     fs, run = docker_stack.fs, f"{docker_stack.bucket}/runs/{RUN}"
-    for t, stage in [(1, s) for s in STAGES] + [(0, "benchmark")]:
+    for t, stage in [(1, s) for s in STAGES] + [(0, "answers"), (0, "benchmark")]:
         assert fs.exists(f"{run}/iter_{t}/{stage}/manifest.json"), (t, stage)
     train = json.loads(fs.cat(f"{run}/iter_1/train/manifest.json"))
     assert train["files"]["model"] == "model" and train["counts"]["steps"] == 1  # relative to the stage folder
@@ -178,7 +179,7 @@ def test_every_manifest_and_m1_are_in_the_bucket_and_m1_loads_in_a_fresh_process
 
 
 def test_a_second_container_reuses_the_model_a_stage_container_pulled(docker_stack, first_run):
-    """benchmark-iter1 pulled M_1 into the host's model volume, under its digest; a new container on the same
+    """answers-iter1 pulled M_1 into the host's model volume, under its digest; a new container on the same
     volume finds that copy complete and downloads nothing (no 'pulled into' line from metareward.runstore.remote)."""
     from metareward.records import Manifest
     from metareward.runstore import store
@@ -207,8 +208,8 @@ def test_retrigger_starts_no_container(docker_stack, first_run):
     time.sleep(3)  # any container the run had started would be in Docker's record by now
     assert docker_stack.docker.starts(mark) == []
     new = [t for t in _paged(docker_stack, "task_runs") if t["id"] not in seen]
-    model = [t for t in new if t["name"] in {f"{s}-iter1" for s in MODEL_STAGES} | {"benchmark-iter0"}]
-    assert len(model) == len(MODEL_STAGES) + 1  # every model stage's task, Cached before any deployment run
+    model = [t for t in new if t["name"] in {f"{s}-iter1" for s in MODEL_STAGES} | {"answers-iter0", "benchmark-iter0"}]
+    assert len(model) == len(MODEL_STAGES) + 2  # every model stage's task, Cached before any deployment run
     assert all(t["state"]["name"] == "Cached" for t in model), {t["name"]: t["state"]["name"] for t in new}
 
 

@@ -17,8 +17,8 @@ from servers import SMALLEST
 
 pytestmark = pytest.mark.slow
 
-GPU_STAGES = ["generate", "judge", "meta_judge", "train", "benchmark"]
-STAGES = ["prompts", "generate", "judge", "meta_judge", "pairs", "train", "benchmark"]
+GPU_STAGES = ["generate", "judge", "meta_judge", "train", "answers", "benchmark"]
+STAGES = ["prompts", "generate", "judge", "meta_judge", "pairs", "train", "answers", "benchmark"]
 SMALL = ["run.name=it", "execution.mode=deployments", "execution.stage_deployment=local", *SMALLEST]
 
 
@@ -59,7 +59,7 @@ def first_run(stack):
 
 def test_run_completes_with_every_manifest_and_the_model_in_the_bucket(stack, first_run):
     fs, run = stack.fs, _run_folder(stack)
-    for t, stage in [(1, s) for s in STAGES] + [(0, "benchmark")]:
+    for t, stage in [(1, s) for s in STAGES] + [(0, "answers"), (0, "benchmark")]:
         assert fs.exists(f"{run}/iter_{t}/{stage}/manifest.json"), (t, stage)
     model = f"{run}/iter_1/train/model"
     names = {p.rsplit("/", 1)[1] for p in fs.find(model)}
@@ -72,7 +72,7 @@ def test_run_completes_with_every_manifest_and_the_model_in_the_bucket(stack, fi
     names = {f["name"] for f in flows if f["state"]["type"] == "COMPLETED"}
     for stage in GPU_STAGES:
         assert f"it-{stage}-iter1" in names, stage
-    assert "it-benchmark-iter0" in names
+    assert {"it-answers-iter0", "it-benchmark-iter0"} <= names
     # ... each started by the orchestrator's task of that stage (tasks/launch.py), which merged it
     done = {t["name"] for t in _task_runs(stack) if t["state"]["type"] == "COMPLETED"}
     assert {f"{s}-iter1" for s in GPU_STAGES} <= done
@@ -124,7 +124,7 @@ def test_retrigger_is_all_cache_hits(stack, first_run):
     print(f"second run: {time.monotonic() - start:.0f} s")
     # every stage is Cached in the orchestrating flow, GPU stages in the task that would have started their
     # deployment runs (tasks/launch.py)
-    wanted = {f"{s}-iter1" for s in STAGES} | {"benchmark-iter0"}
+    wanted = {f"{s}-iter1" for s in STAGES} | {"answers-iter0", "benchmark-iter0"}
     new = [t for t in _task_runs(stack) if t["id"] not in seen]
     fs.invalidate_cache()
     assert {p: fs.info(p)["LastModified"] for p in manifests} == before  # nothing recomputed
