@@ -6,13 +6,17 @@ One function per figure, each ``(RunReport) -> bytes``; `figures` returns all of
 - lengths.png: mean response length per iteration, all responses and the chosen/rejected sides of actor pairs;
 - benchmarks.png: each benchmark metric per model M_t (iteration 0 = the seed model);
 - judge_agreement.png: the judge's self-agreement and, when labels are configured, agreement with humans;
-- meta_bias.png: the meta-judge's position bias and score bias per iteration (0.5 = no bias).
+- meta_bias.png: the meta-judge's position bias and score bias per iteration (0.5 = no bias);
+- judge_free.png: IFEval's four accuracies and LLMBar's pooled accuracy per model M_t, 95% intervals as error bars;
+- drift.png: the own judge against the reference judge per iteration: their mean scores of M_t's held-out answers
+  and the gap, and how often each prefers M_t's answer to M_{t-1}'s (self-preference vs the reference's).
 """
 
 from __future__ import annotations
 
 import io
 
+from metareward.reporting import measures
 from metareward.reporting.tables import BENCH_METRICS, RunReport, bench_values, meta_bias
 
 SCORE_BINS = [i / 4 for i in range(21)]  # 0, 0.25, ..., 5: expected scores fall between the rubric's points
@@ -129,8 +133,85 @@ def meta_bias_rates(rep: RunReport) -> bytes:
     return _finish(fig, ax, not its)
 
 
+def _measures(rep: RunReport) -> dict[int, dict[str, float]]:
+    """Model iteration t -> its benchmark's judge-free figures (`measures.figures`), where it has any."""
+    out = {t: measures.figures(it.manifests["benchmark"].stats) for t, it in sorted(rep.iterations.items())
+           if "benchmark" in it.manifests}
+    return {t: f for t, f in out.items() if f}
+
+
+def _curve(ax, pts: dict[int, dict], name: str, label: str, style: str, shift: float = 0.0) -> bool:
+    """One figure per iteration, with its interval as error bars where it has one; False when it has no point."""
+    xs = [(t, f) for t, f in pts.items() if name in f]
+    if not xs:
+        return False
+    # max(0, ...): a bound rounded past its figure must not turn into a negative bar (matplotlib refuses one)
+    lows = [max(0.0, f[name] - f.get(f"{name}_lo", f[name])) for _, f in xs]
+    highs = [max(0.0, f.get(f"{name}_hi", f[name]) - f[name]) for _, f in xs]
+    ax.errorbar([t + shift for t, _ in xs], [f[name] for _, f in xs], yerr=[lows, highs], fmt=style, capsize=3,
+                label=label)
+    return True
+
+
+def _panels(n: int, title: str):
+    fig, axes = _pyplot().subplots(1, n, figsize=(5.2 * n, 3.6), squeeze=False)
+    fig.suptitle(title)
+    for ax in axes[0]:
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("model iteration t")
+    return fig, axes[0]
+
+
+def _end(fig, axes, drawn: list[bool], ticks: list[int]) -> bytes:
+    for ax, any_points in zip(axes, drawn):
+        if not any_points:
+            ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes)
+        elif ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        ax.set_xticks(ticks)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def judge_free(rep: RunReport) -> bytes:
+    """IFEval (checked by code) and LLMBar (the own judge on labelled pairs) per model M_t, M_0 at t = 0."""
+    pts = _measures(rep)
+    fig, axes = _panels(2, "Judge-free measures per model M_t (95% intervals)")
+    ifeval, llmbar = axes
+    ifeval.set_title("IFEval accuracy (checked by code)", fontsize=9)
+    # the four series a little apart so that their error bars do not hide each other
+    drawn = [any([_curve(ifeval, pts, f"ifeval/{k}", name[len("IFEval "):], style, shift)
+                  for (k, name), style, shift in zip(measures.IFEVAL.items(), ("o-", "s-", "^--", "v--"),
+                                                     (-0.09, -0.03, 0.03, 0.09))])]
+    llmbar.set_title("LLMBar accuracy, pooled (own judge)", fontsize=9)
+    drawn.append(_curve(llmbar, pts, "llmbar/accuracy", "accuracy", "o-"))
+    llmbar.axhline(0.5, color="grey", linestyle=":", linewidth=1)  # a judge that guesses
+    for ax in axes:
+        ax.set_ylim(-0.02, 1.02)
+    return _end(fig, axes, drawn, sorted(pts))
+
+
+def drift(rep: RunReport) -> bytes:
+    """The own judge against the reference judge on the same held-out answers, per iteration t >= 1."""
+    pts = {t: f for t, f in _measures(rep).items() if any(k.startswith("drift/") for k in f)}
+    fig, axes = _panels(2, "Drift: the own judge against the reference judge")
+    scores, prefs = axes
+    scores.set_title("mean score of M_t's held-out answers", fontsize=9)
+    drawn = [any([_curve(scores, pts, "drift/own_cur", "own judge", "o-"),
+                  _curve(scores, pts, "drift/ref_cur", "reference judge", "s-"),
+                  _curve(scores, pts, "drift/gap", "gap (own - reference)", "^--")])]
+    scores.axhline(0, color="grey", linestyle=":", linewidth=1)
+    prefs.set_title("share preferring M_t's answer to M_{t-1}'s", fontsize=9)
+    drawn.append(any([_curve(prefs, pts, "drift/self_preference", "own judge (self-preference)", "o-"),
+                      _curve(prefs, pts, "drift/ref_preference", "reference judge", "s-")]))
+    prefs.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    prefs.set_ylim(-0.02, 1.02)
+    return _end(fig, axes, drawn, sorted(pts))
+
+
 FIGURES = {"judge_scores.png": judge_scores, "lengths.png": lengths, "benchmarks.png": benchmarks,
-           "judge_agreement.png": judge_agreement, "meta_bias.png": meta_bias_rates}
+           "judge_agreement.png": judge_agreement, "meta_bias.png": meta_bias_rates,
+           "judge_free.png": judge_free, "drift.png": drift}
 
 
 def figures(rep: RunReport) -> dict[str, bytes]:

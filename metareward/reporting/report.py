@@ -66,7 +66,8 @@ def to_html(rep: RunReport, images: dict[str, bytes]) -> str:
 
 
 # The modules that draw the report: their code is part of its stamp.
-DRAWN_BY = ("metareward.reporting.report", "metareward.reporting.tables", "metareward.reporting.plots")
+DRAWN_BY = ("metareward.reporting.report", "metareward.reporting.tables", "metareward.reporting.plots",
+            "metareward.reporting.measures")
 STAMP = "inputs.json"  # in the report folder: the digest of what the report was drawn from, and its files
 
 

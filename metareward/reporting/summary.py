@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from metareward.config import RunConfig
 from metareward.records import Manifest
+from metareward.reporting import measures
 from metareward.runstore import store
 from metareward.runstore.layout import RunLayout
 
@@ -106,6 +107,7 @@ def _bench(m: Manifest) -> dict:
     for name, keys in _PUBLIC.items():  # each result with the judge that produced it and its comparability
         if name in m.stats:
             out[name] = {k: m.stats[name].get(k) for k in keys + ("judge", "label") if k in m.stats[name]}
+    out.update(measures.compact(m.stats))  # IFEval, LLMBar, drift: the same shape as the stats, fewer keys
     return out
 
 
@@ -140,7 +142,23 @@ def _bench_table(summary: dict) -> list[str]:
     for b in cols:
         tab.rows += bench_rows(b)
     chars = ", ".join(f"M_{b.get('model_iteration')} {_fmt(b.get('mean_chars'))}" for b in cols)
-    return ["", table_markdown(tab).rstrip("\n"), "", f"Benchmark answers, mean chars: {chars}"]
+    return ["", table_markdown(tab).rstrip("\n"), "", f"Benchmark answers, mean chars: {chars}", *_measure_tables(summary)]
+
+
+def _measure_tables(summary: dict) -> list[str]:
+    """LLMBar per set (M_0 beside M_t), and M_t's drift figures with the gate's result where it has run."""
+    from metareward.reporting.tables import drift_stats_table, llmbar_sets_table, table_markdown
+
+    t, out = summary["iteration"], []
+    cols = [(b.get("model_iteration"), b) for label in ("benchmark_baseline", "benchmark")
+            if "llmbar" in (b := summary.get(label) or {})]
+    if cols:
+        out += ["", table_markdown(llmbar_sets_table(f"Iteration {t}: LLMBar per set", cols)).rstrip("\n")]
+    drift = (summary.get("benchmark") or {}).get("drift")
+    if drift:
+        tab = drift_stats_table(f"Iteration {t}: drift ({drift.get('answers')})", drift, summary.get("drift_gate"))
+        out += ["", table_markdown(tab).rstrip("\n")]
+    return out
 
 
 def to_markdown(summary: dict) -> str:
@@ -163,8 +181,17 @@ def to_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def with_drift_gate(run: RunLayout, summary: dict) -> dict:
+    """The summary with ``drift_gate`` ({passed, failed}) from its iteration's health.json, where the gate has run."""
+    from metareward.reporting.tables import drift_gate
+
+    gate = drift_gate(run, summary["iteration"])
+    return {**summary, "drift_gate": gate} if gate is not None else summary
+
+
 def write_summary(run: RunLayout, summary: dict) -> str:
     """The summary as JSON and markdown in its iteration's folder; returns the markdown's URI."""
+    summary = with_drift_gate(run, summary)
     t = summary["iteration"]
     store.write_json(run.summary(t, "json"), summary)
     store.write_bytes(run.summary(t, "md"), to_markdown(summary).encode())

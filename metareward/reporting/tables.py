@@ -11,6 +11,9 @@ Judge health, per iteration (the manifests' numbers, recomputed from the records
 
 Meta-judge bias (the paper's Table 5): position bias = expected share of decided verdicts won by the judgment
 shown first; score bias = share won by the higher-scored judgment where the two scores differ.
+
+The judge-free measures (IFEval, LLMBar, drift) are formatted by `metareward.reporting.measures`, each figure with
+its 95% interval and sample size: ``0.4167 [0.25, 0.58] (n=12)``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 from metareward.registry import STAGES
+from metareward.reporting import measures
 from metareward.runstore import integrity, store
 from metareward.runstore.layout import RunLayout
 from metareward.records import Judgment, Manifest, PreferencePair, Response
@@ -50,6 +54,7 @@ class IterationData:
     chosen_chars: list[int] = field(default_factory=list)      # actor pairs
     rejected_chars: list[int] = field(default_factory=list)
     self_agreement: float | None = None
+    drift_gate: dict | None = None  # health.json's drift record (passed, failed) once the gate has run
 
 
 @dataclass
@@ -62,7 +67,9 @@ class RunReport:
         return iteration_tables(self.iterations[t])
 
     def run_tables(self) -> list[Table]:
-        return [overview_table(self), benchmark_table(self)]
+        # the judge-free tables only where a benchmark measured them (a run without IFEval or LLMBar has none)
+        return [overview_table(self), benchmark_table(self),
+                *(tab for tab in (measures_table(self), llmbar_table(self)) if tab.rows)]
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -72,7 +79,7 @@ def load_iteration(run_uri: str, t: int, model_cache: str | None = None) -> Iter
     """Iteration t's finished stages; a damaged one (a file missing or altered) is a one-line StoreError naming it."""
     run = RunLayout.at(run_uri)
     ms = {s: m for s in STAGE_ORDER if (m := integrity.checked(run.stage(t, s), model_cache)) is not None}
-    it = IterationData(t=t, manifests=ms)
+    it = IterationData(t=t, manifests=ms, drift_gate=drift_gate(run, t))
     if "judge" in ms:
         judgments = store.read_jsonl(ms["judge"].files["judgments"], Judgment)
         it.scores = [j.score for j in judgments if j.score is not None]
@@ -84,6 +91,13 @@ def load_iteration(run_uri: str, t: int, model_cache: str | None = None) -> Iter
         it.chosen_chars = [len(p.chosen) for p in actor]
         it.rejected_chars = [len(p.rejected) for p in actor]
     return it
+
+
+def drift_gate(run: RunLayout, t: int) -> dict | None:
+    """Iteration t's drift gate result from its health.json ({passed, failed}), or None before the gate ran."""
+    health = store.read_json(run.health(t)) if store.exists(run.health(t)) else {}
+    record = health.get("drift") if isinstance(health, dict) else None
+    return {"passed": record.get("passed"), "failed": record.get("failed") or []} if isinstance(record, dict) else None
 
 
 def load_run(run_uri: str, upto: int | None = None) -> RunReport:
@@ -247,19 +261,68 @@ def bench_values(stats: dict) -> dict[str, tuple[float | None, str | None, str |
 
 
 def bench_rows(stats: dict, iteration: int | None = None) -> list[list]:
-    """Rows of `benchmark_table` (model, metric, value, judge, label) from a benchmark's stats."""
-    return [[f"M_{stats.get('model_iteration', iteration)}", BENCH_METRICS[k][2], v, judge, label]
-            for k, (v, judge, label) in bench_values(stats).items()]
+    """Rows of `benchmark_table` (model, metric, value, judge, label) from a benchmark's stats: the judged
+    benchmarks' values, then IFEval's and LLMBar's, each with its interval and n."""
+    model = f"M_{stats.get('model_iteration', iteration)}"
+    return [[model, BENCH_METRICS[k][2], v, judge, label] for k, (v, judge, label) in bench_values(stats).items()] + \
+        [[model, *row] for row in measures.bench_rows(stats)]
+
+
+def _benchmarks(rep: RunReport, t: int | None) -> list[tuple[int, dict]]:
+    """(model iteration, benchmark stats): every model of the run, or M_t (and M_0 beside M_1)."""
+    return [(it.manifests["benchmark"].iteration, it.manifests["benchmark"].stats)
+            for s, it in sorted(rep.iterations.items())
+            if "benchmark" in it.manifests and (t is None or s == t or (t == 1 and s == 0))]
 
 
 def benchmark_table(rep: RunReport, t: int | None = None) -> Table:
     """Benchmark results with their judge: every model of the run, or M_t (and M_0 beside M_1)."""
     tab = Table("Benchmarks" if t is None else f"Iteration {t}: benchmark",
                 ["model", "metric", "value", "judge", "label"])
-    for s, it in sorted(rep.iterations.items()):
-        if "benchmark" in it.manifests and (t is None or s == t or (t == 1 and s == 0)):
-            m = it.manifests["benchmark"]
-            tab.rows += bench_rows(m.stats, m.iteration)
+    for s, stats in _benchmarks(rep, t):
+        tab.rows += bench_rows(stats, s)
+    return tab
+
+
+def llmbar_sets_table(title: str, benches: list[tuple[int, dict]]) -> Table:
+    """LLMBar per set and pooled, per model: accuracy with its interval, agreement, correct in both orders."""
+    tab = Table(title, ["model", "set", "accuracy", "agreement", "correct both", "n", "judge"])
+    for s, stats in benches:
+        tab.rows += [[f"M_{stats.get('model_iteration', s)}", *row] for row in measures.llmbar_set_rows(stats)]
+    return tab
+
+
+def llmbar_table(rep: RunReport, t: int | None = None) -> Table:
+    return llmbar_sets_table("LLMBar per set" if t is None else f"Iteration {t}: LLMBar per set", _benchmarks(rep, t))
+
+
+def drift_stats_table(title: str, drift: dict, gate: dict | None = None) -> Table:
+    """The drift figures: each judge's scores and preferences side by side, own minus reference beside them."""
+    return Table(title, measures.drift_columns(drift), measures.drift_rows(drift, gate))
+
+
+def drift_table(it: IterationData) -> Table:
+    return drift_stats_table(f"Iteration {it.t}: drift", it.manifests["benchmark"].stats["drift"], it.drift_gate)
+
+
+MEASURE_COLUMNS = [*measures.IFEVAL.values(), "LLMBar accuracy", "gap (own - reference)", "self-preference",
+                   "reference preference", "self-preference excess", "drift gate"]
+
+
+def measures_table(rep: RunReport) -> Table:
+    """One row per model M_t: the judge-free figures the report's curves show (`plots.judge_free`, `plots.drift`)."""
+    tab = Table("Judge-free measures per model", ["model", *MEASURE_COLUMNS])
+    for t, it in sorted(rep.iterations.items()):
+        stats = it.manifests["benchmark"].stats if "benchmark" in it.manifests else {}
+        if not any(k in stats for k in ("ifeval", "llmbar", "drift")):
+            continue
+        ifeval, llmbar, d = stats.get("ifeval") or {}, (stats.get("llmbar") or {}).get("pooled") or {}, \
+            stats.get("drift") or {}
+        tab.rows.append([f"M_{t}", *(measures.interval((ifeval.get("ci95") or {}).get(k), ifeval.get(k))
+                                     for k in measures.IFEVAL),
+                         measures.interval(llmbar.get("accuracy_ci95"), llmbar.get("accuracy")), d.get("gap"),
+                         d.get("self_preference"), d.get("ref_preference"), d.get("self_preference_excess"),
+                         measures.gate_text(it.drift_gate) if it.drift_gate else None])
     return tab
 
 
@@ -275,6 +338,10 @@ def iteration_tables(it: IterationData, rep: RunReport | None = None) -> list[Ta
         tabs.append(meta_table(it))
     if rep is not None and "benchmark" in it.manifests:
         tabs.append(benchmark_table(rep, it.t))
+        if "llmbar" in it.manifests["benchmark"].stats:
+            tabs.append(llmbar_table(rep, it.t))
+    if "benchmark" in it.manifests and "drift" in it.manifests["benchmark"].stats:
+        tabs.append(drift_table(it))
     return tabs
 
 

@@ -19,7 +19,7 @@ def test_iteration_publishes_report_and_artifacts(tmp_path, prefect_harness, fak
     run_pipeline(cfg, recipe="smoke")
     run = Path(RunLayout(str(tmp_path), "UI_Run.1").run)
     html = (run / "report" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 5
+    assert html.count("data:image/png;base64,") == 7  # judge_free.png and drift.png among them
 
     judgments = store.read_jsonl(str(run / "iter_1/judge/judgments.jsonl"), Judgment)
     parse_rate = sum(j.score is not None for j in judgments) / len(judgments)
@@ -30,7 +30,12 @@ def test_iteration_publishes_report_and_artifacts(tmp_path, prefect_harness, fak
         assert str(run / "report" / "report.html") in md.data  # link to the store
         tables = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="ui-run-1-iter1-")))
         keys = {a.key for a in tables}
-        assert {"ui-run-1-iter1-judge-health", "ui-run-1-iter1-meta-judge", "ui-run-1-iter1-benchmark"} <= keys
+        assert {"ui-run-1-iter1-judge-health", "ui-run-1-iter1-meta-judge", "ui-run-1-iter1-benchmark",
+                "ui-run-1-iter1-llmbar-per-set", "ui-run-1-iter1-drift"} <= keys
+        # the smoke recipe's IFEval and LLMBar beside the judged benchmarks, each with its interval and n
+        [bench] = [a for a in tables if a.key == "ui-run-1-iter1-benchmark"]
+        assert "IFEval prompt-level strict" in bench.data and "none (checked by code)" in bench.data
+        assert "LLMBar accuracy, pooled" in md.data and "(n=8)" in md.data and "### Iteration 1: drift" in md.data
         progress = [a for a in tables if a.type == "progress"]
         assert {a.key for a in progress} >= {"ui-run-1-iter1-generate-generate-progress",
                                              "ui-run-1-iter1-judge-score-progress"}

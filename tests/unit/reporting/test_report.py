@@ -108,10 +108,11 @@ def test_write_report_html_embeds_real_pngs(run):
     import matplotlib.image
 
     out = report.write_report(run)
-    assert set(out) >= {"report.html", "report.md", "judge_scores.png", "lengths.png", "meta_bias.png"}
+    assert set(out) >= {"report.html", "report.md", "judge_scores.png", "lengths.png", "meta_bias.png",
+                        "judge_free.png", "drift.png"}
     html = store.read_text(out["report.html"])
     embedded = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)
-    assert len(embedded) == 5
+    assert len(embedded) == 7
     for b64 in embedded:
         data = base64.b64decode(b64)
         assert data.startswith(PNG_MAGIC)
@@ -175,7 +176,7 @@ def test_report_command_writes_into_the_run(run):
     r = CliRunner().invoke(app, ["report", run])
     assert r.exit_code == 0, r.output
     assert f"report.html: {run}/report/report.html" in r.output
-    assert store.read_text(f"{run}/report/report.html").count("data:image/png;base64,") == 5
+    assert store.read_text(f"{run}/report/report.html").count("data:image/png;base64,") == 7
 
 
 def test_a_report_of_the_same_inputs_is_not_drawn_again(run, monkeypatch):
@@ -197,3 +198,68 @@ def test_a_report_of_the_same_inputs_is_not_drawn_again(run, monkeypatch):
     store.write_bytes(stamp, b"{not json")
     report.write_report(run)
     assert len(drawn) == 4
+
+
+def _measured(run, t: int, strict: float, accuracy: float, gap: float | None) -> None:
+    """M_t's benchmark with IFEval (12 prompts), LLMBar (8 pairs) and, for t >= 1, drift figures."""
+    ci = {"value": strict, "lo": strict - 0.25, "hi": strict + 0.25, "n": 12, "rounds": 1000}
+    stats = {"model_iteration": t, "mean_score": 3.0, "judge": f"self (M_{t})",
+             "ifeval": {**{k: strict for k in ("prompt_level_strict_acc", "inst_level_strict_acc",
+                                               "prompt_level_loose_acc", "inst_level_loose_acc")},
+                        "ci95": {"prompt_level_strict_acc": ci}, "n_prompts": 12, "judge": "none (checked by code)"},
+             "llmbar": {"judge": f"self (M_{t})", "verdicts": "parsed (LLMBar's rule)",
+                        "pooled": {"accuracy": accuracy, "agreement": 0.75, "correct_both": 0.5, "n": 8,
+                                   "accuracy_ci95": {"value": accuracy, "lo": 0.25, "hi": 0.875, "n": 8}},
+                        "sets": {"Natural": {"accuracy": accuracy, "n": 8}}}}
+    if gap is not None:
+        stats["drift"] = {"own_cur": 3.0 + gap, "ref_cur": 3.0, "gap": gap, "self_preference": 0.75,
+                          "ref_preference": 0.25, "self_preference_excess": 0.5, "own_judge": f"M_{t}",
+                          "answers": f"M_{t - 1} vs M_{t}", "reference_judge": "M_0"}
+    _stage(run, t, "benchmark", {"eval_prompts": 2}, stats)
+
+
+def test_the_judge_free_measures_are_drawn_and_tabled_for_iterations_0_1_2(run):
+    """IFEval prompt-level strict 0.25, 0.5, 0.75 for M_0..M_2 (M_2: a third iteration with only its benchmark),
+    LLMBar accuracy 0.5, 0.625, 0.75; drift gaps 0.5 and 1.0 for M_1 and M_2; iteration 1's drift gate passed."""
+    from metareward.reporting import plots
+
+    for t, strict, acc, gap in ((0, 0.25, 0.5, None), (1, 0.5, 0.625, 0.5), (2, 0.75, 0.75, 1.0)):
+        _measured(run, t, strict, acc, gap)
+    store.write_json(RunLayout.at(run).health(1), {"drift": {"passed": True, "failed": [], "metrics": {}}})
+    rep = report.load_run(run)
+    points = plots._measures(rep)
+    assert sorted(points) == [0, 1, 2]
+    assert [points[t]["ifeval/prompt_level_strict_acc_hi"] for t in (0, 1, 2)] == [0.5, 0.75, 1.0]
+    assert [points[t].get("drift/gap") for t in (0, 1, 2)] == [None, 0.5, 1.0]
+
+    measured = _table(rep.run_tables(), "Judge-free measures per model")
+    assert [row[0] for row in measured.rows] == ["M_0", "M_1", "M_2"]
+    m1 = dict(zip(measured.columns, measured.rows[1]))
+    assert m1["IFEval prompt-level strict"] == "0.5 [0.25, 0.75] (n=12)" and m1["IFEval prompt-level loose"] == "0.5"
+    assert m1["LLMBar accuracy"] == "0.625 [0.25, 0.88] (n=8)"
+    assert (m1["gap (own - reference)"], m1["self-preference"], m1["reference preference"]) == (0.5, 0.75, 0.25)
+    assert m1["drift gate"] == "passed" and measured.rows[2][-1] is None  # iteration 2's gate has not run
+    bench = _table(report.iteration_tables(rep.iterations[1], rep), "benchmark").rows
+    assert ["M_0", "IFEval prompt-level strict", "0.25 [0.00, 0.50] (n=12)", "none (checked by code)", None] in bench
+    drift = dict((r[0], r[1:]) for r in _table(report.iteration_tables(rep.iterations[2]), "drift").rows)
+    assert drift["mean score, M_2's answers"] == [4.0, 3.0, 1.0]
+
+    out = report.write_report(run)
+    for name in ("judge_free.png", "drift.png"):
+        with store.fs_for(out[name]).open(out[name], "rb") as f:
+            data = f.read()
+        assert data.startswith(PNG_MAGIC) and base64.b64encode(data).decode() in store.read_text(out["report.html"])
+        assert f"![{name}]({name})" in store.read_text(out["report.md"])
+    html = store.read_text(out["report.html"])
+    assert "<h3>Judge-free measures per model</h3>" in html and "<h3>Iteration 2: drift</h3>" in html
+    # the gate's result, written after the report, makes it a report of other inputs: drawn again when asked
+    before = report.inputs_digest(report.load_run(run))
+    store.write_json(RunLayout.at(run).health(2), {"drift": {"passed": False, "failed": ["k"], "metrics": {}}})
+    assert report.inputs_digest(report.load_run(run)) != before
+    # the curves are the data: other figures draw another picture, none draws "no data yet"
+    drawn = plots.judge_free(rep)
+    rep.iterations[2].manifests["benchmark"].stats["ifeval"]["prompt_level_strict_acc"] = 0.1
+    assert plots.judge_free(rep) != drawn
+    for it in rep.iterations.values():
+        it.manifests.pop("benchmark", None)
+    assert plots.drift(rep) != plots.drift(report.load_run(run))
