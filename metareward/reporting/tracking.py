@@ -7,6 +7,10 @@ own curves (TRL's per-step logs, ``loss``, ``rewards/accuracies``...) in a child
 under the run; W&B: a table). The layout's ``tracked(t)`` file records the tracking run an iteration went to and its
 stages' digests, so a cached or resumed run does not log it twice; a recomputed stage logs the iteration again. Credentials and servers come from the environment only.
 
+The judge-free measures of M_t's benchmark go under their own names at step t (`measures.figures`:
+``ifeval/prompt_level_strict_acc`` with ``_lo``/``_hi``, ``llmbar/accuracy``, ``drift/gap``...), and M_0's at step 0
+when iteration 1 is logged, so each is one curve over the models M_0..M_T (W&B groups them by the prefix).
+
     >>> flatten({"a": {"b": 1, "c": [2]}, "d": "x", "e": None})
     {'a.b': 1, 'a.c': '[2]', 'd': 'x', 'e': None}
     >>> numbers({"train": {"steps": 4, "note": "x"}, "ok": True, "rate": 0.5})
@@ -24,6 +28,7 @@ import re
 
 from metareward.records import Manifest
 from metareward.registry import ITERATION
+from metareward.reporting import measures
 from metareward.runstore import integrity, store
 from metareward.runstore.layout import RunLayout
 
@@ -49,16 +54,41 @@ def numbers(d: dict) -> dict[str, float]:
             if isinstance(v, (int, float)) and v == v}  # v == v drops NaN
 
 
+MEASURES = ("ifeval", "llmbar", "drift")  # the benchmark's sections logged by `measures.figures`, not flattened
+
+
+def _judged_only(bench: dict) -> dict:
+    return {k: v for k, v in bench.items() if k not in MEASURES}
+
+
+def measure_metrics(bench: dict) -> dict[str, float]:
+    """A benchmark's judge-free figures under names MLflow accepts (an LLMBar set's name is the data's)."""
+    return {_NAME.sub("_", k): float(v) for k, v in measures.figures(bench).items()}
+
+
 def iteration_metrics(run: RunLayout, t: int) -> dict[str, float]:
     """Iteration t's figures: its summary (counts, parse rate, scores, pairs, lengths, position weights, training,
-    benchmark, stage seconds) and its judge-health record (metrics and whether each gate passed)."""
+    benchmark, stage seconds), M_t's judge-free measures (`measures.figures`) and its judge-health record (metrics
+    and whether each gate passed)."""
     summary = store.read_json(run.summary(t, "json"))
     summary.pop("iteration", None)
-    out = numbers(summary)
+    bench = summary.get("benchmark") or {}
+    for label in ("benchmark", "benchmark_baseline"):
+        if isinstance(summary.get(label), dict):
+            summary[label] = _judged_only(summary[label])
+    out = {**numbers(summary), **measure_metrics(bench)}
     if store.exists(run.health(t)):
         for gate, record in store.read_json(run.health(t)).items():
-            out.update(numbers({f"health.{gate}": {**(record.get("metrics") or {}), "passed": record.get("passed")}}))
+            figures = {} if gate == "drift" else record.get("metrics") or {}  # drift's are drift/* already
+            out.update(numbers({f"health.{gate}": {**figures, "passed": record.get("passed")}}))
     return out
+
+
+def baseline_metrics(run: RunLayout, t: int) -> dict[str, float]:
+    """M_0's judge-free measures, for step 0: from the summary of iteration 1 (which holds M_0's benchmark)."""
+    if t != 1:
+        return {}
+    return measure_metrics(store.read_json(run.summary(t, "json")).get("benchmark_baseline") or {})
 
 
 def manifests(run: RunLayout, t: int, model_cache: str | None = None) -> dict[str, Manifest]:
@@ -127,7 +157,8 @@ def log_iteration(cfg, t: int) -> dict | None:
         return None
     config = store.read_json(run.config)  # as stored: secrets masked
     record = {"iteration": t, "target": target(tracking),
-              "metrics": iteration_metrics(run, t), "tags": tags, "dpo_curve": dpo_curve(ms)}
+              "metrics": iteration_metrics(run, t), "baseline": baseline_metrics(run, t), "tags": tags,
+              "dpo_curve": dpo_curve(ms)}
     sink = _mlflow_iteration if tracking.backend == "mlflow" else _wandb_iteration
     record["run_id"] = sink(cfg.run.name, tracking, flatten(config), record, artifacts(run, t))
     marker = {k: record[k] for k in ("iteration", "target", "tags", "run_id")}
@@ -161,7 +192,8 @@ def _mlflow_iteration(name: str, tracking, params: dict, record: dict, files: li
     client = MlflowClient()
     run_id = _mlflow_run(client, name, tracking.experiment, params)
     t, now = record["iteration"], int(time.time() * 1000)
-    metrics = [Metric(k, v, now, t) for k, v in record["metrics"].items()]
+    metrics = [Metric(k, v, now, 0) for k, v in record["baseline"].items()]  # M_0's measures at step 0
+    metrics += [Metric(k, v, now, t) for k, v in record["metrics"].items()]
     for i in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i:i + 1000], tags=[RunTag(k, v) for k, v in record["tags"].items()]
                          if i == 0 else [])
@@ -191,6 +223,8 @@ def _wandb_iteration(name: str, tracking, params: dict, record: dict, files: lis
             keys = sorted({k for _, m in record["dpo_curve"] for k in m})
             data["dpo_curve"] = wandb.Table(columns=["step", *keys],
                                             data=[[s, *(m.get(k) for k in keys)] for s, m in record["dpo_curve"]])
+        if record["baseline"]:  # M_0's measures at step 0, before step t: W&B ignores a step it has passed
+            run.log(record["baseline"], step=0)
         run.log(data, step=t)
         run.tags = tuple(sorted(set(run.tags or ()) | {"metareward"}))
         run.summary.update(record["tags"])

@@ -74,6 +74,11 @@ def test_the_fake_run_in_mlflow(tmp_path, prefect_harness, fake_trainer, mlflow_
     assert [v for _, v in _history(client, run.info.run_id, "health.judge.passed")] == [1.0, 1.0]
     assert _history(client, run.info.run_id, "judge_parse_rate") == [(1, 1.0), (2, 1.0)]
     assert "benchmark.mt_bench.score" in run.data.metrics and "durations_s.train" in run.data.metrics
+    # the judge-free measures as curves over the models: M_0 at step 0 (logged with iteration 1), M_t at step t
+    for name in ("ifeval/prompt_level_strict_acc", "ifeval/prompt_level_strict_acc_lo", "llmbar/accuracy_hi"):
+        assert [step for step, _ in _history(client, run.info.run_id, name)] == [0, 1, 2], name
+    assert [step for step, _ in _history(client, run.info.run_id, "drift/self_preference_excess")] == [1, 2]
+    assert not any(k.startswith("benchmark.ifeval") for k in run.data.metrics)  # once, under its own name
     # the summaries and the report as artifacts
     assert {f.path for f in client.list_artifacts(run.info.run_id, "iter1")} >= {
         "iter1/summary.md", "iter1/summary.json", "iter1/report.html"}
@@ -128,9 +133,12 @@ def test_the_fake_run_in_wandb_offline(tmp_path, prefect_harness, fake_trainer, 
     assert len(runs) == 2  # one offline session per iteration's logging, both the same W&B run id
     assert len({p.name.rsplit("-", 1)[-1] for p in runs}) == 1
     history = [_items(r.history.item) for p in runs for r in wandb_records(p) if r.WhichOneof("record_type") == "history"]
-    assert [(h["_step"], h["actor_pairs"], h["judge_pairs"]) for h in history] == [
+    assert [h["_step"] for h in history] == [0, 1, 2]  # M_0's measures at step 0, before iteration 1's figures
+    assert "ifeval/prompt_level_strict_acc" in history[0] and "actor_pairs" not in history[0]
+    assert [(h["_step"], h["actor_pairs"], h["judge_pairs"]) for h in history[1:]] == [
         (1, summaries[0]["actor_pairs"], 16), (2, summaries[1]["actor_pairs"], 0)]
-    assert history[0]["judgments"] == 192 and history[0]["health.judge.passed"] == 1.0
+    assert history[1]["judgments"] == 192 and history[1]["health.judge.passed"] == 1.0
+    assert "drift/gap" in history[1] and "llmbar/accuracy" in history[2]
     config = {k for r in wandb_records(runs[0]) if r.WhichOneof("record_type") == "run" for k in _items(r.run.config.update)}
     assert {"dpo.beta", "tracking.backend"} <= config
     assert (runs[0] / "files" / "summary.md").is_file() and (runs[0] / "files" / "report.html").is_file()

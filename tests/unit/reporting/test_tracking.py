@@ -63,3 +63,33 @@ def test_a_damaged_stage_is_not_logged(tmp_path):
 
     with pytest.raises(store.StoreError, match=rf"^pairs iter 1: damaged: {uri}: content does not match"):
         tracking.manifests(run, 1)
+
+
+def test_the_judge_free_measures_are_curves_over_m0_to_mt(tmp_path):
+    """Iteration 1's summary holds M_1's measures and M_0's (the baseline): M_1's go to step 1 under their own names
+    (not flattened a second time under benchmark.*), M_0's to step 0; the drift gate's figures are the drift/* ones,
+    so from health.json only whether it passed."""
+    run = RunLayout(str(tmp_path), "r")
+    ci = {"value": 0.4167, "lo": 0.25, "hi": 0.5833, "n": 12}
+    bench = {"model_iteration": 1, "mt_bench": {"score": 5, "judge": "j"},
+             "ifeval": {"prompt_level_strict_acc": 5 / 12, "ci95": {"prompt_level_strict_acc": ci}, "n_prompts": 12,
+                        "judge": "none (checked by code)"},
+             "llmbar": {"pooled": {"accuracy": 0.625, "agreement": 0.75, "n": 8,
+                                   "accuracy_ci95": {"value": 0.625, "lo": 0.25, "hi": 0.875, "n": 8}},
+                        "sets": {"Adversarial Neighbor": {"accuracy": 0.5, "n": 4}}, "judge": "self (M_1)"},
+             "drift": {"gap": 1.5, "self_preference": 0.75, "ref_preference": 0.25, "self_preference_excess": 0.5,
+                       "own_judge": "M_1"}}
+    baseline = {"model_iteration": 0, "ifeval": {"prompt_level_strict_acc": 0.25, "ci95": {}}}
+    store.write_json(run.summary(1, "json"), {"iteration": 1, "benchmark": bench, "benchmark_baseline": baseline})
+    store.write_json(run.health(1), {"drift": {"passed": True, "failed": [], "metrics": {"gap": 1.5}}})
+    assert tracking.iteration_metrics(run, 1) == {
+        "benchmark.model_iteration": 1.0, "benchmark.mt_bench.score": 5.0, "benchmark_baseline.model_iteration": 0.0,
+        "ifeval/prompt_level_strict_acc": 5 / 12, "ifeval/prompt_level_strict_acc_lo": 0.25,
+        "ifeval/prompt_level_strict_acc_hi": 0.5833, "ifeval/n_prompts": 12.0,
+        "llmbar/accuracy": 0.625, "llmbar/accuracy_lo": 0.25, "llmbar/accuracy_hi": 0.875, "llmbar/agreement": 0.75,
+        "llmbar/n": 8.0, "llmbar/Adversarial Neighbor/accuracy": 0.5, "llmbar/Adversarial Neighbor/n": 4.0,
+        "drift/gap": 1.5, "drift/self_preference": 0.75, "drift/ref_preference": 0.25,
+        "drift/self_preference_excess": 0.5, "health.drift.passed": 1.0}
+    assert tracking.baseline_metrics(run, 1) == {"ifeval/prompt_level_strict_acc": 0.25}
+    store.write_json(run.summary(2, "json"), {"iteration": 2, "benchmark": bench, "benchmark_baseline": baseline})
+    assert tracking.baseline_metrics(run, 2) == {}  # M_0 goes to step 0 once, with iteration 1
