@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 
 from metareward.records import Judgment, Manifest, MetaVerdict, PreferencePair
+from metareward.reporting import measures
 from metareward.reporting.tables import model_cache
 from metareward.runstore import integrity, remote, store
 from metareward.runstore.layout import RunLayout
@@ -306,7 +307,8 @@ def _health(run: RunLayout, t: int) -> str:
 
 
 def _benchmarks(m: Manifest | None) -> list[str]:
-    """Each benchmark result with its judge and whether it is comparable to published figures."""
+    """Each benchmark result with its judge and whether it is comparable to published figures; then the judge-free
+    measures (IFEval, LLMBar) with their 95% intervals, and the drift figures (`metareward.reporting.measures`)."""
     if m is None:
         return []
     out = []
@@ -315,7 +317,7 @@ def _benchmarks(m: Manifest | None) -> list[str]:
             figure = next((f"{k} {result[k]:.4g}" for k in ("score", "win_rate", "lc_win_rate", "agreement")
                            if isinstance(result.get(k), (int, float))), "")
             out.append(f"  - {name}: {figure} (judge {result.get('judge')}; {result['label']})")
-    return out
+    return out + measures.card_lines(m.stats)
 
 
 def _iteration_section(run: RunLayout, t: int, splits: dict[str, list[dict]]) -> list[str]:

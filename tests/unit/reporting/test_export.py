@@ -188,12 +188,22 @@ def _train(run, t, model_uri=None, n_pairs_used=3, loss=0.6931):
 
 @pytest.fixture
 def trained(run) -> RunLayout:
-    """`run` trained: M_1 from its 3 pairs, M_2 from its 1 pair; M_1 benchmarked by a published-comparable judge."""
+    """`run` trained: M_1 from its 3 pairs, M_2 from its 1 pair; M_1 benchmarked by a published-comparable judge,
+    IFEval (5 of 12 prompts strictly: 0.4167, bounds 0.2500 and 0.5833), LLMBar (0.6875 over 8 pairs) and drift."""
     _train(run, 1)
     _train(run, 2, n_pairs_used=1, loss=0.5)
+    ci = {"value": 0.4167, "lo": 0.25, "hi": 0.5833, "n": 12}
     store.write_manifest(Manifest(stage="benchmark", iteration=1, run=run.name, key="k1bench", uri=run.stage(1, "benchmark"),
                                   stats={"alpaca_eval": {"label": "comparable to published", "judge": "gpt-4-turbo",
-                                                         "lc_win_rate": 0.125}}))
+                                                         "lc_win_rate": 0.125},
+                                         "ifeval": {"prompt_level_strict_acc": 5 / 12, "judge": "none (checked by code)",
+                                                    "ci95": {"prompt_level_strict_acc": ci}},
+                                         "llmbar": {"pooled": {"accuracy": 0.6875, "agreement": 0.75, "correct_both": 0.5,
+                                                               "n": 8}, "judge": "self (M_1)"},
+                                         "drift": {"own_cur": 4.5, "ref_cur": 3.0, "gap": 1.5, "self_preference": 0.75,
+                                                   "ref_preference": 0.25, "self_preference_excess": 0.5,
+                                                   "answers": "M_0 vs M_1", "own_judge": "M_1",
+                                                   "reference_judge": "M_0"}}))
     return run
 
 
@@ -231,7 +241,11 @@ def test_the_model_card_names_digests_pair_counts_benchmarks_and_dpo_settings(tr
     # iteration 1: 2 actor + 1 judge pairs, all 3 used; iteration 2: 1 actor pair, no judge pair
     assert f"| 1 | 2 | 1 | 3 | 2 | 0.6931 | `{m1.digests['model']}` |" in text
     assert f"| 2 | 1 | 0 | 1 | 2 | 0.5 | `{m2.digests['model']}` |" in text
-    assert "- M_1:\n  - alpaca_eval: lc_win_rate 0.125 (judge gpt-4-turbo; comparable to published)" in text
+    assert "- M_1:\n  - alpaca_eval: lc_win_rate 0.125 (judge gpt-4-turbo; comparable to published)\n" \
+           "  - ifeval: prompt_level_strict_acc 0.4167 [0.25, 0.58] (n=12) (judge none (checked by code))\n" \
+           "  - llmbar: accuracy 0.6875, agreement 0.75, correct_both 0.5 (judge self (M_1))\n" \
+           "  - drift: own judge 4.5 vs reference 3 on M_0 vs M_1 (gap 1.5), prefers the newer answer 0.75 vs 0.25 " \
+           "(excess 0.5); own judge M_1, reference M_0" in text
     assert "- beta: 0.1\n- learning_rate: 5e-06\n- max_steps: 4" in text and "seed: 7; iterations: 2" in text
     assert "`metareward export tiny DEST`" in text  # no dataset repo given: how to make one
 
