@@ -54,11 +54,11 @@ def iteration_report(cfg: RunConfig, t: int, model: ModelRef, first: ModelRef) -
         answers = tasks.answers(cfg, t, model, done["prompts"])
         done["benchmark"] = tasks.benchmark(cfg, t, model, done["prompts"], answers,
                                             previous if cfg.health.drift.enabled else None)
+    failed = drift_guard.record(cfg, t, summary.drift_history(cfg, t)) if cfg.eval.enabled else []
     out = summary.iteration_summary(t, done, baseline)
     summary.write_summary(RunLayout.of(cfg), out)
     ui.publish_iteration(cfg, t)  # <run>/report/ and the iteration's markdown and table artifacts
     if cfg.tracking.backend != "none":
         track_iteration(cfg, t)  # MLflow / W&B, once per iteration and destination
-    if cfg.eval.enabled:  # after the summary and report show the figures: a drifted judge ends the run here
-        drift_guard.check(cfg, t, summary.drift_history(cfg, t))
+    drift_guard.stop(cfg, t, failed)  # after the summary, report and tracker show it: a drifted judge ends the run
     return out

@@ -1,6 +1,7 @@
 """The drift guard's part of the benchmark stage: M_t's own judge and a fixed reference judge score the held-out
 answers of M_{t-1} and of M_t; the figures (`metareward.method.drift`) go into the stage's stats and ``drift.jsonl``.
-The gate that reads them runs after the stage (`check`), so a rerun with other thresholds reuses the stage.
+The gate that reads them runs after the stage (`record`, then `stop` once the iteration is reported), so a rerun
+with other thresholds reuses the stage.
 
 The reference judge is local (M_0 by default, or a model folder), asked with the run's own judge prompt and scoring
 (``judge.*``), so both judges are read the same way; or an OpenAI-compatible endpoint whose "Score: N" is parsed.
@@ -71,21 +72,28 @@ def measure(cfg, model: ModelRef, folder: str, previous: list[Response], current
                           "answers": f"M_{model.iteration - 1} vs M_{model.iteration}", "reference_judge": name}
 
 
-def check(cfg, t: int, history: list[dict]) -> None:
-    """The drift gates over iterations 1..t's figures (``history``, oldest first): the report goes to iteration t's
-    ``health.json`` either way; a failed gate raises StageError naming it. Nothing is recomputed for it."""
+def record(cfg, t: int, history: list[dict]) -> list[str]:
+    """The drift gates over iterations 1..t's figures (``history``, oldest first), recorded in iteration t's
+    ``health.json`` (so the summary and report show them); returns the failed gates. Nothing is recomputed."""
     from metareward.method import drift
     from metareward.runstore.layout import RunLayout
     from metareward.runstore.redact import redact_obj
 
     if not (cfg.health.enabled and cfg.health.drift.enabled) or not history:
-        return
+        return []
     failed = drift.failed_gates(history, cfg.health.drift)
     uri = RunLayout.of(cfg).health(t)
     report = store.read_json(uri) if store.exists(uri) else {}
     report["drift"] = {"passed": not failed, "failed": failed, "metrics": history[-1],
                        "history": history, "thresholds": cfg.health.drift.model_dump(mode="json")}
     store.write_json(uri, redact_obj(report))
+    return failed
+
+
+def stop(cfg, t: int, failed: list[str]) -> None:
+    """A StageError naming the failed drift gates (`record`'s), so the run ends before M_t judges its own pairs."""
+    from metareward.runstore.layout import RunLayout
+
     if failed:
-        raise StageError(f"benchmark iter {t}: drift gate failed: {'; '.join(failed)} (report: {uri}); the run "
-                         "stops before M_t judges its own pairs")
+        raise StageError(f"benchmark iter {t}: drift gate failed: {'; '.join(failed)} (report: "
+                         f"{RunLayout.of(cfg).health(t)}); the run stops before M_t judges its own pairs")
