@@ -4,6 +4,7 @@ It checks the plumbing end to end on a real model (sizes cut down to fit CI), ne
 quality, which is near chance.
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ def test_smoke_recipe_on_the_real_model(tmp_path, prefect_harness):
         f"storage.root={tmp_path}", "run.name=real", "prompts.per_iteration=4", "prompts.eval_count=2",
         "actor.k=3", "judge.n=3", "actor.sampling.max_new_tokens=24", "judge.sampling.max_new_tokens=12",
         "meta_judge.sampling.max_new_tokens=8", "eval.max_new_tokens=16", "eval.mt_bench.max_new_tokens=8",
-        "eval.alpaca_eval.max_new_tokens=8", "eval.alpaca_eval.judge.max_tokens=8", "dpo.max_steps=1",
+        "eval.alpaca_eval.max_new_tokens=8", "eval.alpaca_eval.judge.max_tokens=8", "eval.ifeval.limit=4",
+        "eval.ifeval.max_new_tokens=16", "eval.llmbar.limit=3", "dpo.max_steps=1",
         "dpo.global_batch_size=2", "dpo.max_length=512",
     ])
     [summary] = run_pipeline(cfg)
@@ -44,3 +46,19 @@ def test_smoke_recipe_on_the_real_model(tmp_path, prefect_harness):
 
     assert AutoModelForCausalLM.from_pretrained(model_dir).num_parameters() > 100_000_000
     assert summary["benchmark"]["model_iteration"] == 1 and summary["benchmark_baseline"]["model_iteration"] == 0
+
+    # the judge-free measures for M_0 and M_1: IFEval checked by code, LLMBar judged by the model itself, each with
+    # its interval; the drift guard compared M_1's judge with M_0's on both models' answers, and did not trip
+    for label in ("benchmark_baseline", "benchmark"):
+        ifeval, llmbar = summary[label]["ifeval"], summary[label]["llmbar"]
+        assert ifeval["n_prompts"] == 4 and 0 <= ifeval["prompt_level_strict_acc"] <= ifeval["prompt_level_loose_acc"]
+        lo, hi = ifeval["ci95"]["inst_level_loose_acc"]["lo"], ifeval["ci95"]["inst_level_loose_acc"]["hi"]
+        assert lo <= ifeval["inst_level_loose_acc"] <= hi
+        assert llmbar["pooled"]["n"] == 3 and 0 <= llmbar["pooled"]["accuracy"] <= 1
+    drift = summary["benchmark"]["drift"]
+    assert drift["prompts"] == 2 and drift["own_judge"] == "M_1" and drift["reference_judge"].startswith("local:M_0#")
+    health = json.loads((run / "iter_1/health.json").read_text())
+    assert health["drift"]["passed"] is True and summary["drift_gate"]["passed"] is True
+    md = (run / "iter_1/summary.md").read_text()
+    assert "IFEval prompt-level strict" in md and "LLMBar accuracy" in md
+    assert "IFEval prompt-level strict" in (run / "report" / "report.md").read_text()
