@@ -127,12 +127,14 @@ class DriftSection(_Section):
         default_factory=EvalJudgeSection, description="The fixed judge: local (None = M_0, the default; or a model "
         "folder) with the run's own judge prompt and judge.scoring, or an 'openai' endpoint reading 'Score: N'.")
     k: int = Field(2, ge=1, description="Stop when the own judge's mean score rose while the reference's fell in "
-                   "this many iterations in a row.")
+                   "this many iterations in a row (each change beyond min_change at the 95% level: the low end of "
+                   "its bootstrap interval over prompts for the rise, the high end for the fall).")
     min_change: float = Field(0.0, ge=0.0, description="A mean score moving by at most this counts as neither "
                               "rising nor falling.")
     max_self_preference_excess: float = Field(
-        0.25, ge=0.0, le=1.0, description="Stop when the own judge prefers M_t's answer to M_{t-1}'s this much more "
-        "often than the reference judge does (shares of held-out prompts, ties counting half).")
+        0.25, ge=-1.0, le=1.0, description="Stop when the own judge prefers M_t's answer to M_{t-1}'s this much more "
+        "often than the reference judge does (shares of held-out prompts, ties counting half), at the 95% level: "
+        "the low end of the excess's bootstrap interval over prompts, so a few noisy prompts trip nothing.")
 
 
 class EvalSection(_Section):

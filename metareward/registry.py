@@ -32,7 +32,7 @@ ANSWERS = ("pipeline.answers", "evals.harness", "evals.mtbench", "evals.alpaca",
            "evals.llmbar", "evals.io")
 EVALS = ("pipeline.benchmark", "pipeline.scored", "pipeline.drift_guard", "pipeline.answers", "evals.harness",
          "evals.judges", "evals.mtbench", "evals.alpaca", "evals.arena_hard", "evals.agreement", "evals.io",
-         "evals.ifeval", "evals.llmbar", "evals.intervals")
+         "evals.ifeval", "evals.llmbar", "intervals")
 PROMPT_INPUTS = ("inputs.prompt_sets", "inputs.prompt_sources", "inputs.dedupe", "inputs.decontam")
 
 

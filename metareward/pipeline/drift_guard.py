@@ -68,7 +68,7 @@ def measure(cfg, model: ModelRef, folder: str, previous: list[Response], current
              "ref_cur": ref_cur.get(p)} for p in sorted(texts["prev"])]
     uri = store.join(folder, "drift.jsonl")
     res.add("drift", uri, write_jsonl(uri, rows))
-    res.stats["drift"] = {**drift.metrics(own, ref, texts), "own_judge": f"M_{model.iteration}",
+    res.stats["drift"] = {**drift.metrics(own, ref, texts, cfg.run.seed), "own_judge": f"M_{model.iteration}",
                           "answers": f"M_{model.iteration - 1} vs M_{model.iteration}", "reference_judge": name}
 
 

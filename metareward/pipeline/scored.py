@@ -1,6 +1,6 @@
 """The measures that need no judge to pay: IFEval (instructions checked by code) and LLMBar (the model's own judge on
 pairs whose better output is known), scored from the answers stage's rows with the official tools' arithmetic and
-written in their own files, each figure with its sample size and a 95% bootstrap interval (`evals.intervals`).
+written in their own files, each figure with its sample size and a 95% bootstrap interval (`metareward.intervals`).
 
     <benchmark stage>/ifeval/input_response_data.jsonl     {prompt, response}: what the official evaluator reads
     <benchmark stage>/ifeval/eval_results_strict.jsonl     the official evaluator's rows
@@ -11,7 +11,7 @@ written in their own files, each figure with its sample size and a 95% bootstrap
 
 from __future__ import annotations
 
-from metareward.evals.intervals import bootstrap
+from metareward.intervals import bootstrap
 from metareward.evals.io import write_json, write_jsonl
 from metareward.pipeline.answers import llmbar_id
 from metareward.pipeline.contract import Output

@@ -2,7 +2,7 @@
 
 IFEval, 12 prompts with 18 instructions: 5 prompts follow all their instructions strictly (5 / 12 = 0.41667), 9
 instructions are followed strictly (9 / 18 = 0.5); loose: 6 / 12 = 0.5 and 11 / 18 = 0.61111. The bootstrap
-bounds are inputs here (`evals.intervals` computes them); shown to 2 decimals: 0.2500 -> 0.25, 0.5833 -> 0.58.
+bounds are inputs here (`metareward.intervals` computes them); shown to 2 decimals: 0.2500 -> 0.25, 0.5833 -> 0.58.
 
 LLMBar, both orders of each pair: Natural 8 pairs (6 correct without swap, 5 with, 6 agree, 4 correct in both):
 accuracy (6 + 5) / 2 / 8 = 0.6875, agreement 6 / 8 = 0.75, correct_both 4 / 8 = 0.5.
