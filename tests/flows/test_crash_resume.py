@@ -31,7 +31,7 @@ KILLS = 10
 def _overrides(root: Path, seed_model: Path) -> list[str]:
     return ["engine.backend=fake", "execution.stage_process=inline", f"model.path={seed_model}", "run.name=crash", "run.iterations=2",
             f"storage.root={root}", "engine.shard_size=8", "pairs.judge_pairs=[true, false]", "execution.retries=0",
-            "eval.mt_bench.enabled=false", "eval.alpaca_eval.enabled=false"]
+            "eval.mt_bench.enabled=false", "eval.alpaca_eval.enabled=false", "eval.ifeval.limit=4", "eval.llmbar.limit=2"]
 
 
 def _start(args: list[str], env: dict, work: Path) -> subprocess.Popen:

@@ -54,7 +54,8 @@ def _command(store_root: Path, seed_model: Path) -> list[str]:
     return [sys.executable, "-m", "flows", "run", "smoke", "--no-progress", "engine.backend=fake",
             "execution.stage_process=own", "engine.replicas=2", f"model.path={seed_model}", "run.name=soak",
             "run.iterations=2", f"storage.root={store_root}", "engine.shard_size=8", "pairs.judge_pairs=[true, false]",
-            "execution.retries=0", "eval.mt_bench.enabled=false", "eval.alpaca_eval.enabled=false"]
+            "execution.retries=0", "eval.mt_bench.enabled=false", "eval.alpaca_eval.enabled=false",
+            "eval.ifeval.limit=4", "eval.llmbar.limit=2"]
 
 
 def _env(work: Path, api_url: str) -> dict:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from metareward.runstore import store
 from metareward.records import Response
 
-STAGES = ["prompts", "generate", "judge", "meta_judge", "pairs", "train", "benchmark"]
+STAGES = ["prompts", "generate", "judge", "meta_judge", "pairs", "train", "answers", "benchmark"]
 
 
 def _task_runs():
@@ -35,7 +35,7 @@ def test_cli_run_on_s3(s3_bucket, prefect_harness, fake_trainer, tmp_path, s3_se
     assert result.exit_code == 0, result.output
     run = f"{root}/s3"
     fs = fsspec.filesystem("s3")
-    for t, stage in [(1, s) for s in STAGES] + [(2, s) for s in STAGES if s != "meta_judge"] + [(0, "benchmark")]:
+    for t, stage in [(1, s) for s in STAGES] + [(2, s) for s in STAGES if s != "meta_judge"] + [(0, "answers"), (0, "benchmark")]:
         assert fs.exists(f"{run}/iter_{t}/{stage}/manifest.json"), (t, stage)
     assert len(store.read_jsonl(f"{run}/iter_1/generate/responses.jsonl", Response)) == 16 * 4
     # M_1 was trained locally and pushed; iteration 2 trained from M_1 pulled back into the model cache
@@ -63,4 +63,4 @@ def test_cli_run_on_s3(s3_bucket, prefect_harness, fake_trainer, tmp_path, s3_se
     assert {p: fs.info(p)["LastModified"] for p in fs.find(run) if p.endswith("manifest.json")} == before
     states = {r.name: r.state.name for r in _task_runs() if r.id not in seen and re.fullmatch(r"[a-z_]+-iter\d", r.name)
               and not r.name.startswith("report-")}  # the report is rewritten on every invocation, by design
-    assert len(states) == 7 + 1 + 6 and set(states.values()) == {"Cached"}, states  # Prefect's cache, on the S3 store
+    assert len(states) == 8 + 2 + 7 and set(states.values()) == {"Cached"}, states  # Prefect's cache, on the S3 store
