@@ -84,8 +84,9 @@ def inputs(cfg: RunConfig, stage: str, t: int) -> list[Manifest | None]:
             out.append(manifest(cfg, name, max(t, 1) if name == "prompts" else t))
     if stage == "prompts":
         out.append(manifest(cfg, "prompt_pool", 0) if cfg.prompt_pool.enabled else None)
-    if stage == "benchmark":  # the drift guard reads M_{t-1}'s answers: the benchmark of iteration t-1
-        out.append(manifest(cfg, "benchmark", t - 1) if t >= 1 and cfg.health.drift.enabled else None)
+    if stage == "benchmark":  # the drift guard reads M_{t-1}'s answers: the benchmark of iteration t-1, where made
+        previous = t >= 1 and cfg.health.drift.enabled
+        out.append(store.read_manifest(RunLayout.of(cfg).stage(t - 1, "benchmark")) if previous else None)
     return out
 
 
