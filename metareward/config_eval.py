@@ -136,6 +136,13 @@ class DriftSection(_Section):
         "often than the reference judge does (shares of held-out prompts, ties counting half), at the 95% level: "
         "the low end of the excess's bootstrap interval over prompts, so a few noisy prompts trip nothing.")
 
+    @model_validator(mode="after")
+    def _fixed_reference(self) -> DriftSection:
+        if self.reference_judge.kind == "local" and self.reference_judge.model == "self":
+            raise ValueError("reference_judge.model 'self' is the own judge; the reference must stay fixed (None = "
+                             "M_0, or a model folder)")
+        return self
+
 
 class EvalSection(_Section):
     enabled: bool = Field(True, description="Run the benchmark stage after training.")

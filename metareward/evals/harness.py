@@ -109,14 +109,6 @@ def load_alpaca_references(spec: str | None) -> tuple[list[dict], bool]:
 # --------------------------------------------------------------------------------------------- MT-Bench
 
 
-def answer_mt_bench(engine, questions: list[mtbench.Question], max_new_tokens: int, seed: int):
-    """Both turns of every question: turn 1 for all, then turn 2 with turn 1's answer in the history."""
-    first, _ = chat_generate(engine, [[{"role": "user", "content": q.turns[0]}] for q in questions],
-                             max_new_tokens, seed)
-    return second_turns(engine, questions, dict(zip([q.question_id for q in questions], first)), max_new_tokens,
-                        seed)
-
-
 def second_turns(engine, questions: list[mtbench.Question], first: dict, max_new_tokens: int, seed: int):
     """({question_id: [turn 1, turn 2]}, how the history was passed), turn 2 answered with ``first`` (turn 1's
     answers by question id) in the history."""
@@ -165,12 +157,6 @@ def judge_mt_bench(judge, questions: list[mtbench.Question], answers: dict, mode
 
 
 # --------------------------------------------------------------------------------------------- AlpacaEval
-
-
-def answer_alpaca(engine, refs: list[dict], max_new_tokens: int, seed: int) -> list[str]:
-    outs, _ = chat_generate(engine, [[{"role": "user", "content": r["instruction"]}] for r in refs],
-                            max_new_tokens, seed)
-    return outs
 
 
 def annotate_alpaca(judge, refs: list[dict], outputs: list[str], generator: str, seed: int) -> list[dict]:

@@ -17,7 +17,6 @@ import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from importlib import resources
 
 from metareward.engines.base import Sampling
 from metareward.records import EvalAnswer, Prompt
@@ -46,14 +45,10 @@ class Sources:
     llmbar: dict[str, list[dict]] = field(default_factory=dict)
 
 
-def shipped(name: str) -> str:
-    """The path of a data file shipped in metareward/data."""
-    return str(resources.files("metareward.data") / name)
-
-
 def load_sources(cfg) -> Sources:
     """Every enabled benchmark's items, from the configured files (or the shipped mini sets)."""
     from metareward.evals import arena_hard, harness, ifeval, llmbar
+    from metareward.inputs.prompt_sources import shipped_path
 
     e, src = cfg.eval, Sources()
     if e.mt_bench.enabled:
@@ -64,9 +59,9 @@ def load_sources(cfg) -> Sources:
     if e.arena_hard.enabled:
         src.arena_hard = arena_hard.read_questions(e.arena_hard.questions)
     if e.ifeval.enabled:
-        src.ifeval = ifeval.read_prompts(e.ifeval.prompts or shipped("mini_ifeval.jsonl"), e.ifeval.limit)
+        src.ifeval = ifeval.read_prompts(e.ifeval.prompts or shipped_path("data:mini_ifeval.jsonl"), e.ifeval.limit)
     if e.llmbar.enabled:
-        sets = e.llmbar.sets or {"Natural": shipped("llmbar_natural.json")}
+        sets = e.llmbar.sets or {"Natural": llmbar.natural_path()}
         src.llmbar = {name: llmbar.read_dataset(path, e.llmbar.limit) for name, path in sorted(sets.items())}
     return src
 
@@ -78,6 +73,7 @@ def llmbar_id(name: str, index: int, swap: bool) -> str:
 def calls_for(cfg, eval_prompts: list[Prompt], src: Sources) -> list[Call]:
     """The work list, in a fixed order: held-out prompts, IFEval, MT-Bench turn 1, AlpacaEval, Arena-Hard, LLMBar."""
     from metareward.evals import llmbar
+    from metareward.evals.judges import Chat
 
     e = cfg.eval
     out = [Call(f"heldout/{p.id}", p.prompt, e.max_new_tokens) for p in eval_prompts]
@@ -92,18 +88,14 @@ def calls_for(cfg, eval_prompts: list[Prompt], src: Sources) -> list[Call]:
     for name, items in src.llmbar.items():
         for i, item in enumerate(items):
             for swap in (False, True):
-                text = _one_turn(llmbar.vanilla_prompt(item, swap))
+                system, user = (m["content"] for m in llmbar.vanilla_prompt(item, swap))
+                text = Chat(system, user).flat()  # the one user turn our engines take
                 if e.llmbar.scoring == "expected":
                     out.append(Call(llmbar_id(name, i, swap), text, prefix=llmbar.CHOICE_PREFIX,
                                     choices=tuple(llmbar.CHOICES)))
                 else:
                     out.append(Call(llmbar_id(name, i, swap), text, e.llmbar.max_new_tokens))
     return out
-
-
-def _one_turn(messages: list[dict]) -> str:
-    """A system message and a user message as the one user turn our engines take (as `evals.judges.Chat.flat`)."""
-    return "\n\n".join(m["content"] for m in messages)
 
 
 def digest(work: list[Call]) -> str:

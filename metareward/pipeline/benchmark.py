@@ -10,7 +10,6 @@ judge together.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 
@@ -22,6 +21,7 @@ from metareward.evals.judges import CachedJudge, JudgeCache, LocalJudge, OpenAIJ
 from metareward.records import EvalAnswer, Judgment, Manifest, ModelRef, Response
 from metareward.pipeline import drift_guard, scored
 from metareward.pipeline.contract import Output
+from metareward.pipeline.modelrefs import judge_model
 
 
 class EnginePool:
@@ -55,13 +55,7 @@ def _judge(jcfg, model: ModelRef, seed_model: Callable[[], ModelRef], pool: Engi
     if jcfg.kind == "openai":
         judge = OpenAIJudge(jcfg.model, jcfg.base_url, jcfg.api_key_env, jcfg.timeout_s, jcfg.max_retries)
         return CachedJudge(judge, cache)
-    if jcfg.model == "self":
-        ref, name = model, f"M_{model.iteration}"
-    elif jcfg.model is None:
-        ref, name = seed_model(), "M_0"
-    else:
-        ref = ModelRef(uri=jcfg.model, digest=hashlib.sha256(f"path:{jcfg.model}".encode()).hexdigest()[:16])
-        name = jcfg.model
+    ref, name = judge_model(jcfg.model, model, seed_model)
     # the digest names the weights, so a cached call is reused only for the very same judge model
     label = f"{cfg.engine.backend}:{name}#{ref.digest[:12]}"
     return CachedJudge(LocalJudge(pool.get(ref), label, cfg.run.seed), cache)

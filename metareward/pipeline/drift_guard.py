@@ -9,7 +9,6 @@ The reference judge is local (M_0 by default, or a model folder), asked with the
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 
 from metareward.evals.io import write_jsonl
@@ -34,13 +33,10 @@ def reference(cfg, seed_model: Callable[[], ModelRef], pool, cache) -> Callable[
                 judge.identity
         return ask
 
+    from metareward.pipeline.modelrefs import judge_model
     from metareward.pipeline.roles import judge_responses
 
-    if j.model is None:
-        ref, name = seed_model(), "M_0"
-    else:
-        ref = ModelRef(uri=j.model, digest=hashlib.sha256(f"path:{j.model}".encode()).hexdigest()[:16])
-        name = j.model
+    ref, name = judge_model(j.model, None, seed_model)
 
     def local(responses: list[Response]) -> tuple[dict, str]:
         return scores(judge_responses(pool.get(ref), cfg, responses, 1)), f"local:{name}#{ref.digest[:12]}"

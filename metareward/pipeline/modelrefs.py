@@ -129,3 +129,15 @@ class LazyEngine:
     def close(self) -> None:
         if self.engine is not None:
             self.engine.close()
+
+
+def judge_model(spec: str | None, current: ModelRef, seed_model) -> tuple[ModelRef, str]:
+    """The model a local judge runs and its name: ``None`` = M_0 (``seed_model()``), ``"self"`` = ``current``, or a
+    model folder (named by its path: a cached call is reused only for that very folder)."""
+    import hashlib
+
+    if spec == "self":
+        return current, f"M_{current.iteration}"
+    if spec is None:
+        return seed_model(), "M_0"
+    return ModelRef(uri=spec, digest=hashlib.sha256(f"path:{spec}".encode()).hexdigest()[:16]), spec

@@ -66,7 +66,7 @@ def _judge_free(cfg: RunConfig) -> None:
         for name, path in sorted((e.llmbar.sets or {}).items()):
             _utf8_file(f"eval.llmbar.sets.{name}", path)
             llmbar.read_dataset(path, e.llmbar.limit)
-    if e.enabled and cfg.health.drift.enabled and ref.kind == "local" and ref.model not in (None, "self"):
+    if e.enabled and cfg.health.drift.enabled and ref.kind == "local" and ref.model is not None:
         check_model("health.drift.reference_judge.model", ref.model, cfg.engine.backend != "fake",
                     cfg.model.trust_remote_code)
 

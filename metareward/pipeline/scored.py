@@ -18,9 +18,6 @@ from metareward.pipeline.contract import Output
 from metareward.records import EvalAnswer
 from metareward.runstore import store
 
-IFEVAL_FIGURES = ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc")
-
-
 def ifeval_results(prompts: list[dict], got: dict[str, EvalAnswer], folder: str, res: Output, seed: int) -> None:
     """IFEval's four accuracies (lm-eval's names), per category and instruction, the official files, intervals."""
     from metareward.evals import ifeval

@@ -238,6 +238,8 @@ CASES = [
          "eval.llmbar.sets.Natural dataset.json: no such file"),
     Case("llmbar_pair_without_output", [*R, "eval.llmbar.sets={Natural: llmbar_noout2.json}", *STORE],
          "llmbar_noout2.json: entry 1: missing field 'output_2'"),
+    Case("drift_reference_judge_self", [*R, "health.drift.reference_judge.model=self", *STORE],
+         "reference_judge.model 'self' is the own judge"),
     Case("drift_reference_judge_missing", [*R, "health.drift.reference_judge.model=./no-judge", *STORE],
          "health.drift.reference_judge.model ./no-judge: no such folder"),
     Case("mt_bench_questions_missing", [*R, "eval.mt_bench.enabled=true", "eval.mt_bench.questions=q.jsonl", *STORE],

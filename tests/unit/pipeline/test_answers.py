@@ -25,7 +25,7 @@ def test_the_work_list_in_its_fixed_order():
     # smoke's LLMBar scoring is 'expected': the probability of a vs b after "Output (", nothing written
     first = work[-4]
     assert (first.prefix, first.choices, first.max_new_tokens) == ("Output (", ("a", "b"), 0)
-    item = llmbar.read_dataset(answers.shipped("llmbar_natural.json"), 1)[0]
+    item = llmbar.read_dataset(llmbar.natural_path(), 1)[0]
     assert first.prompt == llmbar.VANILLA_SYSTEM + "\n\n" + llmbar.vanilla_prompt(item, False)[1]["content"]
     assert item["output_2"] in work[-3].prompt.split("Output (a):")[1].split("Output (b):")[0]  # swapped
     # the digest names the work: another limit is other work
